@@ -1,0 +1,7 @@
+"""rnnpool: RNNPool, efficient non-linear pooling for RAM-constrained vision."""
+
+from .nn import FastGRNNCell, RNNPool2d
+
+__version__ = "0.1.0"
+
+__all__ = ["FastGRNNCell", "RNNPool2d", "__version__"]

@@ -1,0 +1,55 @@
+"""The ``rnnpool`` command line.
+
+Each subcommand lives beside the code it drives, in a module with
+``register(subparsers) -> None`` that adds its parser and sets ``func`` (called with the parsed
+``argparse.Namespace``, returning an exit code). Add the module to ``COMMAND_MODULES``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+COMMAND_MODULES = [
+    "rnnpool.demo",
+]
+
+
+class CLIError(Exception):
+    """An error to show the user as one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnpool", description="RNNPool: efficient non-linear pooling for RAM-constrained vision."
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"rnnpool {__version__}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, FileNotFoundError, ValueError) as e:
+        print(f"rnnpool {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
