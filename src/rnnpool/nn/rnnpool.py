@@ -26,7 +26,7 @@ def rnnpool2d_macs(
     times the number of patches ``H_out * W_out``.
 
     >>> rnnpool2d_macs(32, 16, 16, 6, (28, 28))  # MobileNetV2-RNNPool's layer
-    28901376
+    52985856
     """
     r, c = RF._pair(kernel_size, "kernel_size")
     per_patch = 2 * r * c * hidden1 * (in_channels + hidden1) + 2 * (r + c) * hidden2 * (
@@ -41,7 +41,7 @@ def rnnpool2d_num_params(
     """``h1 (k + h1) + 2 h1 + h2 (h1 + h2) + 2 h2`` (+ 4 scalars when zeta/nu are trainable).
 
     >>> rnnpool2d_num_params(32, 16, 16)
-    1312
+    1344
     """
     n = hidden1 * (in_channels + hidden1) + 2 * hidden1 + hidden2 * (hidden1 + hidden2) + 2 * hidden2
     return n + (4 if trainable_zeta_nu else 0)
