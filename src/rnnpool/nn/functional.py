@@ -184,6 +184,17 @@ def rnnpool2d_output_size(
     return (hp - kh) // sh + 1, (wp - kw) // sw + 1
 
 
+def _windows(x: Tensor, dim: int, size: int, step: int, count: int) -> Tensor:
+    """Stack the ``size`` strided slices of ``x`` along ``dim``: ``out[t] = x[..., t::step, ...]``.
+
+    The result, ``(size, *x.shape)`` with ``dim`` of length ``count``, is each window's ``t``-th
+    element for every window start; one copy, and exportable (strided slices) unlike ``unfold``.
+    """
+    stop = step * (count - 1) + 1
+    lead = (slice(None),) * dim
+    return torch.stack([x[lead + (slice(t, t + stop, step),)] for t in range(size)])
+
+
 def rnnpool2d(
     input: Tensor,
     rnn1: FastGRNNParams,
@@ -242,11 +253,9 @@ def rnnpool2d(
         torch.cat([rnn1.bias_gate, rnn1.bias_update], 0),
     )
     # Row segments (row y, start column ow*sw): kw steps along the row.
-    rows_in = proj1.unfold(2, kw, sw)  # (N, hr, wo, 2h1, kw)
-    rows_in = rows_in.permute(4, 0, 1, 2, 3).reshape(kw, n * hr * wo, 2 * h1)
+    rows_in = _windows(proj1, 2, kw, sw, wo).reshape(kw, n * hr * wo, 2 * h1)
     # Column segments (start row oh*sh, column x): kh steps down the column.
-    cols_in = proj1.unfold(1, kh, sh)  # (N, ho, wc, 2h1, kh)
-    cols_in = cols_in.permute(4, 0, 1, 2, 3).reshape(kh, n * ho * wc, 2 * h1)
+    cols_in = _windows(proj1, 1, kh, sh, ho).reshape(kh, n * ho * wc, 2 * h1)
     if kh == kw:
         summ = fastgrnn_scan(torch.cat([rows_in, cols_in], 1), rnn1)
         row_sum, col_sum = summ[: n * hr * wo], summ[n * hr * wo :]
@@ -256,11 +265,10 @@ def rnnpool2d(
     w2 = torch.cat([rnn2.weight_ih, rnn2.weight_ih], 0)
     b2 = torch.cat([rnn2.bias_gate, rnn2.bias_update], 0)
     # Summaries projected once through W2, then gathered per patch.
-    row_p = F.linear(row_sum, w2, b2).reshape(n, hr, wo, 2 * h2).unfold(1, kh, sh)
-    col_p = F.linear(col_sum, w2, b2).reshape(n, ho, wc, 2 * h2).unfold(2, kw, sw)
-    # (N, ho, wo, 2h2, T) -> (T, N*ho*wo, 2h2)
-    row_seq = row_p.permute(4, 0, 1, 2, 3).reshape(kh, n * ho * wo, 2 * h2)
-    col_seq = col_p.permute(4, 0, 1, 2, 3).reshape(kw, n * ho * wo, 2 * h2)
+    row_p = F.linear(row_sum, w2, b2).reshape(n, hr, wo, 2 * h2)
+    col_p = F.linear(col_sum, w2, b2).reshape(n, ho, wc, 2 * h2)
+    row_seq = _windows(row_p, 1, kh, sh, ho).reshape(kh, n * ho * wo, 2 * h2)
+    col_seq = _windows(col_p, 2, kw, sw, wo).reshape(kw, n * ho * wo, 2 * h2)
     if kh == kw:
         seq = torch.cat([row_seq, row_seq.flip(0), col_seq, col_seq.flip(0)], 1)
         out = fastgrnn_scan(seq, rnn2).reshape(4, n, ho, wo, h2)

@@ -1,0 +1,238 @@
+"""RNNPool2d fast path vs the literal per-patch reference, gradients, errors and sizes."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnpool.nn import RNNPool2d, rnnpool2d_macs, rnnpool2d_num_params
+from rnnpool.nn.functional import rnnpool2d_padding
+
+from .reference import rnnpool_reference
+
+
+def _randomize(module: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.8)
+
+
+@st.composite
+def configs(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    padding = draw(
+        st.one_of(
+            st.just("same"),
+            st.tuples(st.integers(0, kh - 1 if kh > 1 else 0), st.integers(0, kw - 1 if kw > 1 else 0)),
+        )
+    )
+    mode = draw(st.sampled_from(["zeros", "replicate"]))
+    h = draw(st.integers(kh, kh + 5))
+    w = draw(st.integers(kw, kw + 5))
+    c = draw(st.integers(1, 3))
+    h1, h2 = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    n = draw(st.integers(1, 2))
+    cell = draw(
+        st.sampled_from(
+            [
+                dict(),
+                dict(gate="hard_sigmoid", update="hard_tanh"),
+                dict(trainable_zeta_nu=True),
+                dict(w_rank=2, u_rank=1),
+            ]
+        )
+    )
+    seed = draw(st.integers(0, 2**16))
+    return (n, c, h, w), (kh, kw), (sh, sw), padding, mode, h1, h2, cell, seed
+
+
+def _build(cfg):
+    shape, k, s, padding, mode, h1, h2, cell, seed = cfg
+    m = RNNPool2d(shape[1], h1, h2, k, s, padding, mode, **cell).double()
+    _randomize(m, seed)
+    if cell.get("trainable_zeta_nu"):
+        with torch.no_grad():  # keep sigmoid(zeta), sigmoid(nu) away from 1 / 0
+            m.rnn1.zeta_raw.fill_(0.7), m.rnn1.nu_raw.fill_(-0.4)
+            m.rnn2.zeta_raw.fill_(1.1), m.rnn2.nu_raw.fill_(-1.3)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.double)
+    pads = rnnpool2d_padding(shape[2:], k, s, padding)
+    return m, x, pads
+
+
+@settings(max_examples=40, deadline=None)
+@given(configs())
+def test_fast_path_matches_literal_reference(cfg):
+    m, x, pads = _build(cfg)
+    x.requires_grad_(True)
+    y = m(x)
+    xr = x.detach().clone().requires_grad_(True)
+    # The reference reads the same parameter tensors, so gradients flow to them too.
+    ref = rnnpool_reference(xr, m.rnn1.params(), m.rnn2.params(), m.kernel_size, m.stride, pads,
+                            m.padding_mode)
+    assert y.shape == ref.shape
+    assert torch.allclose(y, ref, rtol=0, atol=1e-10)
+
+    gy = torch.randn_like(y)
+    params = list(m.parameters())
+    g_fast = torch.autograd.grad(y, [x] + params, gy, allow_unused=True, materialize_grads=True)
+    g_ref = torch.autograd.grad(ref, [xr] + params, gy, allow_unused=True, materialize_grads=True)
+    for a, b in zip(g_fast, g_ref):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10), (a - b).abs().max()
+
+
+def test_paper_layer_shape_matches_reference():
+    # MobileNetV2-RNNPool's layer shape at a reduced size: patch 6, stride 4, "same" padding.
+    m = RNNPool2d(5, 4, 3, 6, 4, padding="same").double()
+    _randomize(m, 3)
+    x = torch.randn(1, 5, 16, 12, dtype=torch.double)
+    ref = rnnpool_reference(x, m.rnn1.params(), m.rnn2.params(), (6, 6), (4, 4),
+                            rnnpool2d_padding((16, 12), 6, 4, "same"))
+    y = m(x)
+    assert y.shape == (1, 12, 4, 3)
+    assert torch.allclose(y, ref, rtol=0, atol=1e-10)
+
+
+def test_output_channel_order():
+    """Each channel group must be the final state of its sweep (checked on a single patch)."""
+    m = RNNPool2d(2, 3, 2, (3, 2)).double()
+    _randomize(m, 5)
+    x = torch.randn(1, 2, 3, 2, dtype=torch.double)
+    y = m(x)[0, :, 0, 0]
+    p1, p2 = m.rnn1.params(), m.rnn2.params()
+    from .reference import run_rnn
+
+    rows = [run_rnn([x[0, :, i, j] for j in range(2)], p1) for i in range(3)]
+    cols = [run_rnn([x[0, :, i, j] for i in range(3)], p1) for j in range(2)]
+    expected = [run_rnn(rows, p2), run_rnn(rows[::-1], p2), run_rnn(cols, p2), run_rnn(cols[::-1], p2)]
+    for g, e in enumerate(expected):
+        assert torch.allclose(y[2 * g : 2 * g + 2], e, atol=1e-12)
+
+
+def test_gradcheck_float64():
+    m = RNNPool2d(2, 3, 2, (3, 2), (2, 1), padding=(1, 0), trainable_zeta_nu=True).double()
+    _randomize(m, 7)
+    with torch.no_grad():
+        m.rnn1.zeta_raw.fill_(0.3), m.rnn2.nu_raw.fill_(-0.5)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.double, requires_grad=True)
+    names = [n for n, _ in m.named_parameters()]
+
+    def f(x, *params):
+        return torch.func.functional_call(m, dict(zip(names, params)), (x,))
+
+    assert torch.autograd.gradcheck(f, (x, *[p.detach().requires_grad_() for p in m.parameters()]))
+
+
+@pytest.mark.parametrize(
+    "hw,k,s,padding,expected",
+    [
+        ((112, 112), 6, 4, "same", (28, 28)),
+        ((112, 112), 6, 4, 0, (27, 27)),
+        ((160, 120), 8, 4, "same", (40, 30)),
+        ((320, 240), 8, 4, "same", (80, 60)),
+        ((7, 9), (3, 2), (2, 3), 1, (4, 4)),
+        ((10, 10), 4, 4, 0, (2, 2)),
+    ],
+)
+def test_output_size(hw, k, s, padding, expected):
+    m = RNNPool2d(1, 2, 2, k, s, padding)
+    assert m.output_size(hw) == expected
+    assert m(torch.zeros(1, 1, *hw)).shape[2:] == expected
+    kh, kw = (k, k) if isinstance(k, int) else k
+    sh, sw = (s, s) if isinstance(s, int) else s
+    if padding != "same":
+        p = padding if isinstance(padding, int) else padding[0]
+        assert expected[0] == math.floor((hw[0] + 2 * p - kh) / sh) + 1
+        assert expected[1] == math.floor((hw[1] + 2 * p - kw) / sw) + 1
+    else:
+        assert expected == (math.ceil(hw[0] / sh), math.ceil(hw[1] / sw))
+
+
+def test_same_padding_is_symmetric_when_even():
+    # (r - s) / 2 on each side: output cell centres on the stride grid.
+    assert rnnpool2d_padding((112, 112), 6, 4, "same") == (1, 1, 1, 1)
+    assert rnnpool2d_padding((160, 120), 8, 4, "same") == (2, 2, 2, 2)
+
+
+def test_stride_defaults_to_kernel():
+    m = RNNPool2d(3, 4, 4, (4, 2))
+    assert m.stride == (4, 2)
+    assert m(torch.randn(2, 3, 8, 8)).shape == (2, 16, 2, 4)
+
+
+def test_macs_and_params_formula():
+    # SPEC §1, square patch: RNN1 2 r^2 h1 (k + h1), RNN2 4 r h2 (h1 + h2), per patch.
+    r, k, h1, h2 = 6, 32, 16, 16
+    per_patch = 2 * r * r * h1 * (k + h1) + 4 * r * h2 * (h1 + h2)
+    assert rnnpool2d_macs(k, h1, h2, r, (28, 28)) == per_patch * 28 * 28
+    m = RNNPool2d(k, h1, h2, r, 4, "same")
+    assert m.macs((112, 112)) == per_patch * 784
+    expected_params = h1 * (k + h1) + 2 * h1 + h2 * (h1 + h2) + 2 * h2
+    assert rnnpool2d_num_params(k, h1, h2) == expected_params
+    assert m.num_params() == sum(p.numel() for p in m.parameters()) == expected_params
+    mt = RNNPool2d(k, h1, h2, r, 4, trainable_zeta_nu=True)
+    assert mt.num_params() == expected_params + 4 == rnnpool2d_num_params(k, h1, h2, True)
+    # Overlap sharing: the fast path executes fewer MACs than the per-patch formula.
+    assert m.executed_macs((112, 112)) < m.macs((112, 112)) / 2
+
+
+def test_executed_macs_counts_the_work_done():
+    """executed_macs equals the FLOPs torch's counter sees in the forward, halved."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = RNNPool2d(5, 6, 7, 4, 2, padding="same")
+    x = torch.randn(1, 5, 12, 10)
+    with FlopCounterMode(display=False) as fc:
+        m(x)
+    # The pass computes W x twice (gate and update biases stacked) and the same for W2, and
+    # h @ [U, U]: all products are duplicated, hence 2 * 2 * MACs FLOPs.
+    assert fc.get_total_flops() == 4 * m.executed_macs((12, 10))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(in_channels=0, hidden1=2, hidden2=2, kernel_size=2), "in_channels"),
+        (dict(in_channels=2, hidden1=0, hidden2=2, kernel_size=2), "hidden1"),
+        (dict(in_channels=2, hidden1=2, hidden2=-1, kernel_size=2), "hidden2"),
+        (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=0), "kernel_size"),
+        (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, stride=(1, 0)), "stride"),
+        (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, padding=-1), "padding"),
+        (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, padding="valid"), "padding"),
+        (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, padding_mode="reflect"), "padding_mode"),
+        (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=(2, 2, 2)), "kernel_size"),
+        (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, gate="relu"), "gate"),
+    ],
+)
+def test_constructor_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RNNPool2d(**kwargs)
+
+
+def test_forward_errors():
+    m = RNNPool2d(3, 4, 4, 4, 2)
+    with pytest.raises(ValueError, match="3 input channels, got 2"):
+        m(torch.randn(1, 2, 8, 8))
+    with pytest.raises(ValueError, match="4D input"):
+        m(torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="smaller than kernel_size"):
+        m(torch.randn(1, 3, 3, 8))
+
+
+def test_float32_close_to_float64():
+    m = RNNPool2d(4, 8, 8, 8, 4, "same")
+    x = torch.randn(2, 4, 32, 24)
+    y32 = m(x)
+    y64 = m.double()(x.double())
+    assert (y32.double() - y64).abs().max() < 1e-5
+
+
+def test_batch_independence():
+    m = RNNPool2d(3, 4, 4, 4, 2)
+    x = torch.randn(3, 3, 10, 10)
+    full = m(x)
+    for i in range(3):
+        assert torch.allclose(m(x[i : i + 1]), full[i : i + 1], atol=1e-6)
