@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 COMMAND_MODULES = [
     "rnnpool.demo",
+    "rnnpool.detection.eval_commands",
 ]
 
 
