@@ -1,0 +1,24 @@
+import argparse
+
+import pytest
+
+from rnnpool.train.config import TrainConfig, add_config_arguments, config_from_args, config_from_dict
+
+
+def test_flags_derive_from_fields():
+    p = argparse.ArgumentParser()
+    add_config_arguments(p, defaults={"epochs": 7})
+    a = p.parse_args(["--lr", "0.1", "--no-progress", "--max-steps-per-epoch", "3", "--amp"])
+    cfg = config_from_args(a)
+    assert cfg.epochs == 7 and cfg.lr == 0.1 and cfg.progress is False and cfg.amp is True
+    assert cfg.max_steps_per_epoch == 3 and cfg.batch_size == 256 and cfg.weight_decay == 4e-5
+    assert config_from_dict(cfg.__dict__) == cfg
+
+
+def test_bad_values_name_the_field():
+    with pytest.raises(ValueError, match="metric_mode"):
+        TrainConfig(metric_mode="up")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="unknown TrainConfig fields: bogus"):
+        config_from_dict({"bogus": 1})
