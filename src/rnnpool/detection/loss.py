@@ -121,7 +121,8 @@ class MultiBoxLoss:
 
         # Classification on positives + hard negatives.
         labels = positive.long()
-        ce = F.cross_entropy(cls_logits.reshape(-1, 2).float(), labels.view(-1), reduction="none").view(B, A)
+        logits = cls_logits if cls_logits.dtype == torch.float64 else cls_logits.float()
+        ce = F.cross_entropy(logits.reshape(-1, 2), labels.view(-1), reduction="none").view(B, A)
         negatives = hard_negative_mask(ce, positive, self.neg_pos_ratio)
         loss_cls = ce[positive | negatives].sum()
         loss = (loss_box + loss_cls) / norm
