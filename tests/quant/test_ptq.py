@@ -1,0 +1,69 @@
+"""Post-training quantization end to end: float model vs the integer reference."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rnnpool.quant import reference as R
+from rnnpool.quant.ptq import UnsupportedLayerError, fold_bn, quantize_model
+
+from ._models import TinyClassifier, TinyDetector, randomize_bn
+
+
+def _run_all(g, x):
+    t = g.tensor(g.inputs[0])
+    return [R.run(g, R.quantize_input(x[i:i + 1], t)) for i in range(x.shape[0])]
+
+
+def test_fold_bn_equals_conv_then_bn():
+    conv = nn.Conv2d(3, 5, 3, padding=1, bias=True).double()
+    bn = randomize_bn(nn.Sequential(nn.BatchNorm2d(5))).double()[0]
+    w, b = fold_bn(conv, bn)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        ref = bn(conv(x))
+    assert torch.allclose(nn.functional.conv2d(x, w, b, padding=1), ref, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.manual_seed(0)
+    model = randomize_bn(TinyClassifier())
+    x = torch.randn(96, 1, 28, 28)
+    return model, quantize_model(model, x[:64]), x[64:]
+
+
+def test_classifier_ptq_top1_agreement(classifier):
+    model, g, x = classifier
+    with torch.no_grad():
+        ref = model(x).numpy()
+    out = np.concatenate([r["output_0"] for r in _run_all(g, x)])
+    assert out.shape == ref.shape
+    span = ref.max() - ref.min()
+    assert np.abs(out - ref).max() < 0.05 * span
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.9
+    kinds = [op.kind for op in g.ops]
+    assert kinds.count("rnnpool") == 1 and "add" in kinds and "avgpool" in kinds
+
+
+def test_detector_ptq_outputs_and_l2norm():
+    torch.manual_seed(1)
+    model = randomize_bn(TinyDetector())
+    x = torch.randn(40, 1, 32, 32)
+    g = quantize_model(model, x[:32])
+    assert [op.kind for op in g.ops].count("l2norm") == 1
+    with torch.no_grad():
+        cls, box = model(x[32:])
+    for i, r in enumerate(_run_all(g, x[32:])):
+        for name, ref in (("output_0", cls[i]), ("output_1", box[i])):
+            assert r[name].shape == tuple(ref.shape)
+            span = float(ref.max() - ref.min())
+            assert np.abs(r[name] - ref.numpy()).max() < 0.06 * span
+
+
+@pytest.mark.parametrize("layer,name", [(nn.Sigmoid(), "Sigmoid"), (nn.MaxPool2d(2), "MaxPool2d")])
+def test_unsupported_layer_is_named(layer, name):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), layer)
+    with pytest.raises(UnsupportedLayerError, match=name):
+        quantize_model(model, torch.randn(4, 1, 8, 8))
