@@ -15,6 +15,9 @@ from typing import Optional, Sequence
 COMMAND_MODULES = [
     "rnnpool.demo",
     "rnnpool.detection.eval_commands",
+    "rnnpool.data.commands",
+    "rnnpool.deploy.commands",
+    "rnnpool.detection.commands",
 ]
 
 
