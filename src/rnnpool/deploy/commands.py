@@ -1,0 +1,260 @@
+"""``rnnpool export-onnx``, ``rnnpool export-c`` and ``rnnpool mcu-report``.
+
+MODEL is a registered model name (``rnnpool list-models``); WEIGHTS a checkpoint written by
+``rnnpool train`` (or a plain state dict of MODEL). ``--random-init`` builds MODEL with seeded
+random weights instead (useful for RAM/instruction figures, which do not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Optional, Tuple
+
+__all__ = ["register", "load_model", "parse_size", "model_input_chw", "calibration_images"]
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """``"320x240"`` (width x height) -> ``(H, W)`` = ``(240, 320)``."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        raise ValueError(f"--input must look like WIDTHxHEIGHT (e.g. 320x240), got {text!r}")
+    return int(m.group(2)), int(m.group(1))
+
+
+def _parse_model_args(items) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--model-arg must be KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                pass
+        out[k] = v
+    return out
+
+
+def load_model(name: str, weights: Optional[str], random_init: bool = False,
+               model_args: Optional[dict] = None, seed: int = 0):
+    """A float model in eval mode: from a checkpoint, a state dict, or seeded random weights.
+
+    With ``random_init``, RNNPool models get hard sigmoid / tanh gates (the integer kernels'
+    nonlinearities) unless ``model_args`` says otherwise.
+    """
+    import torch
+
+    from ..models import create_model, list_models
+
+    if name not in list_models():
+        raise ValueError(f"unknown model {name!r}; choose from: {', '.join(list_models())}")
+    if random_init:
+        if weights:
+            raise ValueError("give WEIGHTS or --random-init, not both")
+        torch.manual_seed(seed)
+        kwargs = dict(model_args or {})
+        try:
+            model = create_model(name, **{"gate": "hard_sigmoid", "update": "hard_tanh", **kwargs})
+        except TypeError:
+            model = create_model(name, **kwargs)
+        return model.eval()
+    if not weights:
+        raise ValueError("WEIGHTS is required (a checkpoint path), or pass --random-init")
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights not found: {path}")
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, dict) and "model_name" in obj:
+        from ..train.checkpoint import load_model_from_checkpoint
+
+        model = load_model_from_checkpoint(path)
+        if obj["model_name"] != name:
+            raise ValueError(f"{path} holds {obj['model_name']!r}, not {name!r}")
+        return model.eval()
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a checkpoint or a state dict")
+    model = create_model(name, **(model_args or {}))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit {name}: "
+                         f"{str(e).strip().splitlines()[0]}") from None
+    return model.eval()
+
+
+def model_input_chw(model, size: Optional[str]) -> Tuple[int, int, int]:
+    """``(C, H, W)`` from ``--input WxH`` or the model's ``config`` (``in_chans``, ``input_size``)."""
+    cfg = getattr(model, "config", None)
+    c = getattr(cfg, "in_chans", None) or getattr(model, "in_chans", None)
+    if c is None:
+        first = next((m for m in model.modules() if hasattr(m, "in_channels")), None)
+        c = getattr(first, "in_channels", None)
+    if c is None:
+        raise ValueError("cannot tell the model's input channels")
+    if size:
+        h, w = parse_size(size)
+    elif cfg is not None and getattr(cfg, "input_size", None):
+        h, w = cfg.input_size
+    elif getattr(model, "input_size", None):
+        h, w = model.input_size[-2:]
+    else:
+        raise ValueError("the model has no default input size: pass --input WIDTHxHEIGHT")
+    return int(c), int(h), int(w)
+
+
+def calibration_images(spec: str, chw: Tuple[int, int, int], n: int = 16, seed: int = 0):
+    """Calibration batch ``(N, C, H, W)`` for PTQ.
+
+    Args:
+        spec: ``"synthetic"`` (seeded smooth random images with the model's input statistics: a
+            stand-in for RAM/instruction figures, not for accuracy) or a folder of images
+            (resized to ``H x W``, converted to the model's channels, scaled to ``[0, 1]``
+            and normalised like the training data when the model's config gives mean / std).
+        chw: model input shape.
+        n: number of images (folder: at most n).
+    """
+    import numpy as np
+    import torch
+
+    c, h, w = chw
+    if spec == "synthetic":
+        g = torch.Generator().manual_seed(seed)
+        low = torch.rand(n, c, max(h // 8, 1), max(w // 8, 1), generator=g)
+        x = torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear",
+                                            align_corners=False)
+        x = x + 0.05 * torch.randn(n, c, h, w, generator=g)
+        return (x - 0.45) / 0.226
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--calib must be 'synthetic' or a folder of images: {folder}")
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm"))[:n]
+    if not files:
+        raise FileNotFoundError(f"no images (.jpg/.png/.bmp/.pgm) in {folder}")
+    imgs = []
+    for f in files:
+        im = Image.open(f).convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.float32) / 255.0
+        imgs.append(a[None] if c == 1 else a.transpose(2, 0, 1))
+    x = torch.from_numpy(np.stack(imgs))
+    return x
+
+
+def _normalise(model, x):
+    import torch
+
+    cfg = getattr(model, "config", None)
+    mean, std = getattr(cfg, "input_mean", None), getattr(cfg, "input_std", None)
+    if mean is None or std is None:
+        return x
+    return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+
+
+def _add_model_args(p: argparse.ArgumentParser, need_out: bool = False) -> None:
+    p.add_argument("model", help="registered model name (e.g. rnnpool_face_m4)")
+    p.add_argument("weights", nargs="?", default=None, help="checkpoint or state dict (.pt)")
+    p.add_argument("--random-init", action="store_true",
+                   help="use seeded random weights instead of WEIGHTS")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
+                   help="extra create_model keyword (repeatable)")
+    p.add_argument("--input", default=None, metavar="WxH",
+                   help="input size, width x height (default: the model's own)")
+
+
+def _add_quant_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calib", default="synthetic", metavar="DIR|synthetic",
+                   help="calibration images for PTQ (default: synthetic)")
+    p.add_argument("--calib-count", type=int, default=16, help="calibration images (default 16)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-onnx", help="export a model to ONNX and check it with onnxruntime")
+    _add_model_args(p)
+    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=_export_onnx)
+
+    p = sub.add_parser("export-c", help="quantize a model to int8 and generate C for an MCU")
+    _add_model_args(p)
+    _add_quant_args(p)
+    p.add_argument("--out", required=True, help="output folder for the C files")
+    p.add_argument("--with-kernels", action="store_true",
+                   help="also copy the kernel sources and headers into --out")
+    p.set_defaults(func=_export_c)
+
+    p = sub.add_parser("mcu-report", help="RAM, flash, stack and instructions on an emulated "
+                                          "Cortex-M4, and agreement with the float model")
+    _add_model_args(p)
+    _add_quant_args(p)
+    p.add_argument("--ram-budget", type=int, default=128 * 1024, help="bytes (default 131072)")
+    p.add_argument("--stack", type=int, default=4096, help="stack bytes reserved (default 4096)")
+    p.add_argument("--images", type=int, default=1, help="test images run in the emulator")
+    p.add_argument("--workdir", default=None, help="keep build files here (default: temp)")
+    p.add_argument("--timeout", type=float, default=1200.0, help="emulator timeout, seconds")
+    p.set_defaults(func=_mcu_report)
+
+
+def _load(args):
+    model = load_model(args.model, args.weights, args.random_init,
+                       _parse_model_args(args.model_arg))
+    return model, model_input_chw(model, args.input)
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import export_onnx
+
+    model, chw = _load(args)
+    r = export_onnx(model, chw, args.out, opset=args.opset)
+    print(f"wrote {r.path} ({r.nbytes / 1024:.1f} KiB), input (N, {chw[0]}, {chw[1]}, {chw[2]}), "
+          f"outputs {', '.join(f'{n} {s}' for n, s in zip(r.output_names, r.output_shapes))}")
+    print(f"onnxruntime vs PyTorch: max abs diff {r.max_abs_diff:.3g}")
+    return 0
+
+
+def quantize_for_mcu(model, chw, calib: str = "synthetic", calib_count: int = 16):
+    """PTQ of a float model for the C flow; returns the :class:`~rnnpool.quant.ir.QGraph`."""
+    from ..quant.ptq import quantize_model
+
+    x = calibration_images(calib, chw, n=calib_count)
+    if calib != "synthetic":
+        x = _normalise(model, x)
+    g = quantize_model(model, x)
+    g.meta.setdefault("model", getattr(model, "__class__").__name__)
+    return g, x
+
+
+def _export_c(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .codegen import CSRC, generate_c, kernel_sources
+
+    model, chw = _load(args)
+    g, _ = quantize_for_mcu(model, chw, args.calib, args.calib_count)
+    g.meta["model"] = args.model
+    m = generate_c(g, args.out)
+    if args.with_kernels:
+        for f in [*kernel_sources(), *CSRC.glob("rnnpool_*.h")]:
+            shutil.copy2(f, Path(args.out) / f.name)
+    print(f"wrote {', '.join(p.name for p in m.files)} to {args.out}")
+    print(f"arena {m.arena_bytes} B, input {m.input_bytes} B, outputs {m.output_bytes} B "
+          f"({len(m.output_names)} int8 maps)")
+    return 0
+
+
+def _mcu_report(args: argparse.Namespace) -> int:
+    from .report import mcu_report
+
+    model, chw = _load(args)
+    rep = mcu_report(model, chw, model_name=args.model, calib=args.calib,
+                     calib_count=args.calib_count, ram_budget=args.ram_budget,
+                     stack_bytes=args.stack, n_images=args.images, workdir=args.workdir,
+                     timeout=args.timeout)
+    print(rep.format())
+    return 0

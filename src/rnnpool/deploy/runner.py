@@ -1,0 +1,125 @@
+"""Build generated C models for the host or the emulated Cortex-M4 and run them on int8 inputs.
+
+Both builds use the same harness (``csrc/harness/main_model.c``): it reads ``input.bin`` (int8
+HWC images back to back), runs ``rnnpool_model_run`` on each and writes ``output.bin``. The host
+build runs natively (with ASan/UBSan by default); the Cortex-M4 build runs in QEMU and also
+reports instructions per inference and the painted stack.
+
+Example (needs gcc and the generated kernels)::
+
+    m = codegen.generate_c(g, "out/c")
+    exe = build_model_host(m, "out/host")
+    outs = run_model_host(exe, m, [x_int8_hwc])      # list of {tensor: int8 HWC array}
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import mcu
+from .codegen import CSRC, CModel, kernel_sources
+
+__all__ = ["build_model_host", "run_model_host", "build_model_m4", "run_model_m4", "M4Result"]
+
+
+def _model_dir(m: CModel) -> Path:
+    if not m.files:
+        raise ValueError("the model has no generated files: call codegen.generate_c first")
+    return m.files[0].parent
+
+
+def _sources(m: CModel) -> List[Path]:
+    d = _model_dir(m)
+    srcs = [d / "model.c", d / "model_weights.c", mcu.HARNESS_DIR / "main_model.c"]
+    return srcs + kernel_sources()
+
+
+def _write_inputs(m: CModel, inputs: Sequence[np.ndarray], workdir: Path) -> None:
+    shape = tuple(m.graph.tensor(m.input_name).shape)
+    blobs = []
+    for i, x in enumerate(inputs):
+        x = np.asarray(x)
+        if x.dtype != np.int8 or tuple(x.shape) != shape:
+            raise ValueError(f"input {i}: expected int8 HWC {shape}, got {x.dtype} {x.shape}")
+        blobs.append(np.ascontiguousarray(x).tobytes())
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "input.bin").write_bytes(b"".join(blobs))
+    out = workdir / "output.bin"
+    if out.exists():
+        out.unlink()
+
+
+def _read_outputs(m: CModel, n: int, workdir: Path) -> List[Dict[str, np.ndarray]]:
+    raw = (workdir / "output.bin").read_bytes()
+    k = m.output_bytes
+    if len(raw) != n * k:
+        raise mcu.MCUError(f"output.bin has {len(raw)} bytes, expected {n} x {k}")
+    return [m.unpack(raw[i * k:(i + 1) * k]) for i in range(n)]
+
+
+def build_model_host(m: CModel, out_dir, *, sanitize: bool = True) -> Path:
+    """Compile the generated model with the harness for the host; returns the executable."""
+    return mcu.build_host(_sources(m), Path(out_dir), include_dirs=[CSRC, _model_dir(m)],
+                          sanitize=sanitize)
+
+
+def run_model_host(exe: Path, m: CModel, inputs: Sequence[np.ndarray], workdir=None,
+                   timeout: float = 300.0) -> List[Dict[str, np.ndarray]]:
+    """Run a host build on int8 HWC inputs; returns the int8 outputs of each input by name."""
+    workdir = Path(workdir) if workdir is not None else Path(exe).parent
+    _write_inputs(m, inputs, workdir)
+    p = subprocess.run([str(Path(exe).resolve())], cwd=workdir, capture_output=True, text=True,
+                       timeout=timeout)
+    if p.returncode != 0:
+        raise mcu.MCUError(f"host model exited with {p.returncode}:\n{p.stdout}{p.stderr}")
+    return _read_outputs(m, len(inputs), workdir)
+
+
+def build_model_m4(m: CModel, out_dir, *, ram_budget: int = 128 * 1024,
+                   stack_bytes: int = 4096, flash_budget: int = 2 * 1024 * 1024) -> mcu.Firmware:
+    """Cross-compile the generated model with the harness for the Cortex-M4 (``-O2``).
+
+    The RAM budget covers .data + .bss (the arena and all other static RAM) + ``stack_bytes``;
+    a model that does not fit fails to link (:class:`~rnnpool.deploy.mcu.MCUError`).
+    """
+    return mcu.build_firmware(_sources(m), Path(out_dir), include_dirs=[CSRC, _model_dir(m)],
+                              ram_budget=ram_budget, stack_bytes=stack_bytes,
+                              flash_budget=flash_budget)
+
+
+@dataclass
+class M4Result:
+    """Outputs and measurements of :func:`run_model_m4`.
+
+    Attributes:
+        outputs: per input, int8 outputs by tensor name.
+        instructions: executed instructions of each inference (between the harness marks).
+        stack_used: peak stack of the whole program (painted-stack scan), bytes.
+        total_instructions: whole emulated run.
+    """
+
+    outputs: List[Dict[str, np.ndarray]]
+    instructions: List[int]
+    stack_used: int
+    total_instructions: Optional[int]
+    stdout: str = field(repr=False, default="")
+
+
+def run_model_m4(fw: mcu.Firmware, m: CModel, inputs: Sequence[np.ndarray], workdir=None,
+                 timeout: float = 600.0, count_instructions: bool = True) -> M4Result:
+    """Run a Cortex-M4 build in QEMU on int8 HWC inputs (semihosting file I/O)."""
+    workdir = Path(workdir) if workdir is not None else Path(fw.elf).parent
+    _write_inputs(m, inputs, workdir)
+    r = mcu.run_qemu(fw.elf, workdir, timeout=timeout, count_instructions=count_instructions,
+                     mark_address=fw.mark_address)
+    if r.values.get("images") != len(inputs):
+        raise mcu.MCUError(f"the emulated harness ran {r.values.get('images')} of {len(inputs)} "
+                           f"images:\n{r.stdout}")
+    return M4Result(outputs=_read_outputs(m, len(inputs), workdir), instructions=r.intervals(),
+                    stack_used=r.values.get("stack_used", -1), total_instructions=r.instructions,
+                    stdout=r.stdout)

@@ -1,0 +1,154 @@
+"""Generated C (host build with ASan/UBSan, and Cortex-M4 in QEMU) must reproduce the numpy
+integer reference bit for bit."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rnnpool.deploy import codegen, mcu, runner
+from rnnpool.deploy.planner import peak_live_bytes
+from rnnpool.models._blocks import ConvBNAct, InvertedResidual
+from rnnpool.nn import RNNPool2d
+from rnnpool.quant import reference
+from rnnpool.quant.ptq import quantize_model
+
+
+def _randomize_bn(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
+    return model.eval()
+
+
+class ConvNet(nn.Module):
+    """conv s2 -> MBConv (residual) -> MBConv s2 (t=1) -> global pool -> Linear: no RNNPool."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = ConvBNAct(1, 8, 3, 2)
+        self.b1 = InvertedResidual(8, 8, 1, 2)
+        self.b2 = InvertedResidual(8, 16, 2, 1)
+        self.avg = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.avg(self.b2(self.b1(self.stem(x)))), 1))
+
+
+class TinyDetector(nn.Module):
+    """conv -> RNNPool -> MBConv -> two heads (cls, box) over two sources, S3FD-style outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = ConvBNAct(1, 4, 3, 2)
+        self.pool = RNNPool2d(4, 8, 8, 4, 2, padding="same", gate="hard_sigmoid",
+                              update="hard_tanh")
+        self.b1 = InvertedResidual(32, 16, 1, 2)
+        self.b2 = InvertedResidual(16, 16, 2, 2)
+        self.cls = nn.ModuleList([nn.Conv2d(16, 2, 3, padding=1) for _ in range(2)])
+        self.reg = nn.ModuleList([nn.Conv2d(16, 4, 3, padding=1) for _ in range(2)])
+
+    def forward(self, x):
+        f1 = self.b1(self.pool(self.stem(x)))
+        f2 = self.b2(f1)
+        n = x.shape[0]
+        cls = [c(f).permute(0, 2, 3, 1).reshape(n, -1, 2) for c, f in zip(self.cls, (f1, f2))]
+        reg = [r(f).permute(0, 2, 3, 1).reshape(n, -1, 4) for r, f in zip(self.reg, (f1, f2))]
+        return torch.cat(cls, 1), torch.cat(reg, 1)
+
+
+def _graph(model_cls, hw, seed=0):
+    torch.manual_seed(seed)
+    model = _randomize_bn(model_cls(), seed)
+    calib = torch.randn(16, 1, *hw)
+    return quantize_model(model, calib), calib
+
+
+def _inputs(g, calib, n_random):
+    t = g.tensor(g.inputs[0])
+    xs = [reference.quantize_input(c, t) for c in calib[:4]]
+    rng = np.random.default_rng(0)
+    xs += [rng.integers(-128, 128, t.shape, dtype=np.int8) for _ in range(n_random)]
+    xs.append(np.full(t.shape, -128, np.int8))
+    xs.append(np.full(t.shape, 127, np.int8))
+    return xs
+
+
+def _needs_kernels(g):
+    have = {p.stem for p in codegen.kernel_sources()}
+    need = {"rnnpool": "rnnpool_rnnpool_s8", "mbconv": "rnnpool_mbconv_s8"}
+    missing = [need[op.kind] for op in g.ops if op.kind in need and need[op.kind] not in have]
+    if missing:
+        pytest.skip(f"kernels not written yet: {sorted(set(missing))}")
+
+
+MODELS = {"convnet": (ConvNet, (20, 24)), "detector": (TinyDetector, (24, 32))}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def generated(request, tmp_path_factory):
+    cls, hw = MODELS[request.param]
+    g, calib = _graph(cls, hw)
+    _needs_kernels(g)
+    m = codegen.generate_c(g, tmp_path_factory.mktemp(request.param) / "c")
+    return request.param, g, calib, m
+
+
+def test_plan_is_valid_and_tight(generated):
+    _, g, _, m = generated
+    bufs = m.plan.buffers
+    assert m.arena_bytes >= peak_live_bytes(bufs)
+    assert m.arena_bytes <= peak_live_bytes(bufs, alignment=4) + 4 * len(bufs)
+    # Neither the input nor the outputs take arena space.
+    names = {b.name for b in bufs}
+    assert m.input_name not in names and not names & set(m.output_names)
+
+
+def test_host_build_bit_exact_with_sanitizers(generated, tmp_path):
+    name, g, calib, m = generated
+    exe = runner.build_model_host(m, tmp_path, sanitize=True)
+    xs = _inputs(g, calib, n_random=10)
+    outs = runner.run_model_host(exe, m, xs)
+    for x, o in zip(xs, outs):
+        ref = reference.run(g, x)
+        for n in m.output_names:
+            np.testing.assert_array_equal(o[n], ref[n], err_msg=f"{name}: {n}")
+
+
+@pytest.mark.skipif(mcu.find_toolchain() is None, reason="Cortex-M4 toolchain absent")
+def test_cortex_m4_bit_exact_in_qemu(generated, tmp_path):
+    name, g, calib, m = generated
+    fw = runner.build_model_m4(m, tmp_path, ram_budget=64 * 1024, stack_bytes=2048)
+    assert fw.static_ram_bytes >= m.arena_bytes
+    xs = _inputs(g, calib, n_random=2)
+    r = runner.run_model_m4(fw, m, xs, timeout=120)
+    for x, o in zip(xs, r.outputs):
+        ref = reference.run(g, x)
+        for n in m.output_names:
+            np.testing.assert_array_equal(o[n], ref[n], err_msg=f"{name}: {n}")
+    assert len(r.instructions) == len(xs) and min(r.instructions) > 1000
+    assert 0 < r.stack_used < 2048
+
+
+@pytest.mark.skipif(mcu.find_toolchain() is None, reason="Cortex-M4 toolchain absent")
+def test_ram_budget_too_small_fails_to_link(generated, tmp_path):
+    _, _, _, m = generated
+    with pytest.raises(mcu.MCUError, match="does not fit the RAM budget"):
+        runner.build_model_m4(m, tmp_path, ram_budget=m.arena_bytes + 512, stack_bytes=1024)
+
+
+def test_generated_c_has_no_float_and_const_weights(generated):
+    _, _, _, m = generated
+    text = "\n".join(p.read_text() for p in m.files if p.suffix == ".c")
+    assert "float" not in text and "double" not in text
+    assert "malloc" not in text
+    assert text.count("static uint8_t arena[") == 1
+    weights = next(p for p in m.files if p.name == "model_weights.c").read_text()
+    decls = [ln for ln in weights.splitlines() if ln.endswith("= {") or " = {" in ln]
+    assert decls and all(ln.startswith("const ") for ln in decls)
