@@ -291,7 +291,8 @@ def write_wider_prediction(
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
-    """VOC all-point AP: area under the monotone (non-increasing) envelope of precision.
+    """VOC all-point AP: area under the monotone (non-increasing) envelope of precision
+    (``nan`` precisions count as 0).
 
     Args:
         recall: ``ndarray[K]``, non-decreasing.
@@ -375,7 +376,9 @@ def widerface_evaluate(
 
     Returns:
         A dict with one AP per setting (``"easy"``, ``"medium"``, ``"hard"``), and
-        ``"curves"`` (per setting, ``{"precision": ndarray[1000], "recall": ndarray[1000]}``),
+        ``"curves"`` (per setting, ``{"precision": ndarray[1000], "recall": ndarray[1000]}``
+        from the highest threshold to the lowest; precision is ``nan`` where no detection
+        passes the threshold),
         ``"num_faces"`` (kept faces per setting), ``"num_images"``, ``"num_detections"`` and
         ``"missing"`` (the image paths treated as empty).
 
@@ -436,7 +439,8 @@ def widerface_evaluate(
             recalled, counted = _image_eval(pred, gt_boxes, keep, iou_thresh)
             pr += _image_pr(normalise(pred[:, 4]), recalled, counted)
         with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.where(pr[:, 0] > 0, pr[:, 1] / np.maximum(pr[:, 0], 1), 0.0)
+            # nan where no detection passes the threshold (skipped by voc_ap and the plots)
+            precision = np.where(pr[:, 0] > 0, pr[:, 1] / np.maximum(pr[:, 0], 1), np.nan)
             recall = pr[:, 1] / count_face if count_face else np.zeros(NUM_THRESHOLDS)
         result[setting] = voc_ap(recall, precision) if count_face else float("nan")
         curves[setting] = {"precision": precision, "recall": recall}
