@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "rnnpool.data.commands",
     "rnnpool.deploy.commands",
     "rnnpool.detection.commands",
+    "rnnpool.train.commands",
 ]
 
 

@@ -7,7 +7,8 @@
 
 from .checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .demo import demo_step
 from .loop import fit
 
 __all__ = ["TrainConfig", "fit", "save_checkpoint", "load_checkpoint",
-           "load_model_from_checkpoint"]
+           "load_model_from_checkpoint", "demo_step"]

@@ -1,0 +1,98 @@
+"""Image classification from class folders (``ROOT/<class>/<image>``), and ImageNet-10.
+
+ImageNet-10 (SPEC §3) is the subset of ImageNet-1K's classes below; pointed at an ImageNet-style
+folder whose class folders are WordNet ids, ``classes=IMAGENET10_WNIDS`` keeps only those 10.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = ["ImageFolder", "find_classes", "IMAGENET10", "IMAGENET10_WNIDS", "IMAGE_EXTENSIONS"]
+
+IMAGENET10: Dict[str, str] = {
+    "n02690373": "airliner",
+    "n04285008": "sports car",
+    "n01560419": "bulbul",
+    "n02124075": "Egyptian cat",
+    "n02430045": "deer",
+    "n02099601": "golden retriever",
+    "n01641577": "bullfrog",
+    "n03538406": "horse cart",
+    "n03673027": "ocean liner",
+    "n04467665": "trailer truck",
+}
+IMAGENET10_WNIDS: Tuple[str, ...] = tuple(sorted(IMAGENET10))
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def find_classes(root: Union[str, os.PathLike]) -> List[str]:
+    """Sorted names of the sub-folders of ``root`` (hidden ones skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+class ImageFolder(Dataset):
+    """Images in ``root/<class>/**``; label = index of the class in ``classes``.
+
+    Args:
+        root: the folder of class folders.
+        transform: applied to the loaded RGB ``PIL.Image`` (e.g. the ``classification_transforms``).
+        classes: the class folders to use, in label order (default: all, sorted). Missing ones
+            are an error that names them.
+        extensions: file suffixes counted as images (case-insensitive).
+        limit_per_class: keep at most this many images (sorted by path) per class.
+
+    Attributes:
+        samples: list of ``(path, label)``.
+        classes: class folder names in label order.
+    """
+
+    def __init__(self, root: Union[str, os.PathLike], transform: Optional[Callable] = None,
+                 classes: Optional[Sequence[str]] = None,
+                 extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                 limit_per_class: Optional[int] = None):
+        self.root = Path(root)
+        present = find_classes(self.root)
+        if classes is None:
+            classes = present
+        missing = [c for c in classes if c not in present]
+        if missing:
+            raise FileNotFoundError(f"{self.root}: missing class folder(s) {', '.join(missing)}")
+        self.classes = list(classes)
+        exts = tuple(e.lower() for e in extensions)
+        self.samples: List[Tuple[str, int]] = []
+        for label, c in enumerate(self.classes):
+            files = sorted(str(p) for p in (self.root / c).rglob("*")
+                           if p.suffix.lower() in exts and p.is_file())
+            if limit_per_class is not None:
+                files = files[:limit_per_class]
+            self.samples += [(f, label) for f in files]
+        if not self.samples:
+            raise ValueError(f"{self.root}: no images ({', '.join(exts)}) in the class folders")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Tuple[Tensor, int]:
+        path, label = self.samples[i]
+        img = load_rgb(path)
+        return (self.transform(img) if self.transform is not None else img), label
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open an image file as RGB; a broken file raises ``ValueError`` naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
