@@ -249,7 +249,7 @@ def _cell_q(cell, name: str, max_bits: int, first: bool, in_scale: float = 1.0):
         kw["ih_multiplier"], kw["ih_shift"] = quantize_multipliers(in_scale * w_scale * one)
     else:
         wq = q16(w)
-    zeta, nu = float(p.zeta), float(p.nu)
+    zeta, nu = (float(v.detach()) if isinstance(v, Tensor) else float(v) for v in (p.zeta, p.nu))
     return ir.FastGRNNQ(
         weight_ih=wq, weight_hh=q16(u),
         bias_gate=np.round(bz * one).astype(np.int32), bias_update=np.round(bh * one).astype(np.int32),
