@@ -67,3 +67,21 @@ def test_unsupported_layer_is_named(layer, name):
     model = nn.Sequential(nn.Conv2d(1, 2, 3), layer)
     with pytest.raises(UnsupportedLayerError, match=name):
         quantize_model(model, torch.randn(4, 1, 8, 8))
+
+
+def test_face_m4_ptq_with_maxout_background():
+    from rnnpool.models import create_model
+
+    torch.manual_seed(2)
+    model = randomize_bn(create_model("rnnpool_face_m4", gate="hard_sigmoid", update="hard_tanh"))
+    x = torch.randn(6, 1, 64, 96)
+    g = quantize_model(model, x[:5])
+    deq = [op for op in g.ops if op.kind == "dequantize"]
+    assert deq[0].maxout_bg is not None and deq[0].maxout_bg[0] == 3
+    with torch.no_grad():
+        cls, box = model(x[5:])
+    r = R.run(g, R.quantize_input(x[5:], g.tensor(g.inputs[0])))
+    for name, ref in (("output_0", cls[0]), ("output_1", box[0])):
+        assert r[name].shape == tuple(ref.shape)
+        span = float(ref.max() - ref.min())
+        assert np.abs(r[name] - ref.numpy()).max() < 0.08 * span

@@ -82,6 +82,7 @@ __all__ = [
     "QGraph",
     "make_add_params",
     "c_weight",
+    "scratch_bytes",
     "STATE_FRAC_BITS",
     "ADD_LEFT_SHIFT",
 ]
@@ -394,12 +395,18 @@ class DequantizeF32:
     viewed as ``(H * W * C // K, K)``, dequantized with its own scale / zero point, and the parts
     are concatenated along the first axis: this is ``torch.cat([t.permute(0, 2, 3, 1)
     .reshape(N, -1, K) ...], 1)`` of a detection head.
+
+    ``maxout_bg[i] = m > 1`` (only with ``K == 2``) marks S3FD's max-out background on input
+    ``i``: its channels are groups of ``m + 1`` logits per anchor (``m`` background, 1 face);
+    each group gives the row ``(max of the m background logits, face logit)``. The max is taken
+    on the int8 values (same scale, so it equals the max of the dequantized values).
     """
 
     name: str
     inputs: list
     output: str
     row_width: int
+    maxout_bg: Optional[list] = None
 
     kind = "dequantize"
 
@@ -465,6 +472,36 @@ class QGraph:
             outs = ", ".join(f"{n}{tuple(self.tensor(n).shape)}" for n in op.outputs)
             lines.append(f"{op.kind:16s} {op.name}: {ins} -> {outs}")
         return "\n".join(lines)
+
+
+def scratch_bytes(op, g: Optional["QGraph"] = None) -> int:
+    """Scratch bytes the op's C kernel needs (exactly its ``*_get_buffer_size``); 0 if none.
+
+    ``g`` gives tensor shapes (required for ``rnnpool`` and ``mbconv``).
+    """
+    if isinstance(op, RNNPoolS8):
+        if g is None:
+            raise ValueError("scratch_bytes of an RNNPool op needs the graph for its shapes")
+        ho, wo, _ = g.tensor(op.output).shape
+        kh, kw = op.kernel_size
+        sh, sw = op.stride
+        h1, h2 = op.rnn1.hidden, op.rnn2.hidden
+        hmax = max(h1, h2)
+        wc = sw * (wo - 1) + kw
+        nb = (kh + sh - 1) // sh
+        a4 = lambda n: (n + 3) & ~3  # noqa: E731
+        return (wc * h1 * 4 + kh * wo * h2 * 4 + wc * h2 * 4 + kh * h2 * 4
+                + a4(nb * wc * h1 * 2) + a4(2 * hmax * 2))
+    if isinstance(op, MBConvS8):
+        if g is None:
+            raise ValueError("scratch_bytes of an MBConv op needs the graph for its shapes")
+        _, w_in, _ = g.tensor(op.input).shape
+        _, w_out, _ = g.tensor(op.output).shape
+        hidden = op.depthwise.weight.shape[0]
+        kh = op.depthwise.weight.shape[1]
+        ring = kh * w_in * hidden if op.expand is not None else 0
+        return ((ring + 3) & ~3) + ((w_out * hidden + 3) & ~3)
+    return 0
 
 
 def c_weight(op: Conv2dS8) -> np.ndarray:

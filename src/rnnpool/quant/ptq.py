@@ -82,11 +82,27 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
+class _BackboneHead(nn.Module):
+    """``head(backbone(x))``: traced instead of a detector whose ``forward`` validates its input
+    (the check is data-dependent control flow for ``torch.fx``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.backbone, self.head = model.backbone, model.head
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
 def trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx`` trace with RNNPool2d and L2Norm kept as leaves."""
+    """``torch.fx`` trace with RNNPool2d and L2Norm kept as leaves. A model with ``backbone``
+    and ``head`` whose own ``forward`` cannot be traced is traced as ``head(backbone(x))``."""
     try:
         graph = _Tracer().trace(model)
     except Exception as e:  # noqa: BLE001 - re-raised with context
+        if isinstance(getattr(model, "backbone", None), nn.Module) and isinstance(
+                getattr(model, "head", None), nn.Module):
+            return trace(_BackboneHead(model))
         raise UnsupportedLayerError(
             f"torch.fx could not trace {type(model).__name__}: {e}. The int8 flow needs a forward "
             "without data-dependent control flow."
@@ -293,6 +309,10 @@ class _Val:
     kind: str
     names: tuple = ()
     k: int = 0
+    maxout: tuple = ()  # per part: S3FD max-out background count m (1 = none)
+
+    def mo(self) -> tuple:
+        return self.maxout or (1,) * len(self.names)
 
 
 _ACT_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
@@ -475,17 +495,34 @@ class _Converter:
         if n.op == "call_method" and t == "contiguous" and v is not None:
             self.vals[n] = v
             return True
+        if self._maxout(n, v, shape):
+            return True
         if n.op == "call_method" and t == "permute" and v is not None and v.kind == "map":
             dims = tuple(a for a in n.args[1:]) if not isinstance(n.args[1], (tuple, list)) else tuple(n.args[1])
             if dims != (0, 2, 3, 1):
                 raise UnsupportedLayerError(f"{_describe(n, self.modules)}: only permute(0, 2, 3, 1)")
-            self.vals[n] = _Val("nhwc", v.names)
+            self.vals[n] = _Val("nhwc", v.names, 0, v.maxout)
             return True
         is_reshape = (n.op == "call_method" and t in ("view", "reshape", "flatten")) or (
             n.op == "call_function" and t in (torch.flatten, torch.reshape))
         if is_reshape and v is not None and shape is not None:
             if v.kind in ("nhwc", "flat", "rows"):
-                self.vals[n] = _Val("rows", v.names, shape[-1]) if len(shape) == 3 else _Val("flat", v.names)
+                if len(shape) == 3:
+                    if any(m > 1 for m in v.mo()) and shape[-1] != 2:
+                        raise UnsupportedLayerError(f"{_describe(n, self.modules)}: max-out "
+                                                    "background needs rows of 2 logits")
+                    self.vals[n] = _Val("rows", v.names, shape[-1], v.maxout)
+                else:
+                    if any(m > 1 for m in v.mo()):
+                        raise UnsupportedLayerError(f"{_describe(n, self.modules)}: max-out "
+                                                    "background outputs must be (N, A, 2)")
+                    self.vals[n] = _Val("flat", v.names)
+                return True
+            if v.kind == "map" and len(shape) == 5:  # S3FD max-out: (N, A, m + 1, H, W)
+                self.vals[n] = _Val("grouped", v.names, shape[2])
+                return True
+            if v.kind == "maxout" and len(shape) == 4:
+                self.vals[n] = _Val("map", v.names, 0, (v.k - 1,))
                 return True
             if v.kind == "map" and len(shape) == 2:
                 hwc = self.g.tensor(v.names[0]).shape
@@ -497,13 +534,45 @@ class _Converter:
             vs = [self.vals.get(p) for p in parts]
             kinds = {x.kind if x else None for x in vs}
             if dim in (1, -2) and kinds == {"rows"} and len({x.k for x in vs}) == 1:
-                self.vals[n] = _Val("rows", sum((x.names for x in vs), ()), vs[0].k)
+                self.vals[n] = _Val("rows", sum((x.names for x in vs), ()), vs[0].k,
+                                    sum((x.mo() for x in vs), ()))
                 return True
             if dim in (1, -1) and kinds <= {"flat", "map"} and shape is not None and len(shape) == 2:
                 self.vals[n] = _Val("flat", sum((x.names for x in vs), ()))
                 return True
             raise UnsupportedLayerError(f"{_describe(n, self.modules)}: only concatenation of "
                                         "flattened head outputs along dim 1 is supported")
+        return False
+
+    def _maxout(self, n: fx.Node, v: Optional[_Val], shape) -> bool:
+        """S3FD max-out background on a ``(N, A, m + 1, H, W)`` view of a head map: slices
+        ``[:, :, :m]`` / ``[:, :, m:]``, ``amax(2, keepdim=True)`` and ``cat(.., 2)``."""
+        t = n.target
+        if n.op == "call_function" and t is operator.getitem and v is not None and v.kind == "grouped":
+            idx = n.args[1]
+            if (isinstance(idx, tuple) and len(idx) == 3 and idx[0] == slice(None)
+                    and idx[1] == slice(None) and isinstance(idx[2], slice) and idx[2].step is None):
+                m = v.k - 1
+                if idx[2] == slice(None, m) or idx[2] == slice(0, m):
+                    self.vals[n] = _Val("grouped_bg", v.names, v.k)
+                    return True
+                if idx[2] in (slice(m, None), slice(m, v.k), slice(-1, None)):
+                    self.vals[n] = _Val("grouped_fg", v.names, v.k)
+                    return True
+            raise UnsupportedLayerError(f"{_describe(n, self.modules)}: unsupported indexing of a "
+                                        "grouped head map")
+        if n.op == "call_method" and t in ("amax", "max") and v is not None and v.kind == "grouped_bg":
+            dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+            if dim in (2, (2,), [2]) and shape is not None and len(shape) == 5:
+                self.vals[n] = _Val("grouped_bgmax", v.names, v.k)
+                return True
+        if n.op == "call_function" and t is torch.cat and isinstance(n.args[0], (list, tuple)):
+            vs = [self.vals.get(p) for p in n.args[0]]
+            dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+            if (len(vs) == 2 and all(vs) and vs[0].kind == "grouped_bgmax"
+                    and vs[1].kind == "grouped_fg" and vs[0].names == vs[1].names and dim == 2):
+                self.vals[n] = _Val("maxout", vs[0].names, vs[0].k)
+                return True
         return False
 
     def output(self, n: fx.Node) -> None:
@@ -521,10 +590,13 @@ class _Converter:
             else:
                 k = shape[-1] if v.kind != "map" else shape[1]
                 name = f"output_{i}"
-            rows = sum(self.g.tensor(p).numel for p in v.names) // k
+            mo = v.mo()
+            rows = sum(self.g.tensor(p).numel * (2 if m > 1 else 1) // (m + 1 if m > 1 else 1)
+                       for p, m in zip(v.names, mo)) // k
             self.g.add_tensor(ir.QTensor(name, (rows, k), "float32"))
             self.g.meta["float_node"][name] = o.name
-            self.g.ops.append(ir.DequantizeF32(name, list(v.names), name, k))
+            self.g.ops.append(ir.DequantizeF32(name, list(v.names), name, k,
+                                               list(mo) if any(m > 1 for m in mo) else None))
             self.g.outputs.append(name)
         self.g.meta["output_shapes"] = [self.stats[o.name]["shape"] for o in
                                         ([outs] if single else outs)]

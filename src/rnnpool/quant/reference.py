@@ -201,8 +201,13 @@ def avgpool(op: ir.AvgPoolS8, x: np.ndarray) -> np.ndarray:
 
 def _dequant_concat(op: ir.DequantizeF32, env: dict, g: ir.QGraph) -> np.ndarray:
     parts = []
-    for name in op.inputs:
-        parts.append(dequantize(env[name], g.tensor(name)).reshape(-1, op.row_width))
+    for i, name in enumerate(op.inputs):
+        q = env[name]
+        m = op.maxout_bg[i] if op.maxout_bg else 1
+        if m > 1:
+            grp = q.reshape(-1, m + 1)
+            q = np.stack([grp[:, :m].max(1), grp[:, m]], 1)
+        parts.append(dequantize(q, g.tensor(name)).reshape(-1, op.row_width))
     return np.concatenate(parts, 0)
 
 
