@@ -30,17 +30,26 @@ def check_boxes_on_paint(img: torch.Tensor, boxes: torch.Tensor, min_side=6):
     """Every kept box's interior (1 px in from bilinear edges) is red; its 2-px outer ring, where
     inside the image and not in another box, is black."""
     red = img[0].numpy()
-    h, w = red.shape
+    _h, _w = red.shape
     covered = np.zeros_like(red, bool)
     for x1, y1, x2, y2 in boxes.tolist():
-        covered[max(0, int(np.floor(y1)) - 1):int(np.ceil(y2)) + 1, max(0, int(np.floor(x1)) - 1):int(np.ceil(x2)) + 1] = True
+        covered[
+            max(0, int(np.floor(y1)) - 1) : int(np.ceil(y2)) + 1,
+            max(0, int(np.floor(x1)) - 1) : int(np.ceil(x2)) + 1,
+        ] = True
     for x1, y1, x2, y2 in boxes.tolist():
         if min(x2 - x1, y2 - y1) < min_side:
             continue
-        inner = red[int(np.ceil(y1)) + 1:int(np.floor(y2)) - 1, int(np.ceil(x1)) + 1:int(np.floor(x2)) - 1]
+        inner = red[
+            int(np.ceil(y1)) + 1 : int(np.floor(y2)) - 1,
+            int(np.ceil(x1)) + 1 : int(np.floor(x2)) - 1,
+        ]
         assert inner.size and inner.min() > 0.97, (x1, y1, x2, y2, inner.min())
         ring = np.zeros_like(covered)
-        ring[max(0, int(np.floor(y1)) - 3):int(np.ceil(y2)) + 3, max(0, int(np.floor(x1)) - 3):int(np.ceil(x2)) + 3] = True
+        ring[
+            max(0, int(np.floor(y1)) - 3) : int(np.ceil(y2)) + 3,
+            max(0, int(np.floor(x1)) - 3) : int(np.ceil(x2)) + 3,
+        ] = True
         ring &= ~covered
         if ring.any():
             assert red[ring].max() < 0.03, (x1, y1, x2, y2, red[ring].max())
@@ -114,9 +123,11 @@ def test_data_anchor_sampling_face_scale_and_containment():
 
 def test_qvga_grayscale_path():
     image = painted(120, 160, [[20, 20, 60, 60]])
-    img, b = train_transform(320, grayscale=True)(image, np.array([[20.0, 20, 60, 60]]), rng=np.random.default_rng(0))
+    img, _b = train_transform(320, grayscale=True)(
+        image, np.array([[20.0, 20, 60, 60]]), rng=np.random.default_rng(0)
+    )
     assert img.shape == (1, 320, 320)
-    e, eb = eval_transform(grayscale=True)(image, np.array([[20.0, 20, 60, 60]]))
+    e, _eb = eval_transform(grayscale=True)(image, np.array([[20.0, 20, 60, 60]]))
     assert e.shape == (1, 120, 160)
     assert e[0, 30, 30].item() == pytest.approx(LUMA[0], abs=1 / 255)
 

@@ -14,8 +14,16 @@ from rnnpool.data.widerface import WiderFaceDetection, parse_wider_annotations
 @pytest.fixture(scope="module")
 def faces_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("faces")
-    make_faces(root, num_train=8, num_val=6, seed=3, image_size=(200, 150), face_range=(16, 60),
-               max_faces_per_image=5, p_empty=0.25)
+    make_faces(
+        root,
+        num_train=8,
+        num_val=6,
+        seed=3,
+        image_size=(200, 150),
+        face_range=(16, 60),
+        max_faces_per_image=5,
+        p_empty=0.25,
+    )
     return root
 
 
@@ -30,21 +38,32 @@ def test_boxes_are_exact_pasted_pixels(faces_root):
     lfw = lfw_subset()[:100].astype(np.float32)
     checked = 0
     for split in ("train", "val"):
-        recs = parse_wider_annotations(faces_root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt")
+        recs = parse_wider_annotations(
+            faces_root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
+        )
         for name, rows in recs:
-            img = np.asarray(Image.open(faces_root / f"WIDER_{split}" / "images" / name).convert("L"), np.float32)
+            img = np.asarray(
+                Image.open(faces_root / f"WIDER_{split}" / "images" / name).convert("L"), np.float32
+            )
             h, w = img.shape
             assert (w, h) == (200, 150)
             for x, y, bw, bh in rows[:, :4].astype(int):
-                assert bw == bh and 16 <= bw <= 60 and x >= 0 and y >= 0 and x + bw <= w and y + bh <= h
+                assert (
+                    bw == bh
+                    and 16 <= bw <= 60
+                    and x >= 0
+                    and y >= 0
+                    and x + bw <= w
+                    and y + bh <= h
+                )
                 refs = [cv2.resize(f, (bw, bh), interpolation=cv2.INTER_AREA) for f in lfw]
-                exact = img[y:y + bh, x:x + bw]
+                exact = img[y : y + bh, x : x + bw]
                 scores = [_corr(exact, r) for r in refs]
                 k = int(np.argmax(scores))
                 assert scores[k] > 0.9, (name, x, y, bw, scores[k])
                 for dx, dy in [(-2, 0), (2, 0), (0, -2), (0, 2), (1, 1), (-1, -1)]:
                     if 0 <= x + dx and x + dx + bw <= w and 0 <= y + dy and y + dy + bh <= h:
-                        shifted = img[y + dy:y + dy + bh, x + dx:x + dx + bw]
+                        shifted = img[y + dy : y + dy + bh, x + dx : x + dx + bw]
                         assert _corr(shifted, refs[k]) < scores[k], (name, dx, dy)
                 checked += 1
     assert checked >= 10
@@ -61,17 +80,30 @@ def test_no_overlap_zero_face_images_and_determinism(faces_root, tmp_path):
                 ix = min(b[i, 0] + b[i, 2], b[j, 0] + b[j, 2]) - max(b[i, 0], b[j, 0])
                 iy = min(b[i, 1] + b[i, 3], b[j, 1] + b[j, 3]) - max(b[i, 1], b[j, 1])
                 assert ix <= 0 or iy <= 0
-    again = make_faces(tmp_path / "again", num_train=8, num_val=6, seed=3, image_size=(200, 150),
-                       face_range=(16, 60), max_faces_per_image=5, p_empty=0.25)
+    again = make_faces(
+        tmp_path / "again",
+        num_train=8,
+        num_val=6,
+        seed=3,
+        image_size=(200, 150),
+        face_range=(16, 60),
+        max_faces_per_image=5,
+        p_empty=0.25,
+    )
     for f in ("wider_face_train_bbx_gt.txt", "wider_face_val_bbx_gt.txt"):
-        assert (again / "wider_face_split" / f).read_text() == (faces_root / "wider_face_split" / f).read_text()
+        assert (again / "wider_face_split" / f).read_text() == (
+            faces_root / "wider_face_split" / f
+        ).read_text()
 
 
 def test_val_mat_files_match_annotations(faces_root):
     recs = parse_wider_annotations(faces_root / "wider_face_split" / "wider_face_val_bbx_gt.txt")
     by_name = {name.split("/")[1][:-4]: (name.split("/")[0], rows[:, :4]) for name, rows in recs}
     m = loadmat(faces_root / "wider_face_split" / "wider_face_val.mat")
-    sets = {s: loadmat(faces_root / "wider_face_split" / f"wider_{s}_val.mat")["gt_list"] for s in SETTING_MIN_SIZE}
+    sets = {
+        s: loadmat(faces_root / "wider_face_split" / f"wider_{s}_val.mat")["gt_list"]
+        for s in SETTING_MIN_SIZE
+    }
     seen = 0
     for i in range(len(m["event_list"])):
         event = str(m["event_list"][i][0][0])
@@ -95,15 +127,37 @@ def test_val_mat_files_match_annotations(faces_root):
 def test_loads_with_widerface_dataset(faces_root):
     ds = WiderFaceDetection(faces_root, "val")
     assert len(ds) == 6 and ds.dropped.total == 0
-    img, t = ds[0]
+    img, _t = ds[0]
     assert img.shape == (3, 150, 200)
 
 
 def test_cli(tmp_path):
     from rnnpool.cli import main
 
-    assert main(["make-faces", str(tmp_path / "d"), "--train", "2", "--val", "1", "--size", "120x90",
-                 "--max-face", "30"]) == 0
-    assert len(parse_wider_annotations(tmp_path / "d" / "wider_face_split" / "wider_face_train_bbx_gt.txt")) == 2
+    assert (
+        main(
+            [
+                "make-faces",
+                str(tmp_path / "d"),
+                "--train",
+                "2",
+                "--val",
+                "1",
+                "--size",
+                "120x90",
+                "--max-face",
+                "30",
+            ]
+        )
+        == 0
+    )
+    assert (
+        len(
+            parse_wider_annotations(
+                tmp_path / "d" / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+            )
+        )
+        == 2
+    )
     with pytest.raises(SystemExit):
         main(["make-faces", str(tmp_path / "e"), "--size", "big"])

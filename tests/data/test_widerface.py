@@ -31,7 +31,11 @@ def test_parse_good_file(tmp_path):
     p = tmp_path / "gt.txt"
     p.write_text(GOOD)
     recs = parse_wider_annotations(p)
-    assert [r[0] for r in recs] == ["0--Parade/0_Parade_a.jpg", "1--Handshaking/1_b.jpg", "1--Handshaking/1_c.jpg"]
+    assert [r[0] for r in recs] == [
+        "0--Parade/0_Parade_a.jpg",
+        "1--Handshaking/1_b.jpg",
+        "1--Handshaking/1_c.jpg",
+    ]
     assert recs[0][1].shape == (2, 10) and recs[0][1][1].tolist() == [50, 5, 8, 9, 2, 1, 0, 0, 1, 0]
     assert recs[1][1].shape == (0, 10)  # zero-face image: placeholder line consumed
     assert recs[2][1][0, :4].tolist() == [1, 2, 3, 4]
@@ -61,18 +65,27 @@ def test_missing_annotation_file(tmp_path):
 
 
 def test_filter_counts_each_reason():
-    rows = np.array([
-        [10, 10, 20, 20, 0, 0, 0, 0, 0, 0],  # kept
-        [10, 10, 0, 5, 0, 0, 0, 0, 0, 0],  # w <= 0
-        [10, 10, 5, -1, 0, 0, 0, 0, 0, 0],  # h <= 0
-        [30, 30, 10, 10, 0, 0, 0, 1, 0, 0],  # invalid flag
-        [120, 10, 10, 10, 0, 0, 0, 0, 0, 0],  # right of the 100-wide image
-        [-5, 90, 10, 20, 0, 0, 0, 0, 0, 0],  # clipped to 0..5, 90..100
-        [50, 50, 2, 2, 0, 0, 0, 0, 0, 0],  # too small for min_size 3
-    ], float)
+    rows = np.array(
+        [
+            [10, 10, 20, 20, 0, 0, 0, 0, 0, 0],  # kept
+            [10, 10, 0, 5, 0, 0, 0, 0, 0, 0],  # w <= 0
+            [10, 10, 5, -1, 0, 0, 0, 0, 0, 0],  # h <= 0
+            [30, 30, 10, 10, 0, 0, 0, 1, 0, 0],  # invalid flag
+            [120, 10, 10, 10, 0, 0, 0, 0, 0, 0],  # right of the 100-wide image
+            [-5, 90, 10, 20, 0, 0, 0, 0, 0, 0],  # clipped to 0..5, 90..100
+            [50, 50, 2, 2, 0, 0, 0, 0, 0, 0],  # too small for min_size 3
+        ],
+        float,
+    )
     boxes, c = filter_wider_faces(rows, 100, 100, min_size=3)
     assert boxes.tolist() == [[10, 10, 30, 30], [0, 90, 5, 100]]
-    assert (c.nonpositive_size, c.invalid_flag, c.out_of_image, c.too_small, c.clipped) == (2, 1, 1, 1, 1)
+    assert (c.nonpositive_size, c.invalid_flag, c.out_of_image, c.too_small, c.clipped) == (
+        2,
+        1,
+        1,
+        1,
+        1,
+    )
     assert c.total == 5
 
 
@@ -89,15 +102,27 @@ def make_layout(root, text, sizes):
 
 def test_dataset_items_drops_and_warning(tmp_path, caplog):
     text = GOOD.replace("50 5 8 9 2 1 0 0 1 0", "50 5 8 9 2 1 0 1 1 0")  # invalid flag on face 2
-    make_layout(tmp_path, text, {"0--Parade/0_Parade_a.jpg": (64, 80), "1--Handshaking/1_b.jpg": (32, 32),
-                                 "1--Handshaking/1_c.jpg": (32, 32)})
+    make_layout(
+        tmp_path,
+        text,
+        {
+            "0--Parade/0_Parade_a.jpg": (64, 80),
+            "1--Handshaking/1_b.jpg": (32, 32),
+            "1--Handshaking/1_c.jpg": (32, 32),
+        },
+    )
     with caplog.at_level(logging.WARNING, logger="rnnpool.data.widerface"):
         ds = WiderFaceDetection(tmp_path, "train")
     assert len(ds) == 3
     assert ds.dropped.invalid_flag == 1 and ds.dropped.total == 1
     assert any("dropped 1 of 3 faces" in r.getMessage() for r in caplog.records)
     img, t = ds[0]
-    assert img.shape == (3, 80, 64) and img.dtype == torch.float32 and 0 <= img.min() and img.max() <= 1
+    assert (
+        img.shape == (3, 80, 64)
+        and img.dtype == torch.float32
+        and 0 <= img.min()
+        and img.max() <= 1
+    )
     assert t["boxes"].tolist() == [[10, 20, 40, 60]] and t["labels"].tolist() == [1]
     x1, y1, x2, y2 = (int(v) for v in t["boxes"][0])
     # the box covers the painted face exactly (JPEG ringing: tolerances)
@@ -107,7 +132,11 @@ def test_dataset_items_drops_and_warning(tmp_path, caplog):
     assert t["boxes"].shape == (0, 4) and t["labels"].shape == (0,)
     ds = WiderFaceDetection(tmp_path, "train", transform=train_transform(48))
     img, t = ds[0]
-    assert img.shape == (3, 48, 48) and t["boxes"].shape[1] == 4 and len(t["labels"]) == len(t["boxes"])
+    assert (
+        img.shape == (3, 48, 48)
+        and t["boxes"].shape[1] == 4
+        and len(t["labels"]) == len(t["boxes"])
+    )
 
 
 def test_missing_image_is_named(tmp_path):
@@ -119,7 +148,9 @@ def test_missing_image_is_named(tmp_path):
 def test_list_split_images(tmp_path):
     make_layout(tmp_path, GOOD, {})
     assert list_split_images(tmp_path, "train")[1] == "1--Handshaking/1_b.jpg"
-    (tmp_path / "wider_face_split" / "wider_face_test_filelist.txt").write_text("0--P/a.jpg\n\n1--Q/b.jpg\n")
+    (tmp_path / "wider_face_split" / "wider_face_test_filelist.txt").write_text(
+        "0--P/a.jpg\n\n1--Q/b.jpg\n"
+    )
     assert list_split_images(tmp_path, "test") == ["0--P/a.jpg", "1--Q/b.jpg"]
     with pytest.raises(FileNotFoundError, match="val_bbx_gt"):
         list_split_images(tmp_path, "val")

@@ -7,8 +7,6 @@ cell of n_i x 1 cells of Kx1 1-based indices), independently of the code under t
 """
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -40,7 +38,12 @@ def write_gt(gt_dir, events, files, boxes, keep):
     common = {"event_list": _col(events), "file_list": _col([_col(f) for f in files])}
     savemat(
         gt_dir / "wider_face_val.mat",
-        {**common, "face_bbx_list": _col([_col([np.array(b, float).reshape(-1, 4) for b in ev]) for ev in boxes])},
+        {
+            **common,
+            "face_bbx_list": _col(
+                [_col([np.array(b, float).reshape(-1, 4) for b in ev]) for ev in boxes]
+            ),
+        },
     )
     for setting, per_event in keep.items():
         gl = _col([_col([np.array(k, float).reshape(-1, 1) for k in ev]) for ev in per_event])
@@ -108,8 +111,13 @@ def test_empty_predictions_and_face_free_images(tmp_path):
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     gt_dir.mkdir()
     keep = {s: [[k[0][0], [1]], [[]]] for s, k in KEEP.items()}
-    write_gt(gt_dir, ["0--E", "1--F"], [["a", "b"], ["c"]],
-             [[FACES, [[5, 5, 20, 20]]], [np.zeros((0, 4))]], keep)
+    write_gt(
+        gt_dir,
+        ["0--E", "1--F"],
+        [["a", "b"], ["c"]],
+        [[FACES, [[5, 5, 20, 20]]], [np.zeros((0, 4))]],
+        keep,
+    )
     write_pred(pred_dir, "0--E", "a", DETS)
     write_pred(pred_dir, "0--E", "b", [])
     write_pred(pred_dir, "1--F", "c", [[0, 0, 50, 50, 0.99]])
@@ -192,7 +200,11 @@ def _reference_ap(preds, gts, keeps, iou_thresh=0.5):
     mrec, mpre = [0.0] + rec + [1.0], [0.0] + prec + [0.0]
     for i in range(len(mpre) - 2, -1, -1):
         mpre[i] = max(mpre[i], mpre[i + 1])
-    return sum((mrec[i + 1] - mrec[i]) * mpre[i + 1] for i in range(len(mrec) - 1) if mrec[i + 1] != mrec[i])
+    return sum(
+        (mrec[i + 1] - mrec[i]) * mpre[i + 1]
+        for i in range(len(mrec) - 1)
+        if mrec[i + 1] != mrec[i]
+    )
 
 
 def test_random_cases_match_literal_reference(tmp_path):
@@ -204,23 +216,49 @@ def test_random_cases_match_literal_reference(tmp_path):
         gts, keeps, preds = [], [], []
         for _ in range(n_img):
             m = int(rng.integers(0, 5))
-            gt = [[float(rng.integers(0, 80)), float(rng.integers(0, 80)),
-                   float(rng.integers(4, 30)), float(rng.integers(4, 30))] for _ in range(m)]
+            gt = [
+                [
+                    float(rng.integers(0, 80)),
+                    float(rng.integers(0, 80)),
+                    float(rng.integers(4, 30)),
+                    float(rng.integers(4, 30)),
+                ]
+                for _ in range(m)
+            ]
             keep = [j for j in range(m) if rng.random() < 0.6]
             pred = []
             for g in gt:
                 for _ in range(int(rng.integers(0, 3))):
-                    pred.append([g[0] + rng.normal(0, 2), g[1] + rng.normal(0, 2), g[2], g[3],
-                                 float(rng.random())])
+                    pred.append(
+                        [
+                            g[0] + rng.normal(0, 2),
+                            g[1] + rng.normal(0, 2),
+                            g[2],
+                            g[3],
+                            float(rng.random()),
+                        ]
+                    )
             for _ in range(int(rng.integers(0, 3))):
-                pred.append([float(rng.integers(0, 90)), float(rng.integers(0, 90)), 10.0, 10.0,
-                             float(rng.random())])
+                pred.append(
+                    [
+                        float(rng.integers(0, 90)),
+                        float(rng.integers(0, 90)),
+                        10.0,
+                        10.0,
+                        float(rng.random()),
+                    ]
+                )
             gts.append(gt)
             keeps.append(keep)
             preds.append(pred)
         names = [f"i{k}" for k in range(n_img)]
-        write_gt(d / "gt", ["0--R"], [names], [[np.array(g).reshape(-1, 4) for g in gts]],
-                 {"hard": [[[k + 1 for k in kp] for kp in keeps]]})
+        write_gt(
+            d / "gt",
+            ["0--R"],
+            [names],
+            [[np.array(g).reshape(-1, 4) for g in gts]],
+            {"hard": [[[k + 1 for k in kp] for kp in keeps]]},
+        )
         for name, pred in zip(names, preds):
             write_pred(d / "pred", "0--R", name, [[round(v, 4) for v in r] for r in pred])
         rounded = [[[round(v, 4) for v in r] for r in p] for p in preds]
@@ -230,7 +268,9 @@ def test_random_cases_match_literal_reference(tmp_path):
 
 def test_save_ground_truth_matches_official_structure(tmp_path):
     gt = WiderGroundTruth(
-        ["0--A"], [["x", "y"]], [[np.array([[1.0, 2, 3, 4], [5, 6, 7, 8]]), np.zeros((0, 4))]],
+        ["0--A"],
+        [["x", "y"]],
+        [[np.array([[1.0, 2, 3, 4], [5, 6, 7, 8]]), np.zeros((0, 4))]],
         {s: [[np.array([1]), np.array([], dtype=np.int64)]] for s in ("easy", "medium", "hard")},
     )
     save_wider_ground_truth(tmp_path, gt)
@@ -247,7 +287,9 @@ def test_save_ground_truth_matches_official_structure(tmp_path):
 
 
 def test_write_prediction_roundtrip(tmp_path):
-    p = write_wider_prediction(tmp_path, "0--A/img_1.jpg", torch.tensor([[10.0, 20, 40, 60]]), torch.tensor([0.5]))
+    p = write_wider_prediction(
+        tmp_path, "0--A/img_1.jpg", torch.tensor([[10.0, 20, 40, 60]]), torch.tensor([0.5])
+    )
     assert p == tmp_path / "0--A" / "img_1.txt"
     assert p.read_text().splitlines()[0] == "img_1"
     np.testing.assert_allclose(read_wider_prediction(p), [[10, 20, 30, 40, 0.5]])
@@ -261,8 +303,10 @@ def test_voc_ap_hand():
 def test_detection_ap_hand():
     gt = [torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), torch.tensor([[0.0, 0, 10, 10]])]
     pred = [
-        {"boxes": torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]]),
-         "scores": torch.tensor([0.9, 0.8, 0.95])},  # TP, duplicate (FP), FP
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]]),
+            "scores": torch.tensor([0.9, 0.8, 0.95]),
+        },  # TP, duplicate (FP), FP
         {"boxes": torch.tensor([[1.0, 0, 10, 10]]), "scores": torch.tensor([0.7])},  # IoU 0.9: TP
     ]
     # ranked: FP(.95) TP(.9) FP(.8) TP(.7); 3 positives:
@@ -280,8 +324,22 @@ def test_plot_and_cli(single_image, tmp_path):
     assert png.stat().st_size > 1000
     from rnnpool.cli import main
 
-    assert main(["widerface-eval", "--pred", str(pred_dir), "--gt", str(gt_dir),
-                 "--plot", str(tmp_path / "cli.png"), "--json", str(tmp_path / "r.json")]) == 0
+    assert (
+        main(
+            [
+                "widerface-eval",
+                "--pred",
+                str(pred_dir),
+                "--gt",
+                str(gt_dir),
+                "--plot",
+                str(tmp_path / "cli.png"),
+                "--json",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     import json
 
     assert json.loads((tmp_path / "r.json").read_text())["medium"] == pytest.approx(0.75)
@@ -294,13 +352,26 @@ def test_ground_truth_as_predictions_scores_one(tmp_path):
     from rnnpool.data.synthetic_faces import make_faces
     from rnnpool.data.widerface import parse_wider_annotations
 
-    root = make_faces(tmp_path / "d", num_train=0, num_val=5, seed=1, image_size=(160, 120),
-                      face_range=(12, 60), p_empty=0.2)
+    root = make_faces(
+        tmp_path / "d",
+        num_train=0,
+        num_val=5,
+        seed=1,
+        image_size=(160, 120),
+        face_range=(12, 60),
+        p_empty=0.2,
+    )
     rng = np.random.default_rng(0)
-    for name, rows in parse_wider_annotations(root / "wider_face_split" / "wider_face_val_bbx_gt.txt"):
+    for name, rows in parse_wider_annotations(
+        root / "wider_face_split" / "wider_face_val_bbx_gt.txt"
+    ):
         b = torch.tensor(rows[:, :4]).reshape(-1, 4)
-        write_wider_prediction(tmp_path / "p", name, torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1),
-                               torch.tensor(rng.random(len(b))))
+        write_wider_prediction(
+            tmp_path / "p",
+            name,
+            torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1),
+            torch.tensor(rng.random(len(b))),
+        )
     r = widerface_evaluate(tmp_path / "p", root / "wider_face_split")
     assert r["num_faces"]["hard"] > r["num_faces"]["easy"] > 0
     for s in ("easy", "medium", "hard"):

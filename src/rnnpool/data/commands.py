@@ -11,7 +11,9 @@ def _size(text: str):
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT such as 640x480, got {text!r}"
+        ) from None
     if w <= 0 or h <= 0:
         raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
     return w, h
@@ -31,12 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, default=200, help="training images (default 200)")
     p.add_argument("--val", type=int, default=50, help="validation images (default 50)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size", type=_size, default=(640, 480), help="image size WxH (default 640x480)")
+    p.add_argument(
+        "--size", type=_size, default=(640, 480), help="image size WxH (default 640x480)"
+    )
     p.add_argument("--min-face", type=int, default=12, help="smallest face side in px (default 12)")
-    p.add_argument("--max-face", type=int, default=120, help="largest face side in px (default 120)")
+    p.add_argument(
+        "--max-face", type=int, default=120, help="largest face side in px (default 120)"
+    )
     p.add_argument("--max-faces-per-image", type=int, default=8, help="default 8")
-    p.add_argument("--scene-dir", default=None,
-                   help="opencv-doc example images (default /usr/share/doc/opencv-doc/examples/data)")
+    p.add_argument(
+        "--scene-dir",
+        default=None,
+        help="opencv-doc example images (default /usr/share/doc/opencv-doc/examples/data)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -46,13 +55,22 @@ def _run(args: argparse.Namespace) -> int:
     from .synthetic_faces import OPENCV_DOC_DIR, make_faces
 
     root = make_faces(
-        args.dir, num_train=args.train, num_val=args.val, seed=args.seed, image_size=args.size,
-        face_range=(args.min_face, args.max_face), max_faces_per_image=args.max_faces_per_image,
+        args.dir,
+        num_train=args.train,
+        num_val=args.val,
+        seed=args.seed,
+        image_size=args.size,
+        face_range=(args.min_face, args.max_face),
+        max_faces_per_image=args.max_faces_per_image,
         scene_dir=args.scene_dir or OPENCV_DOC_DIR,
     )
     stats = json.loads((root / "synthetic_faces.json").read_text())["splits"]
     for split, s in stats.items():
-        print(f"{split}: {s['images']} images, {s['faces']} faces "
-              f"({s['images_without_faces']} images without faces)")
-    print(f"wrote {root}; evaluate with: rnnpool widerface-eval --pred PRED --gt {root / 'wider_face_split'}")
+        print(
+            f"{split}: {s['images']} images, {s['faces']} faces "
+            f"({s['images_without_faces']} images without faces)"
+        )
+    print(
+        f"wrote {root}; evaluate with: rnnpool widerface-eval --pred PRED --gt {root / 'wider_face_split'}"
+    )
     return 0

@@ -89,7 +89,9 @@ def _to_float_array(image: ImageLike) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3):
-        raise ValueError(f"expected an image of shape (H, W), (H, W, 1) or (H, W, 3), got {arr.shape}")
+        raise ValueError(
+            f"expected an image of shape (H, W), (H, W, 1) or (H, W, 3), got {arr.shape}"
+        )
     return arr
 
 
@@ -173,7 +175,9 @@ def warp_window(
         x0, x1, y0, y1 = x0 * rx, x1 * rx, y0 * ry, y1 * ry
         sx, sy = sx / rx, sy / ry
     c = arr.shape[2]
-    fill_v = tuple(float(v) for v in fill)[:c] if c == len(tuple(fill)) else (float(np.mean(fill)),) * c
+    fill_v = (
+        tuple(float(v) for v in fill)[:c] if c == len(tuple(fill)) else (float(np.mean(fill)),) * c
+    )
     m = np.array(
         [[sx, 0.0, sx * (0.5 - x0) - 0.5], [0.0, sy, sy * (0.5 - y0) - 0.5]], dtype=np.float64
     )
@@ -385,7 +389,8 @@ class EvalTransform:
             if (out_h, out_w) != (h, w):
                 shrink = out_h < h and out_w < w
                 arr = cv2.resize(
-                    arr, (int(out_w), int(out_h)),
+                    arr,
+                    (int(out_w), int(out_h)),
                     interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR,
                 )
                 if arr.ndim == 2:

@@ -154,7 +154,9 @@ class ScutHeadDetection(torch.utils.data.Dataset):
         for id_ in self.ids:
             path = img_dir / f"{id_}.jpg"
             if not path.is_file():
-                raise FileNotFoundError(f"SCUT-HEAD image for {ann_dir / (id_ + '.xml')} not found: {path}")
+                raise FileNotFoundError(
+                    f"SCUT-HEAD image for {ann_dir / (id_ + '.xml')} not found: {path}"
+                )
             xyxy, _ = parse_voc_xml(ann_dir / f"{id_}.xml")
             n_objects += len(xyxy)
             with Image.open(path) as im:
@@ -167,8 +169,13 @@ class ScutHeadDetection(torch.utils.data.Dataset):
         if self.dropped.total or self.dropped.clipped:
             logger.warning(
                 "SCUT-HEAD %s: dropped %d of %d boxes (nonpositive_size=%d, out_of_image=%d); "
-                "clipped %d to the image", split, self.dropped.total, n_objects,
-                self.dropped.nonpositive_size, self.dropped.out_of_image, self.dropped.clipped,
+                "clipped %d to the image",
+                split,
+                self.dropped.total,
+                n_objects,
+                self.dropped.nonpositive_size,
+                self.dropped.out_of_image,
+                self.dropped.clipped,
             )
 
     def __len__(self) -> int:
@@ -187,5 +194,7 @@ class ScutHeadDetection(torch.utils.data.Dataset):
         return tensor, {"boxes": out, "labels": torch.ones(len(out), dtype=torch.int64)}
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
-                f"images={len(self)}, boxes={sum(len(b) for b in self.boxes)})")
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+            f"images={len(self)}, boxes={sum(len(b) for b in self.boxes)})"
+        )

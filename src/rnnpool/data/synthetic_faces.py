@@ -58,15 +58,38 @@ logger = logging.getLogger(__name__)
 OPENCV_DOC_DIR = "/usr/share/doc/opencv-doc/examples/data"
 #: Photographs without people from Debian's opencv-doc (checked by eye).
 OPENCV_SCENES = (
-    "fruits.jpg", "home.jpg", "building.jpg", "butterfly.jpg", "apple.jpg", "orange.jpg",
-    "aero1.jpg", "aero3.jpg", "starry_night.jpg", "board.jpg", "blox.jpg", "aloeL.jpg",
-    "leuvenA.jpg", "leuvenB.jpg", "box_in_scene.png", "smarties.png", "sudoku.png", "stuff.jpg",
-    "rubberwhale1.png", "licenseplate_motion.jpg",
+    "fruits.jpg",
+    "home.jpg",
+    "building.jpg",
+    "butterfly.jpg",
+    "apple.jpg",
+    "orange.jpg",
+    "aero1.jpg",
+    "aero3.jpg",
+    "starry_night.jpg",
+    "board.jpg",
+    "blox.jpg",
+    "aloeL.jpg",
+    "leuvenA.jpg",
+    "leuvenB.jpg",
+    "box_in_scene.png",
+    "smarties.png",
+    "sudoku.png",
+    "stuff.jpg",
+    "rubberwhale1.png",
+    "licenseplate_motion.jpg",
 )
 #: scikit-image images without people that load offline.
 SKIMAGE_SCENES = (
-    "coffee", "rocket", "brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry",
-    "moon", "coins",
+    "coffee",
+    "rocket",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "coins",
 )
 #: Smallest face side (px) kept in each evaluation setting of the synthetic set.
 SETTING_MIN_SIZE = {"easy": 40, "medium": 20, "hard": 0}
@@ -100,9 +123,13 @@ def load_scenes(scene_dir: Optional[PathLike] = OPENCV_DOC_DIR) -> List[Tuple[st
         with Image.open(path) as im:
             scenes.append((Path(name).stem, np.asarray(im.convert("RGB"))))
     if scene_dir is not None and missing:
-        logger.warning("synthetic faces: %d opencv-doc scenes not found in %s (%s); "
-                       "install the Debian package opencv-doc", len(missing), scene_dir,
-                       ", ".join(missing))
+        logger.warning(
+            "synthetic faces: %d opencv-doc scenes not found in %s (%s); "
+            "install the Debian package opencv-doc",
+            len(missing),
+            scene_dir,
+            ", ".join(missing),
+        )
     for name in SKIMAGE_SCENES:
         img = getattr(skimage.data, name)()
         if img.ndim == 2:
@@ -166,16 +193,20 @@ def render_image(
         side = int(round(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
         for _attempt in range(30):
             x, y = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
-            if all(x + side <= bx or bx + bw <= x or y + side <= by or by + bh <= y
-                   for bx, by, bw, bh in boxes):
+            if all(
+                x + side <= bx or bx + bw <= x or y + side <= by or by + bh <= y
+                for bx, by, bw, bh in boxes
+            ):
                 break
         else:
             continue  # no free place for a face of this size: fewer faces in this image
         idx = int(rng.integers(len(faces)))
         gains = rng.uniform(0.7, 1.0, size=3)
-        face = np.asarray(Image.fromarray(faces[idx]).resize((side, side), Image.BICUBIC), np.float32)
+        face = np.asarray(
+            Image.fromarray(faces[idx]).resize((side, side), Image.BICUBIC), np.float32
+        )
         rgb = np.clip(np.round(face[:, :, None] * gains[None, None, :]), 0, 255).astype(np.uint8)
-        image[y:y + side, x:x + side] = rgb
+        image[y : y + side, x : x + side] = rgb
         boxes.append((x, y, side, side))
         info.append({"face": idx, "gains": gains.tolist()})
     return image, np.asarray(boxes, dtype=np.int64).reshape(-1, 4), info
@@ -264,8 +295,9 @@ def make_faces(
             os.replace(tmp, path)
             records.append((rel, boxes))
             per_event.setdefault(event, []).append((stem, boxes))
-        _atomic_write_text(out / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt",
-                           _annotation_text(records))
+        _atomic_write_text(
+            out / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt", _annotation_text(records)
+        )
         stats[split] = {
             "images": count,
             "faces": int(sum(len(b) for _, b in records)),
@@ -274,8 +306,10 @@ def make_faces(
         if split == "val":
             ev_names = [e for e in events if e in per_event]
             keep = {
-                s: [[np.nonzero(np.minimum(b[:, 2], b[:, 3]) >= m)[0] for _, b in per_event[e]]
-                    for e in ev_names]
+                s: [
+                    [np.nonzero(np.minimum(b[:, 2], b[:, 3]) >= m)[0] for _, b in per_event[e]]
+                    for e in ev_names
+                ]
                 for s, m in SETTING_MIN_SIZE.items()
             }
             gt = WiderGroundTruth(
@@ -285,14 +319,24 @@ def make_faces(
                 keep=keep,
             )
             save_wider_ground_truth(out / "wider_face_split", gt)
-            stats[split].update({f"{s}_faces": int(sum(len(k) for ev in keep[s] for k in ev))
-                                 for s in SETTING_MIN_SIZE})
+            stats[split].update(
+                {
+                    f"{s}_faces": int(sum(len(k) for ev in keep[s] for k in ev))
+                    for s in SETTING_MIN_SIZE
+                }
+            )
     manifest = {
         "description": "Synthetic WIDER-FACE-format set: skimage lfw_subset faces pasted on "
-                       "people-free photographs (rnnpool.data.synthetic_faces)",
-        "seed": seed, "image_size": list(image_size), "face_range": list(face_range),
-        "max_faces_per_image": max_faces_per_image, "p_empty": p_empty, "jpeg_quality": quality,
-        "setting_min_face_size": SETTING_MIN_SIZE, "scenes": events, "splits": stats,
+        "people-free photographs (rnnpool.data.synthetic_faces)",
+        "seed": seed,
+        "image_size": list(image_size),
+        "face_range": list(face_range),
+        "max_faces_per_image": max_faces_per_image,
+        "p_empty": p_empty,
+        "jpeg_quality": quality,
+        "setting_min_face_size": SETTING_MIN_SIZE,
+        "scenes": events,
+        "splits": stats,
     }
     _atomic_write_text(out / "synthetic_faces.json", json.dumps(manifest, indent=2) + "\n")
     return out

@@ -45,7 +45,16 @@ logger = logging.getLogger(__name__)
 
 #: Column names of a face line in ``wider_face_*_bbx_gt.txt``.
 WIDER_FIELDS = (
-    "x", "y", "w", "h", "blur", "expression", "illumination", "invalid", "occlusion", "pose"
+    "x",
+    "y",
+    "w",
+    "h",
+    "blur",
+    "expression",
+    "illumination",
+    "invalid",
+    "occlusion",
+    "pose",
 )
 
 _SPLITS = ("train", "val", "test")
@@ -114,7 +123,9 @@ def parse_wider_annotations(path: PathLike) -> List[Tuple[str, np.ndarray]]:
         try:
             count = int(lines[i + 1])
         except ValueError:
-            raise fail(i + 2, f"expected the face count of {name!r}, got {lines[i + 1]!r}") from None
+            raise fail(
+                i + 2, f"expected the face count of {name!r}, got {lines[i + 1]!r}"
+            ) from None
         if count < 0:
             raise fail(i + 2, f"negative face count {count} for {name!r}")
         i += 2
@@ -164,7 +175,9 @@ def list_split_images(root: PathLike, split: str = "val") -> List[str]:
             raise FileNotFoundError(f"WIDER FACE test list not found: {path}")
         with open(path, "r", encoding="utf-8") as f:
             return [line.strip() for line in f if line.strip()]
-    return [name for name, _ in parse_wider_annotations(split_dir / f"wider_face_{split}_bbx_gt.txt")]
+    return [
+        name for name, _ in parse_wider_annotations(split_dir / f"wider_face_{split}_bbx_gt.txt")
+    ]
 
 
 @dataclass
@@ -316,7 +329,9 @@ class WiderFaceDetection(torch.utils.data.Dataset):
         self.dropped = DropCounts()
         for path, faces in zip(self.image_paths, self.annotations):
             if not path.is_file():
-                raise FileNotFoundError(f"WIDER FACE image listed in the annotations not found: {path}")
+                raise FileNotFoundError(
+                    f"WIDER FACE image listed in the annotations not found: {path}"
+                )
             with Image.open(path) as im:
                 width, height = im.size
             boxes, counts = filter_wider_faces(faces, width, height, self.min_size)

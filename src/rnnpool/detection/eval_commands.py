@@ -21,10 +21,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", required=True, help="prediction folder (<event>/<image>.txt files)")
     p.add_argument("--gt", required=True, help="folder with wider_face_val.mat and wider_*_val.mat")
     p.add_argument("--iou", type=float, default=0.5, help="IoU threshold (default 0.5)")
-    p.add_argument("--max-faces", type=int, default=None,
-                   help="evaluate only images with at most this many faces (the paper uses 3)")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="count a missing prediction file as an image without detections")
+    p.add_argument(
+        "--max-faces",
+        type=int,
+        default=None,
+        help="evaluate only images with at most this many faces (the paper uses 3)",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="count a missing prediction file as an image without detections",
+    )
     p.add_argument("--plot", default=None, help="write the PR curves to this image file")
     p.add_argument("--json", default=None, help="write the APs and counts to this JSON file")
     p.set_defaults(func=_run)
@@ -34,26 +41,43 @@ def _run(args: argparse.Namespace) -> int:
     from .evaluation import WIDER_SETTINGS, plot_pr_curves, widerface_evaluate
 
     result = widerface_evaluate(
-        args.pred, args.gt, iou_thresh=args.iou, max_faces=args.max_faces,
+        args.pred,
+        args.gt,
+        iou_thresh=args.iou,
+        max_faces=args.max_faces,
         missing="empty" if args.allow_missing else "error",
     )
     subset = f" (images with <= {args.max_faces} faces)" if args.max_faces is not None else ""
-    print(f"WIDER FACE AP @ IoU {args.iou}{subset}, {result['num_images']} images, "
-          f"{result['num_detections']} detections")
+    print(
+        f"WIDER FACE AP @ IoU {args.iou}{subset}, {result['num_images']} images, "
+        f"{result['num_detections']} detections"
+    )
     for s in WIDER_SETTINGS:
         print(f"  {s:<6} AP {result[s]:.4f}  ({result['num_faces'][s]} faces)")
     if result["missing"]:
-        print(f"  {len(result['missing'])} prediction file(s) missing, counted as empty "
-              f"(first: {result['missing'][0]})")
+        print(
+            f"  {len(result['missing'])} prediction file(s) missing, counted as empty "
+            f"(first: {result['missing'][0]})"
+        )
     if args.plot:
         print(f"PR curves written to {plot_pr_curves(result, args.plot)}")
     if args.json:
-        from pathlib import Path
         import os
         import tempfile
+        from pathlib import Path
 
-        summary = {k: result[k] for k in (*WIDER_SETTINGS, "num_faces", "num_images",
-                                          "num_detections", "missing", "iou_thresh", "max_faces")}
+        summary = {
+            k: result[k]
+            for k in (
+                *WIDER_SETTINGS,
+                "num_faces",
+                "num_images",
+                "num_detections",
+                "missing",
+                "iou_thresh",
+                "max_faces",
+            )
+        }
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".json", dir=out.parent)

@@ -99,7 +99,12 @@ def _string(x) -> str:
         a = np.asarray(a.reshape(-1)[0])
     if a.size == 0:
         return ""
-    if a.dtype.kind == "U" and a.ndim and a.size > 1 and all(len(str(c)) == 1 for c in a.reshape(-1)):
+    if (
+        a.dtype.kind == "U"
+        and a.ndim
+        and a.size > 1
+        and all(len(str(c)) == 1 for c in a.reshape(-1))
+    ):
         return "".join(a.reshape(-1, order="F"))  # char array loaded without chars_as_strings
     return str(a.reshape(-1)[0])
 
@@ -115,7 +120,9 @@ def _loadmat(path: Path, keys: Sequence[str]) -> dict:
         raise ValueError(f"cannot read MATLAB file {path}: {e}") from None
     missing = [k for k in keys if k not in mat]
     if missing:
-        raise ValueError(f"{path} lacks the variable(s) {missing}; has {sorted(k for k in mat if not k.startswith('__'))}")
+        raise ValueError(
+            f"{path} lacks the variable(s) {missing}; has {sorted(k for k in mat if not k.startswith('__'))}"
+        )
     return mat
 
 
@@ -145,7 +152,9 @@ def load_wider_ground_truth(
         names = [_string(f) for f in _cells(fc)]
         bxs = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in _cells(bc)]
         if len(names) != len(bxs):
-            raise ValueError(f"{main_path}: event {event!r} has {len(names)} files but {len(bxs)} box lists")
+            raise ValueError(
+                f"{main_path}: event {event!r} has {len(names)} files but {len(bxs)} box lists"
+            )
         files.append(names)
         boxes.append(bxs)
     keep: Dict[str, List[List[np.ndarray]]] = {}
@@ -153,7 +162,9 @@ def load_wider_ground_truth(
         path = gt_dir / f"wider_{setting}_val.mat"
         gt_cells = _cells(_loadmat(path, ("gt_list",))["gt_list"])
         if len(gt_cells) != len(events):
-            raise ValueError(f"{path}: gt_list has {len(gt_cells)} events, {main_path} has {len(events)}")
+            raise ValueError(
+                f"{path}: gt_list has {len(gt_cells)} events, {main_path} has {len(events)}"
+            )
         per_event = []
         for i, ec in enumerate(gt_cells):
             lists = _cells(ec)
@@ -193,7 +204,10 @@ def save_wider_ground_truth(gt_dir: PathLike, gt: WiderGroundTruth) -> None:
     event_list = _cell_column(list(gt.events))
     file_list = _cell_column([_cell_column(list(names)) for names in gt.files])
     face_bbx_list = _cell_column(
-        [_cell_column([np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in ev]) for ev in gt.boxes]
+        [
+            _cell_column([np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in ev])
+            for ev in gt.boxes
+        ]
     )
     common = {"event_list": event_list, "file_list": file_list}
 
@@ -233,13 +247,19 @@ def read_wider_prediction(path: PathLike) -> np.ndarray:
     while lines and not lines[-1]:
         lines.pop()
     if len(lines) < 2:
-        raise ValueError(f"{path}: expected an image name line and a box count line, got {len(lines)} line(s)")
+        raise ValueError(
+            f"{path}: expected an image name line and a box count line, got {len(lines)} line(s)"
+        )
     try:
         count = int(float(lines[1]))
     except ValueError:
-        raise ValueError(f"{path}, line 2: expected the number of boxes, got {lines[1]!r}") from None
+        raise ValueError(
+            f"{path}, line 2: expected the number of boxes, got {lines[1]!r}"
+        ) from None
     if count < 0 or len(lines) - 2 < count:
-        raise ValueError(f"{path}, line 2: announces {count} boxes but {len(lines) - 2} box lines follow")
+        raise ValueError(
+            f"{path}, line 2: announces {count} boxes but {len(lines) - 2} box lines follow"
+        )
     rows = np.zeros((count, 5), dtype=np.float64)
     for k in range(count):
         parts = lines[2 + k].split()
@@ -257,7 +277,10 @@ def read_wider_prediction(path: PathLike) -> np.ndarray:
 
 
 def write_wider_prediction(
-    pred_dir: PathLike, image_relpath: str, boxes: Union[Tensor, np.ndarray], scores: Union[Tensor, np.ndarray]
+    pred_dir: PathLike,
+    image_relpath: str,
+    boxes: Union[Tensor, np.ndarray],
+    scores: Union[Tensor, np.ndarray],
 ) -> Path:
     """Write one submission file ``<pred_dir>/<event>/<image>.txt`` (atomically).
 
@@ -310,6 +333,7 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 
 def _inclusive_iou(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
     """IoU of ``left top width height`` boxes with the official ``+1`` pixel convention."""
+
     def xyxy_plus_one(b: np.ndarray) -> Tensor:
         t = torch.from_numpy(np.ascontiguousarray(b[:, :4], dtype=np.float64))
         return torch.stack([t[:, 0], t[:, 1], t[:, 0] + t[:, 2] + 1, t[:, 1] + t[:, 3] + 1], 1)
@@ -553,12 +577,16 @@ def detection_ap(
         0.5
     """
     if len(predictions) != len(ground_truths):
-        raise ValueError(f"{len(predictions)} prediction entries but {len(ground_truths)} ground truths")
+        raise ValueError(
+            f"{len(predictions)} prediction entries but {len(ground_truths)} ground truths"
+        )
     scores_all, tp_all = [], []
     npos = 0
     for p, g in zip(predictions, ground_truths):
         boxes, scores = _as_pred(p)
-        gt = torch.as_tensor(g["boxes"] if isinstance(g, Mapping) else g, dtype=torch.float64).reshape(-1, 4)
+        gt = torch.as_tensor(
+            g["boxes"] if isinstance(g, Mapping) else g, dtype=torch.float64
+        ).reshape(-1, 4)
         npos += len(gt)
         order = torch.sort(scores, descending=True, stable=True).indices
         boxes, scores = boxes[order], scores[order]
