@@ -34,6 +34,9 @@ __all__ = [
     "SameConvBNAct",
     "GlobalRNNPool2d",
     "check_input_size",
+    "create_head_pool",
+    "init_weights",
+    "ClassifierMixin",
 ]
 
 
@@ -241,3 +244,50 @@ def check_input_size(
             f"{model} takes inputs whose height and width are multiples of its total stride "
             f"{total_stride} (and at least {lo}); got {h}x{w}"
         )
+
+
+def create_head_pool(head_pool: str, channels: int) -> nn.Module:
+    """The global pool before the classifier: ``"avg"`` or ``"rnnpool"`` (the paper's
+    last-layer RNNPool, ``h1 = h2 = channels / 4`` so it keeps ``channels`` outputs)."""
+    if head_pool == "avg":
+        return nn.AdaptiveAvgPool2d(1)
+    if head_pool == "rnnpool":
+        if channels % 4:
+            raise ValueError(f"last-layer RNNPool needs channels % 4 == 0, got {channels}")
+        return GlobalRNNPool2d(channels, channels // 4, channels // 4)
+    raise ValueError(f"head_pool must be 'avg' or 'rnnpool', got {head_pool!r}")
+
+
+def init_weights(model: nn.Module) -> None:
+    """Kaiming-normal convolutions, unit BatchNorm, small-normal linear layers."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+class ClassifierMixin:
+    """``forward_head`` / ``forward`` / ``reset_classifier`` shared by the classification
+    backbones (needs ``global_pool``, ``dropout``, ``classifier``, ``num_features``,
+    ``forward_features``)."""
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a fresh one for ``num_classes`` (0: features only)."""
+        self.num_classes = num_classes
+        self.classifier = (  # type: ignore[assignment]
+            nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        )
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.dropout(self.global_pool(x).flatten(1))
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
