@@ -144,6 +144,7 @@ def mbconv_case(op: ir.MBConvS8, x: np.ndarray, g: ir.QGraph) -> str:
 
     s = (_defs(in_h=x.shape[0], in_w=x.shape[1], in_c=x.shape[2], out_h=y.shape[0],
                out_w=y.shape[1], out_c=y.shape[2], hidden=op.depthwise.weight.shape[0],
+               scratch=ir.scratch_bytes(op, g),
                k_h=op.depthwise.weight.shape[1], k_w=op.depthwise.weight.shape[2])
          + stage("ex", op.expand) + stage("dw", op.depthwise) + stage("pr", op.project))
     if op.add is not None:
@@ -152,7 +153,7 @@ def mbconv_case(op: ir.MBConvS8, x: np.ndarray, g: ir.QGraph) -> str:
             "input1_offset", "input1_multiplier", "input1_shift", "input2_offset",
             "input2_multiplier", "input2_shift", "left_shift", "output_multiplier",
             "output_shift", "output_offset", "act_min", "act_max")})
-        s += _defs(add_input_first=int(a.input1 == op.input))
+        assert a.input1 == op.input
     else:
         s += _defs(add_present=0)
     return s + _arr("g_input", x, np.int8) + _arr("g_expected", y, np.int8)
@@ -184,6 +185,21 @@ def tiny_graph():
     x = torch.randn(20, 1, 32, 32)
     g = quantize_model(model, x[:16])
     env = R.run(g, R.quantize_input(x[16:17], g.tensor(g.inputs[0])))
+    return g, env
+
+
+def face_graph():
+    """rnnpool_face_m4 (hard gates, random weights) at 32x48, PTQ'd and fused (+ reference run)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from quant._models import randomize_bn  # noqa: PLC0415
+
+    from rnnpool.models import create_model  # noqa: PLC0415
+
+    torch.manual_seed(4)
+    model = randomize_bn(create_model("rnnpool_face_m4", gate="hard_sigmoid", update="hard_tanh"))
+    x = torch.randn(5, 1, 32, 48)
+    g = ir.fuse_mbconv(quantize_model(model, x[:4]))
+    env = R.run(g, R.quantize_input(x[4:], g.tensor(g.inputs[0])))
     return g, env
 
 
@@ -236,8 +252,12 @@ def write_all(outdir) -> list[tuple[str, str]]:
         emit("test_rnnpool_s8", f"rnnpool_random{i}", rnnpool_case(op, x))
 
     g, env = tiny_graph()
+    kinds_done: set = set()
     for op in g.ops:
         if isinstance(op, ir.Conv2dS8):
+            if op.kind in kinds_done:  # one realistic case per conv kind is enough here
+                continue
+            kinds_done.add(op.kind)
             emit("test_conv2d_s8", f"conv_tiny_{op.name}", conv_case(op, env[op.input]))
         elif isinstance(op, ir.AddS8):
             emit("test_add_s8", f"add_tiny_{op.name}", add_case(op, env[op.input1], env[op.input2]))
@@ -247,6 +267,12 @@ def write_all(outdir) -> list[tuple[str, str]]:
             emit("test_rnnpool_s8", f"rnnpool_tiny_{op.name}", rnnpool_case(op, env[op.input]))
             proj = R.rnn1_projection(op, env[op.input])[:6, 0]
             emit("test_fastgrnn_s16", "fastgrnn_tiny", fastgrnn_case(op.rnn1, proj))
+    g, env = face_graph()
+    for op in g.ops:
+        if isinstance(op, ir.MBConvS8):
+            emit("test_mbconv_s8", f"mbconv_face_{op.name}", mbconv_case(op, env[op.input], g))
+        elif isinstance(op, ir.RNNPoolS8):
+            emit("test_rnnpool_s8", f"rnnpool_face_{op.name}", rnnpool_case(op, env[op.input]))
     return done
 
 

@@ -57,7 +57,7 @@ def test_every_kernel_has_a_golden_test(built):
     _, cases, _ = built
     tests = {t for t, _ in cases}
     assert {"test_conv2d_s8", "test_add_s8", "test_avgpool_s8", "test_l2norm_s8",
-            "test_rnnpool_s8", "test_fastgrnn_s16"} <= tests
+            "test_rnnpool_s8", "test_fastgrnn_s16", "test_mbconv_s8"} <= tests
     for t in tests:
         assert (HERE / f"{t}.c").exists()
 

@@ -83,6 +83,7 @@ __all__ = [
     "make_add_params",
     "c_weight",
     "scratch_bytes",
+    "fuse_mbconv",
     "STATE_FRAC_BITS",
     "ADD_LEFT_SHIFT",
 ]
@@ -472,6 +473,69 @@ class QGraph:
             outs = ", ".join(f"{n}{tuple(self.tensor(n).shape)}" for n in op.outputs)
             lines.append(f"{op.kind:16s} {op.name}: {ins} -> {outs}")
         return "\n".join(lines)
+
+
+def fuse_mbconv(g: QGraph) -> QGraph:
+    """A copy of ``g`` with every ``[1x1 expand ->] depthwise -> 1x1 project [-> add with the
+    block input]`` chain whose intermediates have a single consumer replaced by one
+    :class:`MBConvS8` (row-streamed in C by ``rnnpool_mbconv_s8``). Results are unchanged.
+
+    The fused op's ``add`` (if any) is normalised so that ``input1`` is the block input.
+    """
+    import copy
+    import dataclasses
+
+    consumers: dict = {}
+    for op in g.ops:
+        for name in op.inputs:
+            consumers.setdefault(name, []).append(op)
+    for name in g.outputs:
+        consumers.setdefault(name, []).append(None)
+    producer = {name: op for op in g.ops for name in op.outputs}
+
+    def only_consumer(name):
+        c = consumers.get(name, [])
+        return c[0] if len(c) == 1 else None
+
+    fused: dict = {}  # id(last component) -> MBConvS8
+    absorbed: set = set()
+    for d in g.ops:
+        if not isinstance(d, Conv2dS8) or d.kind != "depthwise_conv2d" or id(d) in absorbed:
+            continue
+        e = producer.get(d.input)
+        if not (isinstance(e, Conv2dS8) and e.kind == "conv2d_1x1" and only_consumer(e.output) is d):
+            e = None
+        block_in = e.input if e is not None else d.input
+        p = only_consumer(d.output)
+        if not (isinstance(p, Conv2dS8) and p.kind == "conv2d_1x1"):
+            continue
+        a = only_consumer(p.output)
+        if isinstance(a, AddS8) and block_in in (a.input1, a.input2) and p.output in (a.input1, a.input2):
+            if a.input1 != block_in:
+                a = dataclasses.replace(
+                    a, input1=a.input2, input2=a.input1,
+                    input1_offset=a.input2_offset, input1_multiplier=a.input2_multiplier,
+                    input1_shift=a.input2_shift, input2_offset=a.input1_offset,
+                    input2_multiplier=a.input1_multiplier, input2_shift=a.input1_shift)
+        else:
+            a = None
+        last = a if a is not None else p
+        out = last.output
+        parts = [x for x in (e, d, p) if x is not None]
+        absorbed.update(id(x) for x in parts)
+        if a is not None:
+            absorbed.add(id(only_consumer(p.output)))
+        fused[id(only_consumer(p.output)) if a is not None else id(p)] = MBConvS8(
+            f"mbconv_{out}", block_in, out, e, d, p, a)
+    ops = []
+    for op in g.ops:
+        if id(op) in fused:
+            ops.append(fused[id(op)])
+        elif id(op) not in absorbed:
+            ops.append(op)
+    new = QGraph(list(g.inputs), list(g.outputs), dict(g.tensors), ops, copy.deepcopy(g.meta))
+    new.validate()
+    return new
 
 
 def scratch_bytes(op, g: Optional["QGraph"] = None) -> int:

@@ -136,7 +136,8 @@ typedef struct {
     const rnnpool_mbconv_stage *expand;    /**< 1x1 C_in -> C_hidden, or NULL (t = 1) */
     const rnnpool_mbconv_stage *depthwise; /**< KH x KW depthwise on C_hidden */
     const rnnpool_mbconv_stage *project;   /**< 1x1 C_hidden -> C_out */
-    const rnnpool_add_params *add;         /**< residual add with the block input, or NULL */
+    const rnnpool_add_params *add;         /**< residual add, or NULL: input1 = the block input,
+                                                input2 = the projection */
     int32_t hidden;                        /**< C_hidden */
     int32_t kernel_h, kernel_w;            /**< depthwise kernel */
 } rnnpool_mbconv_params;

@@ -13,6 +13,7 @@
 #ifndef RNNPOOL_TYPES_H
 #define RNNPOOL_TYPES_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
