@@ -150,6 +150,9 @@ def test_malformed_prediction_file_named(tmp_path):
     p.write_text("x\n2\n1 2 3 4 0.5\n1 2 3\n")
     with pytest.raises(ValueError, match=r"x\.txt, line 4"):
         read_wider_prediction(p)
+    p.write_text("x\n2\n1 2 3 4 0.5\n1 2 3 4 high\n")
+    with pytest.raises(ValueError, match=r"x\.txt, line 4"):
+        read_wider_prediction(p)
     p.write_text("x\n3\n1 2 3 4 0.5\n")
     with pytest.raises(ValueError, match="announces 3 boxes"):
         read_wider_prediction(p)

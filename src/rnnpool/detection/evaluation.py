@@ -260,17 +260,28 @@ def read_wider_prediction(path: PathLike) -> np.ndarray:
         raise ValueError(
             f"{path}, line 2: announces {count} boxes but {len(lines) - 2} box lines follow"
         )
-    rows = np.zeros((count, 5), dtype=np.float64)
-    for k in range(count):
-        parts = lines[2 + k].split()
-        try:
-            if len(parts) < 5:
-                raise ValueError
-            rows[k] = [float(p) for p in parts[:5]]
+    rows = None
+    if count:
+        try:  # fast path: numpy's C parser
+            parsed = np.loadtxt(lines[2 : 2 + count], dtype=np.float64, ndmin=2)
+            rows = parsed if parsed.shape == (count, 5) else None
         except ValueError:
-            raise ValueError(
-                f"{path}, line {3 + k}: expected 'left top width height score', got {lines[2 + k]!r}"
-            ) from None
+            rows = None
+    else:
+        rows = np.zeros((0, 5), dtype=np.float64)
+    if rows is None:  # slow path: find the bad line
+        rows = np.zeros((count, 5), dtype=np.float64)
+        for k, line in enumerate(lines[2 : 2 + count]):
+            parts = line.split()
+            try:
+                if len(parts) < 5:
+                    raise ValueError
+                rows[k] = [float(v) for v in parts[:5]]
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {3 + k}: expected 'left top width height score', "
+                    f"got {lines[2 + k]!r}"
+                ) from None
     if not np.all(np.isfinite(rows)):
         raise ValueError(f"{path}: non-finite box or score values")
     return rows
@@ -341,21 +352,27 @@ def _inclusive_iou(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
     return box_iou(xyxy_plus_one(pred_xywh), xyxy_plus_one(gt_xywh)).numpy()
 
 
+def _image_match(pred: np.ndarray, gt: np.ndarray, iou_thresh: float) -> Tuple[np.ndarray, np.ndarray]:
+    """For each detection (``pred[N, 5]``), its highest-IoU face among ``gt[M, 4]`` (xywh; the
+    first one on ties, like the official code) and whether that IoU is ``>= iou_thresh``."""
+    iou = _inclusive_iou(pred, gt)
+    best = iou.argmax(axis=1)
+    return best, iou[np.arange(len(pred)), best] >= iou_thresh
+
+
 def _image_eval(
-    pred: np.ndarray, gt: np.ndarray, keep: np.ndarray, iou_thresh: float
+    best: np.ndarray, matched: np.ndarray, keep: np.ndarray
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """One image: ``pred[N, 5]`` sorted by decreasing score, ``gt[M, 4]`` xywh, ``keep[M]`` bool.
+    """One image, detections sorted by decreasing score, ``keep[M]`` bool per face.
 
     Returns ``(recalled[N], counted[N])``: the number of kept faces recalled by detections
     ``0..h``, and whether detection ``h`` counts as a proposal (False when matched to an
-    ignored face).
+    ignored face). Equivalent to the official loop: a kept face is recalled by its first
+    matching detection; later matches of it stay counted (false positives).
     """
-    iou = _inclusive_iou(pred, gt)
-    best = iou.argmax(axis=1)  # first maximum, like the official code
-    matched = iou[np.arange(len(pred)), best] >= iou_thresh
     on_kept = matched & keep[best]
     counted = ~(matched & ~keep[best])
-    first_hit = np.zeros(len(pred), dtype=bool)
+    first_hit = np.zeros(len(best), dtype=bool)
     if on_kept.any():
         hits = np.nonzero(on_kept)[0]
         _, first = np.unique(best[hits], return_index=True)
@@ -367,9 +384,9 @@ def _thresholds() -> np.ndarray:
     return 1 - np.arange(1, NUM_THRESHOLDS + 1) / NUM_THRESHOLDS
 
 
-def _image_pr(scores: np.ndarray, recalled: np.ndarray, counted: np.ndarray) -> np.ndarray:
-    """``ndarray[1000, 2]``: (counted detections, recalled faces) at each threshold."""
-    n_above = np.searchsorted(-scores, -_thresholds(), side="right")  # scores sorted decreasing
+def _image_pr(n_above: np.ndarray, recalled: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """``ndarray[1000, 2]``: (counted detections, recalled faces) at each threshold, given the
+    number of (sorted) detections whose normalised score passes each threshold."""
     out = np.zeros((NUM_THRESHOLDS, 2))
     has = n_above > 0
     last = n_above[has] - 1
@@ -446,22 +463,33 @@ def widerface_evaluate(
         # Official: (s - min) / (max - min). All-equal scores (undefined there) become 1.
         return (s - lo) / (hi - lo) if hi > lo else np.ones_like(s)
 
+    # Matching does not depend on the setting: do it once per image.
+    matches = []
+    for i, j, pred in images:
+        gt_boxes = gt.boxes[i][j]
+        if len(gt_boxes) == 0 or len(pred) == 0:
+            matches.append(None)
+        else:
+            best, matched = _image_match(pred, gt_boxes, iou_thresh)
+            n_above = np.searchsorted(-normalise(pred[:, 4]), -_thresholds(), side="right")
+            matches.append((best, matched, n_above))
+
     result: Dict[str, object] = {}
     curves: Dict[str, Dict[str, np.ndarray]] = {}
     num_faces: Dict[str, int] = {}
     for setting in settings:
         pr = np.zeros((NUM_THRESHOLDS, 2))
         count_face = 0
-        for i, j, pred in images:
-            gt_boxes = gt.boxes[i][j]
+        for (i, j, _), match in zip(images, matches):
             kept_idx = gt.keep[setting][i][j]
             count_face += len(kept_idx)
-            if len(gt_boxes) == 0 or len(pred) == 0:
+            if match is None:
                 continue
-            keep = np.zeros(len(gt_boxes), dtype=bool)
+            best, matched, n_above = match
+            keep = np.zeros(len(gt.boxes[i][j]), dtype=bool)
             keep[kept_idx] = True
-            recalled, counted = _image_eval(pred, gt_boxes, keep, iou_thresh)
-            pr += _image_pr(normalise(pred[:, 4]), recalled, counted)
+            recalled, counted = _image_eval(best, matched, keep)
+            pr += _image_pr(n_above, recalled, counted)
         with np.errstate(invalid="ignore", divide="ignore"):
             # nan where no detection passes the threshold (skipped by voc_ap and the plots)
             precision = np.where(pr[:, 0] > 0, pr[:, 1] / np.maximum(pr[:, 0], 1), np.nan)
