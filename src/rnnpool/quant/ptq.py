@@ -662,8 +662,8 @@ class _Converter:
         return self.g
 
 
-def quantize_model(model: nn.Module, calibration_images, config: Optional[QuantConfig] = None
-                   ) -> ir.QGraph:
+def quantize_model(model: nn.Module, calibration_images, config: Optional[QuantConfig] = None,
+                   ranges: Optional[dict] = None) -> ir.QGraph:
     """Post-training quantization of ``model`` to a :class:`~rnnpool.quant.ir.QGraph`.
 
     Args:
@@ -673,6 +673,8 @@ def quantize_model(model: nn.Module, calibration_images, config: Optional[QuantC
             ``(images, ...)`` tuples), preprocessed exactly like the model's inputs. Use many
             images (tens to hundreds): activation ranges come from them.
         config: :class:`QuantConfig`.
+        ranges: optional ``{fx_node_name: (min, max)}`` overriding calibrated activation ranges
+            (used by :func:`rnnpool.quant.qat.convert` with the ranges learned during QAT).
 
     Returns:
         The quantized graph; ``g.meta["float_node"]`` maps each tensor to the fx node of the
@@ -693,6 +695,9 @@ def quantize_model(model: nn.Module, calibration_images, config: Optional[QuantC
     model = model.eval()
     gm = trace(model)
     stats = calibrate(gm, calibration_images, config)
+    for name, (lo, hi) in (ranges or {}).items():
+        if name in stats:
+            stats[name]["min"], stats[name]["max"] = float(lo), float(hi)
     g = _Converter(gm, stats, config).run()
     g.meta["model"] = type(model).__name__
     return g
