@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "rnnpool.deploy.commands",
     "rnnpool.detection.commands",
     "rnnpool.train.commands",
+    "rnnpool.analysis.commands",
 ]
 
 

@@ -33,19 +33,19 @@ Worked check (SPEC §2): MobileNetV2 at 224 peaks at the first MBConv,
 ``(112^2 * 32 + 112^2 * 16) * 4 B = 2,408,448 B``; MobileNetV2-RNNPool at the first MBConv after
 RNNPool, ``(28^2 * 64 + 14^2 * 64) * 4 B = 250,880 B``.
 
-**No-recompute lower bound** (:func:`prop1_bound`), Propositions 1 and 2 of the paper: for a
-chain of convolutions whose final output is ``m x n`` and whose output nodes see a
-``RF_q x RF_q`` receptive field in intermediate layer ``q`` (``c_q`` channels, ``S_q`` the
-product of the strides after ``q``), any serial order that computes every node once keeps at
-least
-
-.. math::  \sum_q c_q \, k'_q \, \min(S_q m - 1, S_q n - 1), \qquad k'_q = RF_q - S_q
-
-activations (``RF_q = 2 k_q + 1``; stride 1 gives ``2 \sum_q c_q k_q \min(m-1, n-1)``). A
-row-by-row schedule meets it. Each term is capped at the layer's size ``c_q H_q W_q``. For a
-whole deep network the sum can exceed what a layer-by-layer schedule (which also computes
-every node once) uses, so the profile applies it per convolutional stage
-(:func:`stage_bounds`) and reports the largest stage.
+**No-recompute lower bound** (:func:`prop1_bound`), Propositions 1 and 2 of the paper: an
+``l``-layer stride-1 convolution chain whose output nodes see a ``(2 k_q + 1)^2`` window of
+layer ``q`` (``c_q`` channels), final layer ``m x n``, needs at least
+``2 sum_q c_q k_q min(m - 1, n - 1)`` activations for its intermediate layers in any serial
+order that computes every node once. With strides, ``k'_q = 2 k_q + 1 - s`` rows overlap
+between consecutive windows and the layer is ``S_q m x S_q n`` (``S_q`` the product of the
+strides after ``q``): ``sum_q c_q k'_q min(S_q m - 1, S_q n - 1)``. A row-by-row schedule meets
+it up to one row per layer. ``k_q`` is read as the half-width of the convolution that reads
+layer ``q`` (that convolution's output nodes see ``2 k_q + 1`` rows of ``q``); with ``k_q``
+taken as the receptive field of the *final* output instead, the sum exceeds what a row-by-row
+schedule (a literal node-level simulation in the tests) keeps, so it would not be a lower
+bound. The profile applies it to the spatial layers in execution order (branches of blocks
+taken in order: an approximation for non-chain networks).
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ from ._trace import Node, Trace
 
 __all__ = [
     "LayerMemory", "standard_memory", "prop1_bound", "ChainLayer", "chain_from_trace",
-    "stage_bounds",
 ]
 
 _RANK = {None: 0, "pixel": 1, "patch": 2}
@@ -228,22 +227,23 @@ def prop1_bound(chain: Sequence[ChainLayer]) -> int:
     """Lower bound (activations) on intermediate-layer memory without recomputation.
 
     ``chain[j]`` maps layer ``j - 1`` to layer ``j``; the intermediate layers are the outputs
-    of ``chain[:-1]`` and the last layer's output is ``m x n``.
+    of ``chain[:-1]`` and the last layer's output is ``m x n``. Layer ``q`` contributes
+    ``c_q * (K - s) * min(S_q m - 1, S_q n - 1)`` with ``K``, ``s`` the kernel and stride of the
+    layer reading it and ``S_q`` the product of the strides after ``q``.
 
-    >>> # stride 1: 2 * sum_q c_q * k_q * min(m - 1, n - 1) with 3x3 kernels (k_q = 1)
-    >>> prop1_bound([ChainLayer(3, 1, 4, (10, 10)), ChainLayer(3, 1, 8, (8, 8)),
+    >>> # stride 1, 3x3 kernels (k_q = 1): 2 * (4 + 8) * 1 * (6 - 1)
+    >>> prop1_bound([ChainLayer(3, 1, 4, (6, 6)), ChainLayer(3, 1, 8, (6, 6)),
     ...              ChainLayer(3, 1, 2, (6, 6))])
-    160
+    120
     """
     if len(chain) < 2:
         return 0
     m, n = chain[-1].out_hw
-    rf, s_prod, total = 1, 1, 0
+    s_prod, total = 1, 0
     for j in range(len(chain) - 1, 0, -1):
-        rf = (rf - 1) * chain[j].stride + chain[j].kernel  # receptive field in layer j - 1
         s_prod *= chain[j].stride
         q = chain[j - 1]
-        k_prime = max(0, min(rf - s_prod, q.out_hw[0]))
+        k_prime = max(0, chain[j].kernel - chain[j].stride)
         term = q.channels * k_prime * max(0, min(s_prod * m - 1, s_prod * n - 1))
         total += min(term, q.channels * q.out_hw[0] * q.out_hw[1])
     return total
@@ -258,19 +258,3 @@ def chain_from_trace(trace: Trace) -> list[ChainLayer]:
             if len(shape) == 4 and shape[-1] * shape[-2] > 1:
                 chain.append(ChainLayer(kernel[0], stride[0], shape[1], (shape[2], shape[3])))
     return chain
-
-
-def stage_bounds(chain: Sequence[ChainLayer]) -> list[int]:
-    """:func:`prop1_bound` of each convolutional stage of ``chain``.
-
-    A stage is a strided (or the first) layer and the layers after it up to the next strided
-    one, i.e. the layers that produce one resolution. Within a stage the receptive fields stay
-    small next to the maps; over a whole deep network the sum in Proposition 1 grows past what a
-    layer-by-layer schedule uses, so the proposition is applied per stage.
-    """
-    stages: list[list[ChainLayer]] = []
-    for layer in chain:
-        if not stages or layer.stride > 1:
-            stages.append([])
-        stages[-1].append(layer)
-    return [prop1_bound(s) for s in stages]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ._trace import trace_model
-from .memory import chain_from_trace, stage_bounds, standard_memory
+from .memory import chain_from_trace, prop1_bound, standard_memory
 
 __all__ = [
     "LayerStat", "Profile", "profile_model", "compare", "format_bytes", "plot_memory",
@@ -71,8 +71,7 @@ class Profile:
         peak_bytes: peak RAM under the standard (layer-by-layer) convention.
         peak_layer: the layer where it occurs.
         prop1_bytes: the no-recompute lower bound of Proposition 1/2 for the convolutional
-            stages: the largest over stages (one per resolution) of the bound on that stage's
-            intermediate maps (:func:`~rnnpool.analysis.memory.stage_bounds`).
+            stages (:func:`~rnnpool.analysis.memory.prop1_bound` over the spatial layers).
     """
 
     model_name: str
@@ -216,7 +215,7 @@ def profile_model(
         if lm.total > peak:
             peak, peak_layer = lm.total, node.name
     prof.peak_bytes, prof.peak_layer = max(peak, 0) * bpa, peak_layer
-    prof.prop1_bytes = max(stage_bounds(chain_from_trace(trace)), default=0) * bpa
+    prof.prop1_bytes = prop1_bound(chain_from_trace(trace)) * bpa
     return prof
 
 

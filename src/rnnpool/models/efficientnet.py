@@ -111,6 +111,7 @@ class EfficientNet(ClassifierMixin, nn.Module):
             self.feature_info.append(dict(num_chs=c, reduction=red, module=f"blocks.{i}"))
         self.blocks = nn.Sequential(*stages)
         self.conv_head = ConvBNAct(c, 1280, 1, act_layer="silu")
+        self.feature_info.append(dict(num_chs=1280, reduction=red, module="conv_head"))
         self.num_features, self.total_stride = 1280, red
         self.global_pool = create_head_pool(head_pool, 1280)
         self.dropout = nn.Dropout(drop_rate)
