@@ -26,9 +26,11 @@ Example:
     >>> _ = g.add_tensor(QTensor("y", (2, 2, 4), "int8", 0.4, 0))
     >>> p = make_add_params(0.1, 0, 0.1, 0, 0.2, 0)
     >>> g.ops += [AddS8("a1", "x", "x", "t", *p), AddS8("a2", "t", "t", "y", *p)]
-    >>> m = build_model(g)
-    >>> m.arena_bytes, m.output_names
-    (16, ['y'])
+    >>> build_model(g, stream=False).arena_bytes  # t (16 bytes) held whole
+    16
+    >>> m = build_model(g)  # t streamed: one row (8 bytes) at a time
+    >>> m.arena_bytes, m.output_names, [o.name for o in m.units[0].ops]
+    (8, ['y'], ['a1', 'a2'])
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ import numpy as np
 
 from .planner import ArenaPlan, Buffer, check_plan, plan_arena
 
-__all__ = ["CModel", "build_model", "generate_c", "KERNEL_DIR", "kernel_sources"]
+__all__ = ["CModel", "Unit", "build_model", "generate_c", "KERNEL_DIR", "kernel_sources",
+           "STREAMABLE"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 KERNEL_DIR = CSRC / "kernels"
@@ -63,66 +66,17 @@ def _ident(name: str) -> str:
     return s
 
 
-@dataclass
-class CModel:
-    """A planned, C-ready model (the result of :func:`build_model`).
-
-    Attributes:
-        graph: the source graph.
-        input_name: the int8 graph input (HWC).
-        output_names: int8 tensors the C code writes to ``output``, in order.
-        output_offsets: byte offset of each of them in ``output``.
-        plan: arena plan (tensor or ``scratch:<op>`` name -> offset).
-        arena_bytes: size of the arena.
-        scratch: op name -> scratch bytes.
-        files: generated files (after :func:`generate_c`).
-    """
-
-    graph: object
-    input_name: str
-    output_names: List[str]
-    output_offsets: Dict[str, int]
-    plan: ArenaPlan
-    scratch: Dict[str, int]
-    files: List[Path] = field(default_factory=list)
-
-    @property
-    def arena_bytes(self) -> int:
-        return self.plan.total
-
-    @property
-    def input_bytes(self) -> int:
-        return self.graph.tensor(self.input_name).nbytes
-
-    @property
-    def output_bytes(self) -> int:
-        return sum(self.graph.tensor(n).nbytes for n in self.output_names)
-
-    def unpack(self, raw: bytes) -> Dict[str, np.ndarray]:
-        """Split the bytes of one ``output`` buffer into int8 HWC arrays by tensor name."""
-        buf = np.frombuffer(raw, dtype=np.int8)
-        if buf.size != self.output_bytes:
-            raise ValueError(f"output buffer has {buf.size} bytes, expected {self.output_bytes}")
-        out = {}
-        for n in self.output_names:
-            t = self.graph.tensor(n)
-            o = self.output_offsets[n]
-            out[n] = buf[o:o + t.nbytes].reshape(t.shape)
-        return out
+#: Ops whose kernels can be called on a band of output rows (row streaming).
+STREAMABLE = {"conv2d", "depthwise_conv2d", "conv2d_1x1", "add", "rnnpool", "l2norm"}
 
 
-def _scratch_bytes(op, g) -> int:
-    """Scratch bytes an op's kernel needs (0 for most kernels)."""
-    if op.kind not in ("rnnpool", "mbconv"):
-        return 0
-    from ..quant import ir as qir
-
-    fn = getattr(qir, "scratch_bytes", None)
-    if fn is None:
-        raise NotImplementedError(
-            f"op {op.name!r} ({op.kind}) needs scratch memory, and rnnpool.quant.ir.scratch_bytes "
-            "(the Python twin of the kernel's *_get_buffer_size) is not available")
-    return int(fn(op, g))
+def _row_geometry(op) -> tuple:
+    """``(KH, SH, PT)``: output row y reads input rows ``[y*SH - PT, y*SH - PT + KH)``."""
+    if op.kind in ("conv2d", "depthwise_conv2d", "conv2d_1x1"):
+        return int(np.asarray(op.weight).shape[1]), int(op.stride[0]), int(op.padding[0])
+    if op.kind == "rnnpool":
+        return int(op.kernel_size[0]), int(op.stride[0]), int(op.padding[0])
+    return 1, 1, 0  # element-wise / per-pixel
 
 
 def _c_outputs(g) -> List[str]:
@@ -142,59 +96,192 @@ def _c_outputs(g) -> List[str]:
     return names
 
 
-def build_model(g, alignment: int = 4) -> CModel:
-    """Plan a graph for C: pick the int8 outputs, compute lifetimes, place buffers in the arena.
+@dataclass
+class Unit:
+    """One step of the schedule: a single op, or a row-streamed group of ops.
 
-    Args:
-        g: a :class:`~rnnpool.quant.ir.QGraph` with one int8 input.
-        alignment: arena offset alignment in bytes.
+    Attributes:
+        ops: the ops, in graph order; the last one produces ``root``.
+        root: the tensor the unit leaves as a whole map.
+        band_rows: streamed intermediate tensor -> rows its band holds.
+        call_rows: op name -> most output rows one kernel call computes.
     """
-    g.validate()
-    if len(g.inputs) != 1:
-        raise ValueError(f"the C model takes one input, the graph has {len(g.inputs)}")
-    inp = g.inputs[0]
-    if g.tensor(inp).dtype != "int8":
-        raise ValueError(f"graph input {inp!r} must be int8, got {g.tensor(inp).dtype}")
-    outs = _c_outputs(g)
-    ops = [op for op in g.ops if op.kind != "dequantize"]
-    first: Dict[str, int] = {}
-    last: Dict[str, int] = {}
-    for i, op in enumerate(ops):
-        for n in op.outputs:
-            first.setdefault(n, i)
-            last.setdefault(n, i)
-        for n in op.inputs:
-            last[n] = i
-    bufs, scratch = [], {}
-    for n, f in first.items():
-        if n in outs or n == inp:
-            continue
-        bufs.append(Buffer(n, g.tensor(n).nbytes, f, last[n]))
-    for i, op in enumerate(ops):
-        s = _scratch_bytes(op, g)
-        if s:
-            scratch[op.name] = s
-            bufs.append(Buffer(f"scratch:{op.name}", s, i, i))
-    plan = plan_arena(bufs, alignment=alignment)
-    check_plan(plan)
-    offsets, o = {}, 0
-    for n in outs:
-        offsets[n] = o
-        o += g.tensor(n).nbytes
-    return CModel(graph=g, input_name=inp, output_names=outs, output_offsets=offsets, plan=plan,
-                  scratch=scratch)
+
+    ops: list
+    root: str
+    band_rows: Dict[str, int] = field(default_factory=dict)
+    call_rows: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def streamed(self) -> bool:
+        return len(self.ops) > 1
+
+
+def _schedule(g, ops: list, c_outs: List[str], stream: bool) -> List[Unit]:
+    """Group ops into units. A tensor is streamed (kept as a band of rows) when it has exactly
+    one consumer, both ends are :data:`STREAMABLE`, and it is neither an input nor an output."""
+    producer = {o: op for op in ops for o in op.outputs}
+    consumers: Dict[str, list] = {}
+    for op in ops:
+        for n in set(op.inputs):
+            consumers.setdefault(n, []).append(op)
+
+    def banded(t: str) -> bool:
+        return (stream and t in producer and t not in c_outs and t not in g.outputs
+                and len(consumers.get(t, [])) == 1 and producer[t].kind in STREAMABLE
+                and consumers[t][0].kind in STREAMABLE)
+
+    index = {op.name: i for i, op in enumerate(ops)}
+    units = []
+    for op in ops:
+        if banded(op.outputs[0]):
+            continue  # computed inside its consumer's unit
+        members, todo = [], [op]
+        while todo:
+            o = todo.pop()
+            members.append(o)
+            todo += [producer[n] for n in set(o.inputs) if banded(n)]
+        members.sort(key=lambda o: index[o.name])
+        u = Unit(ops=members, root=op.outputs[0])
+        if u.streamed:
+            _simulate(g, u, producer, banded)
+        units.append(u)
+    return _outputs_first(units, g.inputs, c_outs)
+
+
+def _outputs_first(units: List["Unit"], inputs, c_outs) -> List["Unit"]:
+    """Reorder units so that each one producing a model output (a detection head) runs as soon
+    as its inputs exist: the feature map it reads can then be freed early."""
+    produced = set(inputs)
+    deps = []
+    for u in units:
+        inside = {op.outputs[0] for op in u.ops}
+        deps.append({n for op in u.ops for n in op.inputs if n not in inside})
+    remaining = list(range(len(units)))
+    order = []
+    while remaining:
+        ready = [i for i in remaining if units[i].root in c_outs and deps[i] <= produced]
+        i = ready[0] if ready else remaining[0]
+        remaining.remove(i)
+        order.append(units[i])
+        produced.add(units[i].root)
+    return order
+
+
+def _simulate(g, u: Unit, producer: dict, banded) -> None:
+    """Run the streaming schedule symbolically (the same recursion the C code runs) to size
+    every band and the largest kernel call. Raises if a request goes backwards."""
+    lo: Dict[str, int] = {}
+    hi: Dict[str, int] = {}
+    names = {o.outputs[0] for o in u.ops}
+
+    def make(t: str, a: int, b: int) -> None:
+        band = t != u.root
+        lo.setdefault(t, 0)
+        hi.setdefault(t, 0)
+        if a < lo[t]:
+            raise AssertionError(f"streaming {t}: rows {a}.. requested after {lo[t]}")
+        if band and a > lo[t]:
+            lo[t] = a
+            hi[t] = max(hi[t], a)
+        if b <= hi[t]:
+            return
+        start = hi[t]
+        op = producer[t]
+        kh, sh, pt = _row_geometry(op)
+        for x in dict.fromkeys(op.inputs):
+            if x in names and banded(x):
+                h = g.tensor(x).shape[0]
+                make(x, max(start * sh - pt, 0), min((b - 1) * sh - pt + kh, h))
+        u.call_rows[op.name] = max(u.call_rows.get(op.name, 0), b - start)
+        hi[t] = b
+        if band:
+            u.band_rows[t] = max(u.band_rows.get(t, 0), hi[t] - lo[t])
+
+    for y in range(g.tensor(u.root).shape[0]):
+        make(u.root, y, y + 1)
+
+
+@dataclass
+class CModel:
+    """A scheduled, planned, C-ready model (the result of :func:`build_model`).
+
+    Attributes:
+        graph: the source graph.
+        input_name: the int8 graph input (HWC).
+        output_names: int8 tensors the C code writes to ``output``, in order.
+        output_offsets: byte offset of each of them in ``output``.
+        units: the schedule (single ops and row-streamed groups).
+        plan: arena plan (tensor, ``band:<tensor>`` or ``scratch:<op>`` -> offset).
+        scratch: op name -> scratch bytes.
+        sources: generated file name -> text.
+        files: written files (after :func:`generate_c`).
+    """
+
+    graph: object
+    input_name: str
+    output_names: List[str]
+    output_offsets: Dict[str, int]
+    units: List[Unit]
+    plan: ArenaPlan
+    scratch: Dict[str, int]
+    sources: Dict[str, str] = field(default_factory=dict, repr=False)
+    files: List[Path] = field(default_factory=list)
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.plan.total
+
+    @property
+    def input_bytes(self) -> int:
+        return self.graph.tensor(self.input_name).nbytes
+
+    @property
+    def output_bytes(self) -> int:
+        return sum(self.graph.tensor(n).nbytes for n in self.output_names)
+
+    @property
+    def kernel_ops(self) -> int:
+        return sum(len(u.ops) for u in self.units)
+
+    def unpack(self, raw: bytes) -> Dict[str, np.ndarray]:
+        """Split the bytes of one ``output`` buffer into int8 HWC arrays by tensor name."""
+        buf = np.frombuffer(raw, dtype=np.int8)
+        if buf.size != self.output_bytes:
+            raise ValueError(f"output buffer has {buf.size} bytes, expected {self.output_bytes}")
+        out = {}
+        for n in self.output_names:
+            t = self.graph.tensor(n)
+            o = self.output_offsets[n]
+            out[n] = buf[o:o + t.nbytes].reshape(t.shape)
+        return out
 
 
 # ----------------------------------------------------------------------------- C emission
 
 
 class _Emitter:
-    def __init__(self, m: CModel):
-        self.m = m
-        self.g = m.graph
-        self.data: List[str] = []  # model_weights.c
-        self.decl: List[str] = []  # extern declarations (private header)
-        self.body: List[str] = []  # run function body
+    """Emits const data, the run function body, and the scratch-size expressions. Arena offsets
+    appear as macros (``OFF_*``, ``SCR_*``) defined once the plan is known."""
+
+    def __init__(self, g, input_name: str, output_offsets: Dict[str, int],
+                 rnnpool_patch: bool = True):
+        self.g = g
+        self.rnnpool_patch = rnnpool_patch  # streamed RNNPool: one patch per call
+        self.input_name = input_name
+        self.output_offsets = output_offsets
+        self.data: List[str] = []
+        self.decl: List[str] = []
+        self.body: List[str] = []
+        self.funcs: List[str] = []
+        self.scratch_expr: Dict[str, str] = {}  # op name -> C expression of its scratch bytes
+        self.macro: Dict[str, str] = {}  # tensor / op name -> short C id
+        self.n_calls = 0
+
+    def cid(self, name: str) -> str:
+        if name not in self.macro:
+            self.macro[name] = f"{_ident(name)[:40]}_{len(self.macro)}"
+        return self.macro[name]
 
     # --- const data
     def array(self, name: str, ctype: str, values) -> str:
@@ -221,63 +308,36 @@ class _Emitter:
         h, w, c = (int(v) for v in shape)
         return self.struct(name, "rnnpool_dims", f"{{{h}, {w}, {c}}}")
 
-    # --- tensor pointers
-    def ptr(self, name: str, const: bool) -> str:
-        m = self.m
-        if name == m.input_name:
+    # --- tensors
+    def base(self, name: str) -> str:
+        """Pointer to row 0 of a whole tensor, or to the first row of a band."""
+        if name == self.input_name:
             return "input"
-        if name in m.output_offsets:
-            return f"(output + {m.output_offsets[name]})"
-        off = m.plan.offsets[name]
-        return f"((int8_t *)(arena + {off}))"
+        if name in self.output_offsets:
+            return f"(output + {self.output_offsets[name]})"
+        return f"((int8_t *)(arena + OFF_{self.cid(name)}))"
 
-    def call(self, op_name: str, expr: str) -> None:
-        self.body.append(f"    /* {op_name} */")
-        self.body.append(f"    status = {expr};")
-        self.body.append("    if (status != RNNPOOL_OK) return (int)status;")
+    # --- per-op constant parameters (shared by whole and streamed calls)
+    def conv_consts(self, p: str, op) -> tuple:
+        from ..quant.ir import c_weight
 
-    # --- ops
-    def conv_parts(self, p: str, op) -> tuple:
         pt, pb, pl, pr = (int(v) for v in op.padding)
         sh, sw = (int(v) for v in op.stride)
         params = (f"{{{int(op.input_offset)}, {int(op.output_offset)}, {sh}, {sw}, {pt}, {pb}, "
                   f"{pl}, {pr}, {{{int(op.act_min)}, {int(op.act_max)}}}}}")
-        from ..quant.ir import c_weight
-
         w = self.array(f"{p}_w", "int8_t", c_weight(op))
         b = self.array(f"{p}_b", "int32_t", np.asarray(op.bias, dtype=np.int64))
         mult = self.array(f"{p}_mult", "int32_t", op.multiplier)
         shift = self.array(f"{p}_shift", "int32_t", op.shift)
         return params, f"{{{mult}, {shift}}}", w, b
 
-    def conv(self, op, p: str) -> None:
-        params, quant, w, b = self.conv_parts(p, op)
-        self.struct(f"{p}_params", "rnnpool_conv_params", params)
-        self.struct(f"{p}_quant", "rnnpool_per_channel_quant", quant)
-        c_out, kh, kw, cin_g = np.asarray(op.weight).shape
-        fdims = (kh, kw, c_out) if op.kind == "depthwise_conv2d" else (kh, kw, cin_g)
-        self.dims(f"{p}_fdims", fdims)
-        self.dims(f"{p}_idims", self.g.tensor(op.input).shape)
-        self.dims(f"{p}_odims", self.g.tensor(op.output).shape)
-        fn = {"conv2d": "rnnpool_conv2d_s8", "depthwise_conv2d": "rnnpool_depthwise_conv2d_s8",
-              "conv2d_1x1": "rnnpool_conv2d_1x1_s8"}[op.kind]
-        self.call(op.name, f"{fn}(NULL, &{p}_params, &{p}_quant, &{p}_idims, "
-                           f"{self.ptr(op.input, True)}, &{p}_fdims, {w}, {b}, &{p}_odims, "
-                           f"{self.ptr(op.output, False)})")
-
     @staticmethod
     def add_params(op) -> str:
         f = [op.input1_offset, op.input1_multiplier, op.input1_shift, op.input2_offset,
              op.input2_multiplier, op.input2_shift, op.left_shift, op.output_multiplier,
              op.output_shift, op.output_offset]
-        return "{" + ", ".join(str(int(v)) for v in f) + f", {{{int(op.act_min)}, {int(op.act_max)}}}}}"
-
-    def add(self, op, p: str) -> None:
-        self.struct(f"{p}_params", "rnnpool_add_params", self.add_params(op))
-        self.dims(f"{p}_dims", self.g.tensor(op.output).shape)
-        self.call(op.name, f"rnnpool_add_s8(NULL, &{p}_params, &{p}_dims, "
-                           f"{self.ptr(op.input1, True)}, {self.ptr(op.input2, True)}, "
-                           f"{self.ptr(op.output, False)})")
+        return ("{" + ", ".join(str(int(v)) for v in f)
+                + f", {{{int(op.act_min)}, {int(op.act_max)}}}}}")
 
     def fastgrnn(self, cell, p: str, input_size: int, first: bool) -> str:
         wih = np.asarray(cell.weight_ih)
@@ -294,104 +354,400 @@ class _Emitter:
         bu = self.array(f"{p}_bu", "int32_t", cell.bias_update)
         init = (f"{{{int(input_size)}, {cell.hidden}, {w8}, {ihq}, {w16}, {whh}, {bg}, {bu}, "
                 f"{int(cell.frac_bits)}, {int(cell.zeta_q)}, {int(cell.nu_q)}}}")
-        return self.struct(f"{p}", "rnnpool_fastgrnn_params", init)
+        return self.struct(p, "rnnpool_fastgrnn_params", init)
 
-    def scratch_ctx(self, op, p: str, size_expr: str) -> str:
-        size = self.m.scratch[op.name]
-        off = self.m.plan.offsets[f"scratch:{op.name}"]
-        self.body.append(f"    /* {op.name}: scratch planned {size} bytes */")
-        self.body.append(f"    if ({size_expr} > {size}) return (int)RNNPOOL_ARG_ERROR;")
-        self.body.append(f"    {p}_ctx.buf = arena + {off};")
-        self.body.append(f"    {p}_ctx.size = {size};")
-        self.locals.append(f"    rnnpool_context {p}_ctx;")
-        return f"&{p}_ctx"
+    def consts(self, op, p: str) -> dict:
+        """Emit an op's constants; returns the names the call needs."""
+        k = op.kind
+        c = {"p": p}
+        if k in ("conv2d", "depthwise_conv2d", "conv2d_1x1"):
+            params, quant, w, b = self.conv_consts(p, op)
+            self.struct(f"{p}_params", "rnnpool_conv_params", params)
+            self.struct(f"{p}_quant", "rnnpool_per_channel_quant", quant)
+            c_out, kh, kw, cin_g = np.asarray(op.weight).shape
+            fdims = (kh, kw, c_out) if k == "depthwise_conv2d" else (kh, kw, cin_g)
+            self.dims(f"{p}_fdims", fdims)
+            c.update(w=w, b=b, fn={"conv2d": "rnnpool_conv2d_s8",
+                                   "depthwise_conv2d": "rnnpool_depthwise_conv2d_s8",
+                                   "conv2d_1x1": "rnnpool_conv2d_1x1_s8"}[k])
+        elif k == "add":
+            self.struct(f"{p}_params", "rnnpool_add_params", self.add_params(op))
+        elif k == "rnnpool":
+            pt, pb, pl, pr = (int(v) for v in op.padding)
+            kh, kw = (int(v) for v in op.kernel_size)
+            sh, sw = (int(v) for v in op.stride)
+            mode = {"zeros": 0, "replicate": 1}[op.padding_mode]
+            self.struct(f"{p}_params", "rnnpool_rnnpool_params",
+                        f"{{{kh}, {kw}, {sh}, {sw}, {pt}, {pb}, {pl}, {pr}, {mode}, "
+                        f"{int(op.input_offset)}, {int(op.output_offset)}, "
+                        f"{{{int(op.output_multiplier)}, {int(op.output_shift)}}}}}")
+            cin = self.g.tensor(op.input).shape[2]
+            c["r1"] = self.fastgrnn(op.rnn1, f"{p}_rnn1", cin, True)
+            c["r2"] = self.fastgrnn(op.rnn2, f"{p}_rnn2", op.rnn1.hidden, False)
+        elif k == "l2norm":
+            self.struct(f"{p}_params", "rnnpool_l2norm_params",
+                        f"{{{int(op.input_offset)}, {int(op.output_offset)}, "
+                        f"{{{int(op.act_min)}, {int(op.act_max)}}}}}")
+            mult = self.array(f"{p}_mult", "int32_t", op.multiplier)
+            shift = self.array(f"{p}_shift", "int32_t", op.shift)
+            self.struct(f"{p}_quant", "rnnpool_per_channel_quant", f"{{{mult}, {shift}}}")
+        elif k == "avgpool":
+            kh, kw = (int(v) for v in op.kernel_size)
+            sh, sw = (int(v) for v in op.stride)
+            self.struct(f"{p}_params", "rnnpool_pool_params",
+                        f"{{{kh}, {kw}, {sh}, {sw}, {int(op.input_offset)}, "
+                        f"{int(op.output_offset)}, {{{int(op.act_min)}, {int(op.act_max)}}}}}")
+            self.struct(f"{p}_quant", "rnnpool_per_tensor_quant",
+                        f"{{{int(op.multiplier)}, {int(op.shift)}}}")
+        elif k == "mbconv":
+            stages = {}
+            for role in ("expand", "depthwise", "project"):
+                sub = getattr(op, role)
+                if sub is None:
+                    stages[role] = "NULL"
+                    continue
+                params, quant, w, b = self.conv_consts(f"{p}_{role}", sub)
+                stages[role] = "&" + self.struct(f"{p}_{role}", "rnnpool_mbconv_stage",
+                                                 f"{{{params}, {quant}, {w}, {b}}}")
+            add = "NULL"
+            if op.add is not None:
+                add = "&" + self.struct(f"{p}_add", "rnnpool_add_params", self.add_params(op.add))
+            dw = np.asarray(op.depthwise.weight)
+            self.struct(f"{p}_params", "rnnpool_mbconv_params",
+                        f"{{{stages['expand']}, {stages['depthwise']}, {stages['project']}, "
+                        f"{add}, {dw.shape[0]}, {dw.shape[1]}, {dw.shape[2]}}}")
+        else:
+            raise NotImplementedError(f"no C code generation for op kind {op.kind!r}")
+        return c
 
-    def rnnpool(self, op, p: str) -> None:
-        pt, pb, pl, pr = (int(v) for v in op.padding)
-        kh, kw = (int(v) for v in op.kernel_size)
-        sh, sw = (int(v) for v in op.stride)
-        mode = {"zeros": 0, "replicate": 1}[op.padding_mode]
-        self.struct(f"{p}_params", "rnnpool_rnnpool_params",
-                    f"{{{kh}, {kw}, {sh}, {sw}, {pt}, {pb}, {pl}, {pr}, {mode}, "
-                    f"{int(op.input_offset)}, {int(op.output_offset)}, "
-                    f"{{{int(op.output_multiplier)}, {int(op.output_shift)}}}}}")
-        ishape = self.g.tensor(op.input).shape
-        r1 = self.fastgrnn(op.rnn1, f"{p}_rnn1", ishape[2], True)
-        r2 = self.fastgrnn(op.rnn2, f"{p}_rnn2", op.rnn1.hidden, False)
-        self.dims(f"{p}_idims", ishape)
-        self.dims(f"{p}_odims", self.g.tensor(op.output).shape)
-        ctx = "NULL"
-        if op.name in self.m.scratch:
-            ctx = self.scratch_ctx(op, p, f"rnnpool_rnnpool_s8_get_buffer_size(&{p}_params, &{r1}, "
-                                          f"&{r2}, &{p}_idims, &{p}_odims)")
-        self.call(op.name, f"rnnpool_rnnpool_s8({ctx}, &{p}_params, &{r1}, &{r2}, &{p}_idims, "
-                           f"{self.ptr(op.input, True)}, &{p}_odims, {self.ptr(op.output, False)})")
+    # --- the kernel call, for given dims / pointers / params expressions
+    def call(self, op, c: dict, params: str, idims: str, ins: List[str], odims: str, out: str,
+             ctx: str) -> str:
+        k, p = op.kind, c["p"]
+        self.n_calls += 1
+        if k in ("conv2d", "depthwise_conv2d", "conv2d_1x1"):
+            return (f"{c['fn']}(NULL, {params}, &{p}_quant, {idims}, {ins[0]}, &{p}_fdims, "
+                    f"{c['w']}, {c['b']}, {odims}, {out})")
+        if k == "add":
+            return f"rnnpool_add_s8(NULL, {params}, {odims}, {ins[0]}, {ins[1]}, {out})"
+        if k == "rnnpool":
+            return (f"rnnpool_rnnpool_s8({ctx}, {params}, &{c['r1']}, &{c['r2']}, {idims}, "
+                    f"{ins[0]}, {odims}, {out})")
+        if k == "l2norm":
+            return f"rnnpool_l2norm_s8(NULL, {params}, &{p}_quant, {odims}, {ins[0]}, {out})"
+        if k == "avgpool":
+            return (f"rnnpool_avgpool_s8(NULL, {params}, &{p}_quant, {idims}, {ins[0]}, {odims}, "
+                    f"{out})")
+        if k == "mbconv":
+            return f"rnnpool_mbconv_s8({ctx}, {params}, {idims}, {ins[0]}, {odims}, {out})"
+        raise NotImplementedError(op.kind)
 
-    def l2norm(self, op, p: str) -> None:
-        self.struct(f"{p}_params", "rnnpool_l2norm_params",
-                    f"{{{int(op.input_offset)}, {int(op.output_offset)}, "
-                    f"{{{int(op.act_min)}, {int(op.act_max)}}}}}")
-        mult = self.array(f"{p}_mult", "int32_t", op.multiplier)
-        shift = self.array(f"{p}_shift", "int32_t", op.shift)
-        self.struct(f"{p}_quant", "rnnpool_per_channel_quant", f"{{{mult}, {shift}}}")
-        self.dims(f"{p}_dims", self.g.tensor(op.input).shape)
-        self.call(op.name, f"rnnpool_l2norm_s8(NULL, &{p}_params, &{p}_quant, &{p}_dims, "
-                           f"{self.ptr(op.input, True)}, {self.ptr(op.output, False)})")
+    def scratch_query(self, op, c: dict, in_shape, out_shape, patch: bool = False) -> None:
+        if op.kind not in ("rnnpool", "mbconv"):
+            return
+        p = c["p"]
+        if patch:
+            self.scratch_expr[op.name] = (f"rnnpool_rnnpool_patch_s8_get_buffer_size(&{p}_params, "
+                                          f"&{c['r1']}, &{c['r2']})")
+            return
+        idims = "&(rnnpool_dims){%d, %d, %d}" % tuple(int(v) for v in in_shape)
+        odims = "&(rnnpool_dims){%d, %d, %d}" % tuple(int(v) for v in out_shape)
+        if op.kind == "rnnpool":
+            e = (f"rnnpool_rnnpool_s8_get_buffer_size(&{p}_params, &{c['r1']}, &{c['r2']}, "
+                 f"{idims}, {odims})")
+        else:
+            e = f"rnnpool_mbconv_s8_get_buffer_size(&{p}_params, {idims}, {odims})"
+        self.scratch_expr[op.name] = e
 
-    def avgpool(self, op, p: str) -> None:
-        kh, kw = (int(v) for v in op.kernel_size)
-        sh, sw = (int(v) for v in op.stride)
-        self.struct(f"{p}_params", "rnnpool_pool_params",
-                    f"{{{kh}, {kw}, {sh}, {sw}, {int(op.input_offset)}, {int(op.output_offset)}, "
-                    f"{{{int(op.act_min)}, {int(op.act_max)}}}}}")
-        self.struct(f"{p}_quant", "rnnpool_per_tensor_quant",
-                    f"{{{int(op.multiplier)}, {int(op.shift)}}}")
-        self.dims(f"{p}_idims", self.g.tensor(op.input).shape)
-        self.dims(f"{p}_odims", self.g.tensor(op.output).shape)
-        self.call(op.name, f"rnnpool_avgpool_s8(NULL, &{p}_params, &{p}_quant, &{p}_idims, "
-                           f"{self.ptr(op.input, True)}, &{p}_odims, {self.ptr(op.output, False)})")
+    def ctx_decl(self, op, indent: str) -> List[str]:
+        if op.name not in self.scratch_expr:
+            return []
+        s = self.cid("scratch:" + op.name)
+        return [f"{indent}rnnpool_context ctx_{s};",
+                f"{indent}ctx_{s}.buf = arena + SCR_{s};",
+                f"{indent}ctx_{s}.size = SCRSZ_{s};"]
 
-    def mbconv(self, op, p: str) -> None:
-        stages = {}
-        for role in ("expand", "depthwise", "project"):
-            sub = getattr(op, role)
-            if sub is None:
-                stages[role] = "NULL"
-                continue
-            params, quant, w, b = self.conv_parts(f"{p}_{role}", sub)
-            stages[role] = "&" + self.struct(f"{p}_{role}", "rnnpool_mbconv_stage",
-                                             f"{{{params}, {quant}, {w}, {b}}}")
-        add = "NULL"
-        if op.add is not None:
-            add = "&" + self.struct(f"{p}_add", "rnnpool_add_params", self.add_params(op.add))
-        dw = np.asarray(op.depthwise.weight)
-        hidden, kh, kw = dw.shape[0], dw.shape[1], dw.shape[2]
-        self.struct(f"{p}_params", "rnnpool_mbconv_params",
-                    f"{{{stages['expand']}, {stages['depthwise']}, {stages['project']}, {add}, "
-                    f"{hidden}, {kh}, {kw}}}")
-        self.dims(f"{p}_idims", self.g.tensor(op.input).shape)
-        self.dims(f"{p}_odims", self.g.tensor(op.output).shape)
-        ctx = "NULL"
-        if op.name in self.m.scratch:
-            ctx = self.scratch_ctx(op, p, f"rnnpool_mbconv_s8_get_buffer_size(&{p}_params, "
-                                          f"&{p}_idims, &{p}_odims)")
-        self.call(op.name, f"rnnpool_mbconv_s8({ctx}, &{p}_params, &{p}_idims, "
-                           f"{self.ptr(op.input, True)}, &{p}_odims, {self.ptr(op.output, False)})")
+    def ctx_ref(self, op) -> str:
+        if op.name not in self.scratch_expr:
+            return "NULL"
+        return f"&ctx_{self.cid('scratch:' + op.name)}"
 
-    def emit(self) -> None:
-        self.locals: List[str] = []
-        handlers = {"conv2d": self.conv, "depthwise_conv2d": self.conv, "conv2d_1x1": self.conv,
-                    "add": self.add, "rnnpool": self.rnnpool, "l2norm": self.l2norm,
-                    "avgpool": self.avgpool, "mbconv": self.mbconv}
-        for i, op in enumerate(self.g.ops):
-            if op.kind == "dequantize":
-                continue
-            if op.kind not in handlers:
-                raise NotImplementedError(f"no C code generation for op kind {op.kind!r}")
-            handlers[op.kind](op, f"op{i}_{_ident(op.name)}"[:60])
+    # --- units
+    def whole(self, op, i: int) -> None:
+        p = f"op{i}_{_ident(op.name)}"[:48]
+        c = self.consts(op, p)
+        t_in = self.g.tensor(op.inputs[0])
+        t_out = self.g.tensor(op.outputs[0])
+        self.dims(f"{p}_idims", t_in.shape)
+        self.dims(f"{p}_odims", t_out.shape)
+        self.scratch_query(op, c, t_in.shape, t_out.shape)
+        self.body.append(f"    /* {op.kind} {op.name} */")
+        self.body.append("    {")
+        self.body += self.ctx_decl(op, "        ")
+        expr = self.call(op, c, f"&{p}_params", f"&{p}_idims",
+                         [self.base(n) for n in op.inputs], f"&{p}_odims",
+                         self.base(op.outputs[0]), self.ctx_ref(op))
+        self.body.append(f"        const rnnpool_status status = {expr};")
+        self.body.append("        if (status != RNNPOOL_OK) return (int)status;")
+        self.body.append("    }")
+
+    def group(self, u: Unit, k: int, index: Dict[str, int]) -> None:
+        names = [op.outputs[0] for op in u.ops]
+        slot = {n: j for j, n in enumerate(names)}
+        st = f"g{k}_state"
+        self.funcs.append(f"typedef struct {{\n    int32_t lo[{len(names)}];\n"
+                          f"    int32_t hi[{len(names)}];\n}} {st};\n")
+        sig = (f"(g{k}_state *st, const int8_t *input, int8_t *output, int32_t a, int32_t b)")
+        for op in u.ops:
+            t = op.outputs[0]
+            fname = f"g{k}_make_{slot[t]}"
+            self.funcs.append(f"static int {fname}{sig};")
+        for op in u.ops:
+            self._group_func(u, k, op, slot, sig, index[op.name])
+        rt = self.g.tensor(u.root)
+        self.body.append(f"    /* row-streamed group {k}: {', '.join(o.name for o in u.ops)} */")
+        self.body.append("    {")
+        self.body.append(f"        {st} st;")
+        self.body.append("        int32_t y;")
+        self.body.append("        memset(&st, 0, sizeof st);")
+        self.body.append(f"        for (y = 0; y < {rt.shape[0]}; y++) {{")
+        self.body.append(f"            const int rc = g{k}_make_{slot[u.root]}"
+                         "(&st, input, output, y, y + 1);")
+        self.body.append("            if (rc != 0) return rc;")
+        self.body.append("        }")
+        self.body.append("    }")
+
+    def _group_func(self, u: Unit, k: int, op, slot: Dict[str, int], sig: str, i: int) -> None:
+        g = self.g
+        t = op.outputs[0]
+        j = slot[t]
+        band = t != u.root
+        tt = g.tensor(t)
+        rb = int(tt.shape[1]) * int(tt.shape[2])
+        p = f"op{i}_{_ident(op.name)}"[:48]
+        c = self.consts(op, p)
+        kh, sh, pt = _row_geometry(op)
+        x0 = g.tensor(op.inputs[0])
+        rows = u.call_rows[op.name]
+        patch = op.kind == "rnnpool" and self.rnnpool_patch
+        self.scratch_query(op, c, ((rows - 1) * sh + kh, x0.shape[1], x0.shape[2]),
+                           (rows, tt.shape[1], tt.shape[2]), patch)
+        L = [f"/* {op.kind} {op.name}: rows [a, b) of {t}"
+             + (f" into a band of {u.band_rows[t]} rows */" if band else " */"),
+             f"static int g{k}_make_{j}{sig}", "{"]
+        L.append("    int32_t start;")
+        L.append("    rnnpool_status status;")
+        if band:
+            cap = u.band_rows[t]
+            L += [f"    if (a > st->lo[{j}]) {{  /* drop rows no longer needed */",
+                  f"        const int32_t keep = st->hi[{j}] - a;",
+                  f"        if (keep > 0) memmove({self.base(t)}, {self.base(t)} + "
+                  f"(a - st->lo[{j}]) * {rb}, (size_t)keep * {rb});",
+                  f"        st->lo[{j}] = a;",
+                  f"        if (st->hi[{j}] < a) st->hi[{j}] = a;",
+                  "    }"]
+        L.append(f"    if (b <= st->hi[{j}]) return 0;")
+        if band:
+            L.append(f"    if (b - st->lo[{j}] > {cap}) return (int)RNNPOOL_ARG_ERROR;")
+        L.append(f"    start = st->hi[{j}];")
+        L.append("    {")
+        L.append(f"        const int32_t ia = start * {sh} - {pt}, ib = (b - 1) * {sh} - {pt} + {kh};")
+        L.append("        const int32_t ca = ia > 0 ? ia : 0;")
+        L.append(f"        const int32_t cb = ib < {x0.shape[0]} ? ib : {x0.shape[0]};")
+        in_ptrs = []
+        for x in op.inputs:
+            if x in slot:
+                L.append(f"        status = (rnnpool_status)g{k}_make_{slot[x]}"
+                         "(st, input, output, ca, cb);")
+                L.append("        if (status != RNNPOOL_OK) return (int)status;")
+        for x in op.inputs:
+            xt = g.tensor(x)
+            xrb = int(xt.shape[1]) * int(xt.shape[2])
+            lo = f"st->lo[{slot[x]}]" if x in slot and x != u.root else "0"
+            in_ptrs.append(f"{self.base(x)} + (ca - {lo}) * {xrb}")
+        L.append(f"        {self._params_type(op)} prm = {p}_params;")
+        L.append(f"        const rnnpool_dims id = {{cb - ca, {x0.shape[1]}, {x0.shape[2]}}};")
+        L.append(f"        const rnnpool_dims od = {{b - start, {tt.shape[1]}, {tt.shape[2]}}};")
+        if op.kind in ("conv2d", "depthwise_conv2d", "conv2d_1x1", "rnnpool"):
+            L.append("        prm.pad_top = ca - ia;")
+            L.append("        prm.pad_bottom = ib - cb;")
+        L += self.ctx_decl(op, "        ")
+        lo_t = f"st->lo[{j}]" if band else "0"
+        out_ptr = f"{self.base(t)} + (start - {lo_t}) * {rb}"
+        if patch:  # patch by patch, read in place from the slice: scratch of one patch only
+            c_out = int(tt.shape[2])
+            self.n_calls += 1
+            L.append("        int32_t oy, ox;")
+            L.append("        for (oy = 0; oy < od.h; oy++) {")
+            L.append("            for (ox = 0; ox < od.w; ox++) {")
+            L.append(f"                status = rnnpool_rnnpool_patch_s8({self.ctx_ref(op)}, &prm, "
+                     f"&{c['r1']}, &{c['r2']}, &id, {in_ptrs[0]}, oy, ox, "
+                     f"{out_ptr} + (oy * od.w + ox) * {c_out});")
+            L.append("                if (status != RNNPOOL_OK) return (int)status;")
+            L.append("            }")
+            L.append("        }")
+        else:
+            expr = self.call(op, c, "&prm", "&id", in_ptrs, "&od", out_ptr, self.ctx_ref(op))
+            L.append(f"        status = {expr};")
+            L.append("        if (status != RNNPOOL_OK) return (int)status;")
+        L.append("    }")
+        L.append(f"    st->hi[{j}] = b;")
+        L.append("    return 0;")
+        L.append("}")
+        self.funcs.append("\n".join(L) + "\n")
+
+    @staticmethod
+    def _params_type(op) -> str:
+        return {"conv2d": "rnnpool_conv_params", "depthwise_conv2d": "rnnpool_conv_params",
+                "conv2d_1x1": "rnnpool_conv_params", "add": "rnnpool_add_params",
+                "rnnpool": "rnnpool_rnnpool_params", "l2norm": "rnnpool_l2norm_params"}[op.kind]
 
 
-def _header(m: CModel, prefix: str) -> str:
+def _query_scratch(e: _Emitter, weights_h: str, weights_c: str) -> Dict[str, int]:
+    """Evaluate the kernels' ``*_get_buffer_size`` for every op that needs scratch by compiling
+    and running a small host program against the same kernels (used when
+    ``rnnpool.quant.ir.scratch_bytes`` is not available)."""
+    import shutil
+    import subprocess
+
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        raise RuntimeError("sizing RNNPool/MBConv scratch needs a host C compiler (gcc)")
+    names = list(e.scratch_expr)
+    with tempfile.TemporaryDirectory(prefix="rnnpool-scratch-") as d:
+        d = Path(d)
+        (d / "model_weights.h").write_text(weights_h)
+        (d / "model_weights.c").write_text(weights_c)
+        main = ['#include <stdio.h>', '#include "model_weights.h"', "int main(void)", "{"]
+        main += [f'    printf("%ld\\n", (long)({e.scratch_expr[n]}));' for n in names]
+        main += ["    return 0;", "}", ""]
+        (d / "query.c").write_text("\n".join(main))
+        exe = d / "query"
+        cmd = [gcc, "-std=c99", "-O0", f"-I{CSRC}", f"-I{d}", str(d / "query.c"),
+               str(d / "model_weights.c"), *map(str, kernel_sources()), "-o", str(exe)]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"scratch-size query failed to compile:\n{p.stderr[-3000:]}")
+        out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    return {n: int(v) for n, v in zip(names, out.split())}
+
+
+def build_model(g, *, stream: bool = True, rnnpool_patch: bool = True,
+                alignment: int = 4) -> CModel:
+    """Schedule, emit and plan a graph for C.
+
+    Args:
+        g: a :class:`~rnnpool.quant.ir.QGraph` with one int8 input.
+        stream: row-stream chains of convolution / RNNPool / add ops whose intermediate maps
+            have a single consumer: each intermediate is kept as a band of a few rows (e.g. 3
+            rows of an MBConv's expanded map, 8 rows of the map an RNNPool reads) instead of
+            whole. Results are bit-identical; only memory and call counts change.
+        rnnpool_patch: in a streamed group, compute RNNPool patch by patch
+            (``rnnpool_rnnpool_patch_s8``: scratch of one patch) instead of with the row-sharing
+            ``rnnpool_rnnpool_s8`` (less compute, scratch proportional to the map width).
+        alignment: arena offset alignment in bytes.
+    """
+    g.validate()
+    if len(g.inputs) != 1:
+        raise ValueError(f"the C model takes one input, the graph has {len(g.inputs)}")
+    inp = g.inputs[0]
+    if g.tensor(inp).dtype != "int8":
+        raise ValueError(f"graph input {inp!r} must be int8, got {g.tensor(inp).dtype}")
+    outs = _c_outputs(g)
+    ops = [op for op in g.ops if op.kind != "dequantize"]
+    for op in ops:
+        if len(op.outputs) != 1:
+            raise NotImplementedError(f"op {op.name!r} has {len(op.outputs)} outputs")
+    offsets, o = {}, 0
+    for n in outs:
+        offsets[n] = o
+        o += g.tensor(n).nbytes
+    units = _schedule(g, ops, outs, stream)
+
+    e = _Emitter(g, inp, offsets, rnnpool_patch)
+    index = {op.name: i for i, op in enumerate(ops)}
+    for k, u in enumerate(units):
+        if u.streamed:
+            e.group(u, k, index)
+        else:
+            e.whole(u.ops[0], index[u.ops[0].name])
+        e.body.append("    RNNPOOL_PROFILE_MARK();")
+    includes = ["#include <stddef.h>", "#include <stdint.h>", "",
+                '#include "rnnpool_conv.h"', '#include "rnnpool_rnn.h"',
+                '#include "rnnpool_types.h"']
+    weights_h = "\n".join(["/* Generated by rnnpool.deploy.codegen: constant data. Do not edit. */",
+                           "#ifndef RNNPOOL_MODEL_WEIGHTS_H", "#define RNNPOOL_MODEL_WEIGHTS_H",
+                           *includes, "", *e.decl, "", "#endif", ""])
+    weights_c = "\n".join(["/* Generated: weights and kernel parameters (const: flash). */",
+                           '#include "model_weights.h"', "", *e.data])
+
+    # Scratch sizes: the quantizer's Python twin if present, else the kernels themselves.
+    scratch: Dict[str, int] = {}
+    if e.scratch_expr:
+        from ..quant import ir as qir
+
+        twin = getattr(qir, "scratch_bytes", None)
+        if twin is not None and not any(u.streamed for u in units):
+            scratch = {n: int(twin(next(op for op in ops if op.name == n), g))
+                       for n in e.scratch_expr}
+        else:
+            scratch = _query_scratch(e, weights_h, weights_c)
+
+    # Lifetimes in units of the schedule.
+    unit_of = {op.name: k for k, u in enumerate(units) for op in u.ops}
+    first: Dict[str, int] = {}
+    last: Dict[str, int] = {}
+    bufs = []
+    for k, u in enumerate(units):
+        first.setdefault(u.root, k)
+        last.setdefault(u.root, k)
+        inside = {op.outputs[0] for op in u.ops}
+        for op in u.ops:
+            for n in op.inputs:
+                if n not in inside or n == u.root:
+                    last[n] = max(last.get(n, k), k)
+        for t, rows in u.band_rows.items():
+            tt = g.tensor(t)
+            bufs.append(Buffer(t, rows * int(tt.shape[1]) * int(tt.shape[2]), k, k))
+        for op in u.ops:
+            if op.name in scratch:
+                bufs.append(Buffer("scratch:" + op.name, scratch[op.name], k, k))
+    for n, f in first.items():
+        if n not in outs and n != inp:
+            bufs.append(Buffer(n, g.tensor(n).nbytes, f, last[n]))
+    del unit_of
+    plan = plan_arena(bufs, alignment=alignment)
+    check_plan(plan)
+
+    defines = []
+    for b in bufs:
+        if b.name.startswith("scratch:"):
+            s = e.cid(b.name)
+            defines += [f"#define SCR_{s} {plan.offsets[b.name]}",
+                        f"#define SCRSZ_{s} {scratch[b.name[len('scratch:'):]]}"]
+        else:
+            defines.append(f"#define OFF_{e.cid(b.name)} {plan.offsets[b.name]}")
+    model_c = "\n".join([
+        f"/* Generated by rnnpool.deploy.codegen: rnnpool_model_run, {e.n_calls} kernel call "
+        f"sites, {sum(u.streamed for u in units)} row-streamed groups, one planned arena. */",
+        "#include <string.h>", "", '#include "model.h"', '#include "model_weights.h"', "",
+        "/* -DRNNPOOL_MODEL_PROFILE: call harness_mark() after each unit (instruction profile). */",
+        "#ifdef RNNPOOL_MODEL_PROFILE", "void harness_mark(void);",
+        "#define RNNPOOL_PROFILE_MARK() harness_mark()", "#else",
+        "#define RNNPOOL_PROFILE_MARK() ((void)0)", "#endif", "",
+        "static uint8_t arena[RNNPOOL_MODEL_ARENA_BYTES > 0 ? RNNPOOL_MODEL_ARENA_BYTES : 1]"
+        " __attribute__((aligned(8)));", "", "/* Arena offsets (planned from lifetimes). */",
+        *defines, "", *e.funcs, "",
+        "int rnnpool_model_run(const int8_t *input, int8_t *output)", "{",
+        "    (void)input;", "    (void)output;", *e.body, "    return 0;", "}", ""])
+    m = CModel(graph=g, input_name=inp, output_names=outs, output_offsets=offsets, units=units,
+               plan=plan, scratch=scratch)
+    m.sources = {"model.h": _header(m), "model_weights.h": weights_h,
+                 "model_weights.c": weights_c, "model.c": model_c}
+    return m
+
+
+def _header(m: CModel, prefix: str = "rnnpool_model") -> str:
     g = m.graph
     P = prefix.upper()
     t_in = g.tensor(m.input_name)
@@ -424,44 +780,24 @@ def _header(m: CModel, prefix: str) -> str:
     return "\n".join(lines)
 
 
-def generate_c(g, out_dir, *, prefix: str = "rnnpool_model", model: Optional[CModel] = None
-               ) -> CModel:
-    """Write ``model.h``, ``model_weights.c`` and ``model.c`` for a quantized graph.
+def generate_c(g, out_dir, *, stream: bool = True, rnnpool_patch: bool = True,
+               model: Optional[CModel] = None) -> CModel:
+    """Write ``model.h``, ``model_weights.h``, ``model_weights.c`` and ``model.c``.
 
     Args:
         g: the :class:`~rnnpool.quant.ir.QGraph`.
         out_dir: folder to write into (created).
-        prefix: C name prefix of the API (``<prefix>_run``, ``<PREFIX>_ARENA_BYTES``).
-        model: an already planned :class:`CModel` of ``g`` (planned here if None).
+        stream, rnnpool_patch: see :func:`build_model`.
+        model: an already built :class:`CModel` of ``g`` (built here if None).
 
     Returns:
         The :class:`CModel` with ``files`` set.
     """
-    m = model or build_model(g)
+    m = model or build_model(g, stream=stream, rnnpool_patch=rnnpool_patch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    e = _Emitter(m)
-    e.emit()
-    includes = ['#include <stddef.h>', '#include <stdint.h>', '', '#include "rnnpool_conv.h"',
-                '#include "rnnpool_rnn.h"', '#include "rnnpool_types.h"']
-    weights_h = "\n".join([f"/* Generated: constant data of {prefix}. Do not edit. */",
-                           f"#ifndef {prefix.upper()}_WEIGHTS_H", f"#define {prefix.upper()}_WEIGHTS_H",
-                           *includes, "", *e.decl, "", "#endif", ""])
-    weights_c = "\n".join([f"/* Generated: weights and parameters of {prefix} (const: flash). */",
-                           f'#include "model_weights.h"', "", *e.data])
-    n_kernel_calls = sum(1 for line in e.body if line.startswith("    status ="))
-    model_c = "\n".join([
-        f"/* Generated: {prefix}_run, {n_kernel_calls} kernel calls over one planned arena. */",
-        '#include "model.h"', '#include "model_weights.h"', "",
-        f"static uint8_t arena[{prefix.upper()}_ARENA_BYTES > 0 ? {prefix.upper()}_ARENA_BYTES : 1]"
-        " __attribute__((aligned(8)));", "",
-        f"int {prefix}_run(const int8_t *input, int8_t *output)", "{",
-        "    rnnpool_status status;", *e.locals, "    (void)input;", "    (void)output;",
-        *e.body, "    return 0;", "}", ""])
-    files = {"model.h": _header(m, prefix), "model_weights.h": weights_h,
-             "model_weights.c": weights_c, "model.c": model_c}
     m.files = []
-    for name, text in files.items():
+    for name, text in m.sources.items():
         path = out / name
         with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as f:
             f.write(text)

@@ -40,7 +40,7 @@ PLUGIN_SRC = CSRC_DIR / "plugin" / "icount.c"
 
 M4_CFLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2",
              "-std=c99", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra"]
-HOST_CFLAGS = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-DRNNPOOL_HOST"]
+HOST_CFLAGS = ["-std=c99", "-O0", "-Wall", "-Wextra", "-DRNNPOOL_HOST"]
 SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
                   "-fno-omit-frame-pointer"]
 
@@ -83,6 +83,44 @@ def _run(cmd: Sequence[str], cwd: Optional[Path] = None, what: str = "command") 
         raise MCUError(f"{what} failed (rc {p.returncode}): {' '.join(map(str, cmd))}\n"
                        f"{p.stdout}{p.stderr}")
     return p.stdout + p.stderr
+
+
+def _compile_cached(cc: str, flags: Sequence[str], sources: Sequence[Path],
+                    include_dirs: Sequence[Path], what: str) -> List[Path]:
+    """Compile each source to an object file, cached by (compiler, flags, source, headers).
+    Kernel sources (``csrc/kernels``) see only the kernel headers, so their objects are shared
+    by every model."""
+    def header_digest(dirs) -> bytes:
+        h = hashlib.sha256()
+        for d in dirs:
+            for f in sorted(Path(d).glob("*.h")):
+                h.update(f.name.encode() + f.read_bytes())
+        return h.digest()
+
+    kernel_incs = [CSRC_DIR, CSRC_DIR / "kernels"]
+    digests = {"kernel": header_digest(kernel_incs), "other": header_digest(include_dirs)}
+    cache = _cache_dir() / "obj"
+    cache.mkdir(parents=True, exist_ok=True)
+    objs = []
+    for src in sources:
+        kind = "kernel" if Path(src).resolve().parent == (CSRC_DIR / "kernels") else "other"
+        incs = kernel_incs if kind == "kernel" else list(include_dirs)
+        key = hashlib.sha256()
+        key.update("\0".join([cc, *flags, *map(str, incs)]).encode())
+        key.update(digests[kind])
+        key.update(Path(src).read_bytes())
+        obj = cache / f"{Path(src).stem}-{key.hexdigest()[:20]}.o"
+        if not obj.exists():
+            fd, tmp = tempfile.mkstemp(suffix=".o", dir=cache)
+            os.close(fd)
+            try:
+                _run([cc, *flags, *[f"-I{d}" for d in incs], "-c", str(src), "-o", tmp], what=what)
+                os.replace(tmp, obj)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        objs.append(obj)
+    return objs
 
 
 @dataclass
@@ -165,9 +203,10 @@ def build_firmware(sources: Sequence[Path], out_dir: Path, *, include_dirs: Sequ
     srcs = [Path(s) for s in sources] + [HARNESS_DIR / "startup.c"]
     if with_harness_io:
         srcs += [HARNESS_DIR / "hio_semihost.c", HARNESS_DIR / "hio_common.c"]
-    incs = [f"-I{d}" for d in [HARNESS_DIR, *include_dirs]]
+    flags = [*M4_CFLAGS, *extra_cflags]
+    objs = _compile_cached(tc.gcc, flags, srcs, [HARNESS_DIR, *include_dirs], "Cortex-M4 compile")
     elf = out_dir / "app.elf"
-    cmd = [tc.gcc, *M4_CFLAGS, *extra_cflags, *incs, *map(str, srcs), "-o", str(elf),
+    cmd = [tc.gcc, *flags, *map(str, objs), "-o", str(elf),
            "-nostartfiles", "--specs=nano.specs", "--specs=rdimon.specs", f"-T{ld}",
            "-Wl,--gc-sections", f"-Wl,-Map={out_dir / 'app.map'}"]
     try:
@@ -199,8 +238,9 @@ def build_host(sources: Sequence[Path], out_dir: Path, *, include_dirs: Sequence
     out_dir.mkdir(parents=True, exist_ok=True)
     exe = out_dir / "app_host"
     srcs = [*map(Path, sources), HARNESS_DIR / "hio_host.c", HARNESS_DIR / "hio_common.c"]
-    cmd = [gcc, *HOST_CFLAGS, *(SANITIZE_FLAGS if sanitize else []), *extra_cflags,
-           *[f"-I{d}" for d in [HARNESS_DIR, *include_dirs]], *map(str, srcs), "-o", str(exe)]
+    flags = [*HOST_CFLAGS, *(SANITIZE_FLAGS if sanitize else []), *extra_cflags]
+    objs = _compile_cached(gcc, flags, srcs, [HARNESS_DIR, *include_dirs], "host compile")
+    cmd = [gcc, *flags, *map(str, objs), "-o", str(exe)]
     _run(cmd, what="host build")
     return exe
 

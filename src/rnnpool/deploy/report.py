@@ -37,18 +37,16 @@ def dequantize_outputs(m, outs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     Returns:
         graph output name -> float32 ``(1, N, K)`` (int8 graph outputs: dequantized HWC).
     """
+    from ..quant import reference
+
     g = m.graph
     producers = {o: op for op in g.ops for o in op.outputs}
     res = {}
     for name in g.outputs:
         op = producers.get(name)
         if op is not None and op.kind == "dequantize":
-            parts = []
-            for n in op.inputs:
-                t = g.tensor(n)
-                q = outs[n].astype(np.float32).reshape(-1, op.row_width)
-                parts.append(np.float32(t.scale) * (q - np.float32(t.zero_point)))
-            res[name] = np.concatenate(parts, 0)[None]
+            # The integer reference's own DequantizeF32 step (incl. S3FD's max-out background).
+            res[name] = reference._dequant_concat(op, outs, g)[None].astype(np.float32)
         else:
             t = g.tensor(name)
             res[name] = np.float32(t.scale) * (outs[name].astype(np.float32) - t.zero_point)

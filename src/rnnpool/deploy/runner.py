@@ -81,15 +81,21 @@ def run_model_host(exe: Path, m: CModel, inputs: Sequence[np.ndarray], workdir=N
 
 
 def build_model_m4(m: CModel, out_dir, *, ram_budget: int = 128 * 1024,
-                   stack_bytes: int = 4096, flash_budget: int = 2 * 1024 * 1024) -> mcu.Firmware:
+                   stack_bytes: int = 4096, flash_budget: int = 2 * 1024 * 1024,
+                   profile: bool = False) -> mcu.Firmware:
     """Cross-compile the generated model with the harness for the Cortex-M4 (``-O2``).
 
     The RAM budget covers .data + .bss (the arena and all other static RAM) + ``stack_bytes``;
     a model that does not fit fails to link (:class:`~rnnpool.deploy.mcu.MCUError`).
+    With ``profile``, the model marks the end of every unit (per-unit instruction counts in
+    :attr:`M4Result.unit_instructions`).
     """
-    return mcu.build_firmware(_sources(m), Path(out_dir), include_dirs=[CSRC, _model_dir(m)],
-                              ram_budget=ram_budget, stack_bytes=stack_bytes,
-                              flash_budget=flash_budget)
+    fw = mcu.build_firmware(_sources(m), Path(out_dir), include_dirs=[CSRC, _model_dir(m)],
+                            ram_budget=ram_budget, stack_bytes=stack_bytes,
+                            flash_budget=flash_budget,
+                            extra_cflags=["-DRNNPOOL_MODEL_PROFILE"] if profile else [])
+    fw.profile = profile  # type: ignore[attr-defined]
+    return fw
 
 
 @dataclass
@@ -101,12 +107,14 @@ class M4Result:
         instructions: executed instructions of each inference (between the harness marks).
         stack_used: peak stack of the whole program (painted-stack scan), bytes.
         total_instructions: whole emulated run.
+        unit_instructions: per unit of ``CModel.units``, for the first input (profile builds).
     """
 
     outputs: List[Dict[str, np.ndarray]]
     instructions: List[int]
     stack_used: int
     total_instructions: Optional[int]
+    unit_instructions: List[int] = field(default_factory=list)
     stdout: str = field(repr=False, default="")
 
 
@@ -120,6 +128,12 @@ def run_model_m4(fw: mcu.Firmware, m: CModel, inputs: Sequence[np.ndarray], work
     if r.values.get("images") != len(inputs):
         raise mcu.MCUError(f"the emulated harness ran {r.values.get('images')} of {len(inputs)} "
                            f"images:\n{r.stdout}")
-    return M4Result(outputs=_read_outputs(m, len(inputs), workdir), instructions=r.intervals(),
+    per_image, units = r.intervals(), []
+    if getattr(fw, "profile", False) and r.marks:
+        k = len(m.units) + 2  # before, after each unit, after
+        marks = [r.marks[i:i + k] for i in range(0, len(r.marks), k)]
+        per_image = [mk[-1] - mk[0] for mk in marks]
+        units = [b - a for a, b in zip(marks[0][:-2], marks[0][1:-1])]
+    return M4Result(outputs=_read_outputs(m, len(inputs), workdir), instructions=per_image,
                     stack_used=r.values.get("stack_used", -1), total_instructions=r.instructions,
-                    stdout=r.stdout)
+                    unit_instructions=units, stdout=r.stdout)

@@ -1,0 +1,76 @@
+"""The deployment step of ``rnnpool demo``: int8 C on an emulated Cortex-M4.
+
+:func:`mcu_demo` quantizes RNNPool-Face-M4 (320x240 monochrome; the shipped or given weights, or
+seeded random ones: RAM, flash and instruction figures do not depend on the weight values),
+generates C, and when the Cortex-M4 toolchain is installed runs it in QEMU and prints the
+measured RAM, flash and instructions. If the detector cannot be quantized, it falls back to a
+small RNNPool classifier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["mcu_demo"]
+
+_FALLBACKS = ("fmnist_rnnpool", "small_rnnpool")
+
+
+def _candidates(weights: Optional[str]):
+    from ..models import list_models
+    from .commands import load_model
+
+    yield "rnnpool_face_m4", (lambda: load_model("rnnpool_face_m4", weights, weights is None))
+    for name in _FALLBACKS:
+        if name in list_models():
+            yield name, (lambda n=name: load_model(n, None, True))
+
+
+def mcu_demo(workdir, weights: Optional[str] = None, print_fn=print) -> Optional[dict]:
+    """Quantize, generate C, run on the emulated Cortex-M4 and print the figures.
+
+    Args:
+        workdir: folder for the generated C, builds and emulator files.
+        weights: checkpoint of ``rnnpool_face_m4`` (None: seeded random weights).
+        print_fn: where progress lines go.
+
+    Returns:
+        A dict of the figures (``model``, ``arena_bytes``, ``total_ram_bytes``, ``flash_bytes``,
+        ``instructions``, ``bit_exact``), or None if no model could be deployed. Without the
+        toolchain, only the C is generated (``instructions`` is None).
+    """
+    from ..quant.ptq import UnsupportedLayerError
+    from . import codegen, mcu
+    from .commands import model_input_chw, quantize_for_mcu
+    from .report import mcu_report
+
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    for name, make in _candidates(weights):
+        model = make()
+        chw = model_input_chw(model, None) if hasattr(model, "config") else None
+        if chw is None:
+            chw = model_input_chw(model, "28x28")
+        try:
+            g, _ = quantize_for_mcu(model, chw, "synthetic", 8)
+            g.meta["model"] = name
+            m = codegen.generate_c(g, work / name / "c")
+        except (UnsupportedLayerError, NotImplementedError) as e:
+            print_fn(f"[mcu] {name}: cannot deploy yet ({str(e).splitlines()[0]})")
+            continue
+        print_fn(f"[mcu] {name}: int8 C in {work / name / 'c'}: arena {m.arena_bytes} B, "
+                 f"{len(m.output_names)} int8 outputs")
+        if mcu.find_toolchain() is None:
+            print_fn("[mcu] Cortex-M4 toolchain not installed (gcc-arm-none-eabi, "
+                     "libnewlib-arm-none-eabi, qemu-system-arm): skipping the emulator run")
+            return {"model": name, "arena_bytes": m.arena_bytes, "instructions": None}
+        rep = mcu_report(model, chw, model_name=name, calib="synthetic", calib_count=8,
+                         ram_budget=256 * 1024, n_images=1, workdir=work / name)
+        for line in rep.format().splitlines():
+            print_fn(f"[mcu] {line}")
+        return {"model": name, "arena_bytes": rep.arena_bytes,
+                "total_ram_bytes": rep.total_ram_bytes, "flash_bytes": rep.flash_bytes,
+                "instructions": min(rep.instructions), "bit_exact": rep.bit_exact}
+    print_fn("[mcu] no model could be quantized for the microcontroller")
+    return None
