@@ -6,6 +6,7 @@ run on a calibration set to record every activation's range, and converted op by
 * ``Conv2d [-> BatchNorm2d] [-> ReLU | ReLU6]``: BN folded into the weights and bias, the
   activation folded into the int8 clamp; int8 per-output-channel symmetric weights, int32 bias.
 * ``x + y`` (residual): :class:`~rnnpool.quant.ir.AddS8`.
+* a BatchNorm2d that follows no convolution (e.g. after RNNPool): a depthwise 1x1 convolution.
 * ``RNNPool2d``: fixed point (:class:`~rnnpool.quant.ir.RNNPoolS8`): RNN1's ``W`` int8 per row,
   ``U``, RNN2's ``W`` and ``U`` int16 with a per-cell power-of-two format, hard sigmoid / tanh.
 * ``L2Norm`` (a module with a per-channel ``weight``, dividing by the channel L2 norm):
@@ -416,6 +417,21 @@ class _Converter:
         if (ho, wo) != tuple(out.shape[:2]):
             raise UnsupportedLayerError(f"node {node.name!r}: output size mismatch {(ho, wo)}")
 
+    def batchnorm(self, n: fx.Node, bn: nn.BatchNorm2d) -> None:
+        """A BatchNorm not after a convolution (e.g. after RNNPool): a per-channel affine map,
+        i.e. a depthwise 1x1 convolution."""
+        inp = self._map(n.args[0])
+        c = inp.shape[2]
+        ident = nn.Conv2d(c, c, 1, groups=c, bias=False).double()
+        with torch.no_grad():
+            ident.weight.fill_(1.0)
+        w, b = fold_bn(ident, bn)
+        last, act = self._absorb_act(n)
+        out = self._tensor(last, self._hwc(last))
+        self.g.ops.append(_quantize_conv(last.name, inp, out, w, b, (1, 1), (0, 0, 0, 0),
+                                         c, act))
+        self.vals[last] = _Val("map", (out.name,))
+
     def linear(self, n: fx.Node, lin: nn.Linear) -> None:
         src = n.args[0]
         v = self.vals.get(src)
@@ -620,6 +636,8 @@ class _Converter:
                     self.conv(n, m)
                 elif isinstance(m, nn.Linear):
                     self.linear(n, m)
+                elif isinstance(m, nn.BatchNorm2d):
+                    self.batchnorm(n, m)
                 elif isinstance(m, RNNPool2d):
                     self.rnnpool(n, m)
                 elif is_l2norm(m):

@@ -1,0 +1,48 @@
+"""The report's numbers against direct computations."""
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from rnnpool.quant import reference as R
+from rnnpool.quant.ptq import quantize_model
+from rnnpool.quant.report import accuracy, format_layer_errors, layer_errors, output_agreement
+
+
+def test_layer_errors_match_direct_computation():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU6()).eval()
+    x = torch.randn(12, 1, 6, 6)
+    g = quantize_model(m, x)  # calibrated on the evaluated images too: no clipping
+    rows = {r["tensor"]: r for r in layer_errors(m, g, x[8:])}
+    name = g.ops[0].output
+    errs, sig = [], []
+    for i in range(8, 12):
+        q = R.run(g, R.quantize_input(x[i:i + 1], g.tensor(g.inputs[0])))[name]
+        with torch.no_grad():
+            f = m(x[i:i + 1])[0].permute(1, 2, 0).double().numpy()
+        errs.append(R.dequantize(q, g.tensor(name)) - f)
+        sig.append(f)
+    e, s = np.concatenate([a.ravel() for a in errs]), np.concatenate([a.ravel() for a in sig])
+    r = rows[name]
+    assert math.isclose(r["max_abs"], np.abs(e).max(), rel_tol=1e-5)
+    assert math.isclose(r["snr_db"], 10 * np.log10((s**2).sum() / (e**2).sum()), rel_tol=1e-4)
+    assert r["max_abs"] <= 0.03 * r["float_range"]
+    assert "| " + name in format_layer_errors(list(rows.values()))
+
+
+def test_output_agreement_and_accuracy():
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(4, 3)).eval()
+    x = torch.randn(30, 1, 8, 8)
+    g = quantize_model(m, x[:20])
+    with torch.no_grad():
+        labels = m(x[20:]).argmax(1)
+    acc = accuracy(m, g, x[20:], labels)
+    assert acc["float_top1"] == 1.0 and acc["n"] == 10
+    agree = output_agreement(m, g, x[20:])[g.outputs[0]]
+    assert math.isclose(agree["top1_agreement"], acc["agreement"])
+    assert acc["int8_top1"] == acc["agreement"]
