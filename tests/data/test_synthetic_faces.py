@@ -61,6 +61,8 @@ def test_boxes_are_exact_pasted_pixels(faces_root):
                 scores = [_corr(exact, r) for r in refs]
                 k = int(np.argmax(scores))
                 assert scores[k] > 0.9, (name, x, y, bw, scores[k])
+                # holdout (default): train pastes LFW faces 0..79, val faces 80..99
+                assert (k >= 80) == (split == "val"), (split, name, k)
                 for dx, dy in [(-2, 0), (2, 0), (0, -2), (0, 2), (1, 1), (-1, -1)]:
                     if 0 <= x + dx and x + dx + bw <= w and 0 <= y + dy and y + dy + bh <= h:
                         shifted = img[y + dy : y + dy + bh, x + dx : x + dx + bw]
@@ -122,6 +124,16 @@ def test_val_mat_files_match_annotations(faces_root):
     assert seen == len(recs) == 6
     manifest = json.loads((faces_root / "synthetic_faces.json").read_text())
     assert manifest["splits"]["val"]["images"] == 6
+    # holdout: val photographs are every fifth scene, never used by train
+    train_events = {
+        n.split("/")[0]
+        for n, _ in parse_wider_annotations(
+            faces_root / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+        )
+    }
+    val_events = {ev for ev, _ in by_name.values()}
+    assert val_events <= set(manifest["val_scenes"]) and not val_events & train_events
+    assert all(int(ev.split("--")[0]) % 5 == 4 for ev in val_events)
 
 
 def test_loads_with_widerface_dataset(faces_root):

@@ -46,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="opencv-doc example images (default /usr/share/doc/opencv-doc/examples/data)",
     )
+    p.add_argument(
+        "--no-holdout",
+        action="store_true",
+        help="draw val from the same faces and photographs as train (default: disjoint)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -63,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         face_range=(args.min_face, args.max_face),
         max_faces_per_image=args.max_faces_per_image,
         scene_dir=args.scene_dir or OPENCV_DOC_DIR,
+        holdout=not args.no_holdout,
     )
     stats = json.loads((root / "synthetic_faces.json").read_text())["splits"]
     for split, s in stats.items():

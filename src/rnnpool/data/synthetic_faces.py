@@ -15,6 +15,10 @@ stand-in with exact boxes *by construction*:
   ``chicky_512``, ``HappyFish``, ``Blender_Suzanne*``, ``astronaut``, ``camera``, ``chelsea``)
   are left out. Each image is a random crop (a 4:3 window of 50..100 % of the largest one, random
   mirror) resized to ``image_size`` (640x480 by default).
+- **Splits**: with ``holdout=True`` (the default) val is disjoint from train: val images use
+  the faces 80..99 and every fifth photograph (``k % 5 == 4`` in the scene order), train images
+  the faces 0..79 and the other photographs, so val AP measures generalisation to unseen
+  identities and backgrounds.
 - **Layout**: each image has 0 faces with probability ``p_empty`` (default 0.1), else
   ``1..max_faces_per_image`` faces at random places, never overlapping (rejection sampling), and
   fully inside the image. Event folders are ``<k>--<scene name>``: the images of an event share a
@@ -242,6 +246,7 @@ def make_faces(
     p_empty: float = 0.1,
     scene_dir: Optional[PathLike] = OPENCV_DOC_DIR,
     quality: int = 95,
+    holdout: bool = True,
 ) -> Path:
     """Write a synthetic WIDER-FACE-format data set (see the module docstring).
 
@@ -255,6 +260,9 @@ def make_faces(
         p_empty: probability of an image without faces.
         scene_dir: the opencv-doc example folder (``None``: scikit-image scenes only).
         quality: JPEG quality.
+        holdout: keep val disjoint from train: val uses LFW faces 80..99 and every fifth
+            background photograph, train faces 0..79 and the other photographs. ``False``
+            draws both splits from all faces and photographs.
 
     Returns:
         ``out_dir`` as a ``Path``; evaluate with ``gt_dir = out_dir / "wider_face_split"``.
@@ -275,14 +283,28 @@ def make_faces(
     scenes = load_scenes(scene_dir)
     events = [f"{k}--{name}" for k, (name, _) in enumerate(scenes)]
     rng = np.random.default_rng(seed)
+    all_scenes = list(range(len(scenes)))
+    if holdout:  # val: unseen identities (LFW faces 80..99) on unseen photographs (every 5th)
+        val_scenes = [k for k in all_scenes if k % 5 == 4]
+        split_scenes = {"train": [k for k in all_scenes if k % 5 != 4], "val": val_scenes}
+        split_faces = {"train": faces[:80], "val": faces[80:]}
+    else:
+        split_scenes = {"train": all_scenes, "val": all_scenes}
+        split_faces = {"train": faces, "val": faces}
     stats: Dict[str, Dict[str, int]] = {}
     for split, count in (("train", num_train), ("val", num_val)):
         records: List[Tuple[str, np.ndarray]] = []
         per_event: Dict[str, List[Tuple[str, np.ndarray]]] = {}
         for n in range(count):
-            k = int(rng.integers(len(scenes)))
+            k = split_scenes[split][int(rng.integers(len(split_scenes[split])))]
             image, boxes, _ = render_image(
-                scenes[k][1], faces, rng, image_size, face_range, max_faces_per_image, p_empty
+                scenes[k][1],
+                split_faces[split],
+                rng,
+                image_size,
+                face_range,
+                max_faces_per_image,
+                p_empty,
             )
             event = events[k]
             stem = f"{event.split('--', 1)[0]}_{scenes[k][0]}_{split}_{n}"
@@ -335,6 +357,8 @@ def make_faces(
         "p_empty": p_empty,
         "jpeg_quality": quality,
         "setting_min_face_size": SETTING_MIN_SIZE,
+        "holdout": holdout,
+        "val_scenes": [events[k] for k in split_scenes["val"]],
         "scenes": events,
         "splits": stats,
     }
