@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rnnpool.nn import FastGRNNCell, RNNPool2d, convert_reference_state_dict, load_reference_state_dict
-from rnnpool.nn.functional import fastgrnn_scan
+from rnnpool.nn.functional import _cell_matrices, _scan
 
 from .reference import cell_step
 
@@ -49,17 +49,22 @@ def test_default_zeta_nu_is_paper_and_trainable_init_close():
     assert torch.allclose(fixed(x), trainable(x), atol=1e-30)
 
 
-def test_scan_equals_repeated_cell_steps():
-    cell = FastGRNNCell(3, 5, trainable_zeta_nu=True).double()
-    with torch.no_grad():
-        cell.zeta_raw.fill_(0.5), cell.nu_raw.fill_(-1.0)
+@pytest.mark.parametrize(
+    "kind", [dict(), dict(gate="hard_sigmoid"), dict(update="hard_tanh"), dict(trainable_zeta_nu=True)]
+)
+def test_scan_equals_repeated_cell_steps(kind):
+    cell = FastGRNNCell(3, 5, **kind).double()
+    if kind.get("trainable_zeta_nu"):
+        with torch.no_grad():
+            cell.zeta_raw.fill_(0.5), cell.nu_raw.fill_(-1.0)
     p = cell.params()
     xs = torch.randn(6, 4, 3, dtype=torch.double)
     h = torch.zeros(4, 5, dtype=torch.double)
     for t in range(6):
         h = torch.stack([cell_step(xs[t, b], h[b], p) for b in range(4)])
-    proj = torch.cat([xs @ p.weight_ih.T + p.bias_gate, xs @ p.weight_ih.T + p.bias_update], -1)
-    assert torch.allclose(fastgrnn_scan(proj, p), h, atol=1e-12)
+    m = _cell_matrices(p)
+    proj = torch.einsum("oi,tbi->otb", m.w, xs) + m.b[:, :, None]
+    assert torch.allclose(_scan(proj, p, m).t(), h, atol=1e-12)
 
 
 def test_low_rank_effective_matrices():

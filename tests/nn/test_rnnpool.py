@@ -187,9 +187,12 @@ def test_executed_macs_counts_the_work_done():
     x = torch.randn(1, 5, 12, 10)
     with FlopCounterMode(display=False) as fc:
         m(x)
-    # The pass computes W x twice (gate and update biases stacked) and the same for W2, and
-    # h @ [U, U]: all products are duplicated, hence 2 * 2 * MACs FLOPs.
-    assert fc.get_total_flops() == 4 * m.executed_macs((12, 10))
+    # The pass computes W x for the gate and the update rows, and U h for both: every product
+    # appears twice, hence 2 * 2 * MACs FLOPs (plus one U h0 matrix-vector product per sweep
+    # group for the constant initial state, well under 1 %).
+    flops = fc.get_total_flops()
+    assert flops == pytest.approx(4 * m.executed_macs((12, 10)), rel=1e-2)
+    assert flops >= 4 * m.executed_macs((12, 10))
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ into these. See the module classes for the mathematical definitions.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence, Union
+from functools import partial
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,6 @@ from torch import Tensor
 __all__ = [
     "FastGRNNParams",
     "fastgrnn_cell",
-    "fastgrnn_scan",
     "rnnpool2d",
     "rnnpool2d_padding",
     "rnnpool2d_output_size",
@@ -95,39 +95,184 @@ def fastgrnn_cell(x: Tensor, h: Tensor, params: FastGRNNParams) -> Tensor:
     return z * h + (params.zeta * (1.0 - z) + params.nu) * h_tilde
 
 
-def fastgrnn_scan(proj: Tensor, params: FastGRNNParams) -> Tensor:
-    """Final state of FastGRNN sweeps whose input projections are precomputed.
+class _CellMatrices(NamedTuple):
+    """A cell's matrices for column-major batched sweeps (states are ``(hidden, B)``).
 
-    The input projection ``W x`` is the only part of a step that does not depend on the state,
-    so callers compute it once for all steps (and share it between sweeps that read the same
-    input). The initial state is zero.
+    ``w``/``b`` stack the gate rows over the update rows, so one product projects both; the
+    recurrent products stay apart (``u_z``, ``u_h``) so that a step's pre-activation is never
+    sliced. ``h0`` is the initial state as a ``(hidden, 1)`` column, or ``None`` for zero.
+
+    For the paper's cell (sigmoid, tanh, ``zeta = 1``, ``nu = 0``) the sweep runs on
+    ``g = (h + 1) / 2``: with ``tanh(a) = 2 sigmoid(2a) - 1`` the step becomes
+    ``g' = lerp(sigmoid(a_h), g, z)``, both non-linearities are sigmoids (tanh is several times
+    slower) and no op is spent on ``2 s - 1``. The changes of variable are folded into the
+    matrices: ``u_z = 2U``, ``u_h = 4U``, update rows of ``w`` doubled, biases shifted by ``-U 1``.
+    """
+
+    w: Tensor  # (2h, in)
+    b: Tensor  # (2h, 1)
+    u_z: Tensor  # (h, h)
+    u_h: Tensor  # (h, h)
+    h0: Optional[Tensor]  # (h, 1)
+    sigmoid_form: bool
+
+
+def _cell_matrices(p: FastGRNNParams) -> _CellMatrices:
+    u = p.weight_hh
+    if p.gate == "sigmoid" and p.update == "tanh" and _is_plain(p):
+        shift = u.sum(1)
+        return _CellMatrices(
+            torch.cat([p.weight_ih, 2.0 * p.weight_ih]),
+            torch.cat([p.bias_gate - shift, 2.0 * (p.bias_update - shift)])[:, None],
+            2.0 * u,
+            4.0 * u,
+            u.new_full((u.shape[0], 1), 0.5),
+            True,
+        )
+    return _CellMatrices(
+        torch.cat([p.weight_ih, p.weight_ih]),
+        torch.cat([p.bias_gate, p.bias_update])[:, None],
+        u,
+        u,
+        None,
+        False,
+    )
+
+
+def _scan_forward(proj: Tensor, p: FastGRNNParams, m: _CellMatrices, save: bool):
+    """The recurrence. Returns the final state and, if ``save``, per-step ``(h_prev, z, c)``."""
+    if m.sigmoid_form:
+        gate = update = torch.sigmoid
+    else:
+        gate, update = GATES[p.gate], UPDATES[p.update]
+    plain = m.sigmoid_form or _is_plain(p)
+    xz, xh = proj.split(p.weight_hh.shape[0])
+    h = m.h0
+    saved = []
+    # unbind rather than indexing: under autograd (export, double backward) each index's
+    # backward would write a zero tensor of the full size; unbind's is one stack.
+    for xz_t, xh_t in zip(xz.unbind(1), xh.unbind(1)):
+        if h is None:  # h = 0: no recurrent product, and z * h vanishes
+            z, c = gate(xz_t), update(xh_t)
+            h_new = (1.0 - z) * c if plain else (p.zeta * (1.0 - z) + p.nu) * c
+        else:
+            if h.shape[1] == 1:  # the constant initial column, broadcast over the batch
+                z, c = gate(xz_t + m.u_z @ h), update(xh_t + m.u_h @ h)
+                h = h.expand_as(z)
+            else:
+                z = gate(torch.addmm(xz_t, m.u_z, h))
+                c = update(torch.addmm(xh_t, m.u_h, h))
+            h_new = torch.lerp(c, h, z) if plain else z * h + (p.zeta * (1.0 - z) + p.nu) * c
+        if save:
+            saved.append((h, z, c))
+        h = h_new
+    assert h is not None
+    return (2.0 * h - 1.0 if m.sigmoid_form else h), saved
+
+
+class _ScanFunction(torch.autograd.Function):
+    """The recurrence with a hand-written backward.
+
+    Autograd's generic backward of the step loop spends most of its time assembling per-step
+    gradients (stack/cat of views, zero-filled slices); this one writes them straight into the
+    input-gradient buffer. Derivatives come from the saved activations: ``sigmoid' = z (1 - z)``,
+    ``tanh' = 1 - c^2``, hard variants ``1/2`` / ``1`` inside their linear range.
+    """
+
+    @staticmethod
+    def forward(ctx, proj, u_z, u_h, zeta, nu, p, m):  # type: ignore[override]
+        h, saved = _scan_forward(proj, p, m, save=True)
+        ctx.p, ctx.m, ctx.first_zero = p, m, saved[0][0] is None
+        flat = [t for step in saved for t in step if t is not None]
+        ctx.save_for_backward(u_z, u_h, *flat)
+        return h
+
+    @staticmethod
+    def backward(ctx, gh):  # type: ignore[override]
+        p, m = ctx.p, ctx.m
+        u_z, u_h, *flat = ctx.saved_tensors
+        if ctx.first_zero:
+            flat = [None] + flat
+        steps = [flat[i : i + 3] for i in range(0, len(flat), 3)]
+        plain = m.sigmoid_form or _is_plain(p)
+        hidden, b = gh.shape
+        if m.sigmoid_form:
+            gh = 2.0 * gh  # h = 2 g - 1
+        dproj = gh.new_empty(2 * hidden, len(steps), b)
+        dxz, dxh = dproj.split(hidden)
+        du_z, du_h = torch.zeros_like(u_z), torch.zeros_like(u_h)
+        dzeta = gh.new_zeros(()) if isinstance(p.zeta, Tensor) else None
+        dnu = gh.new_zeros(()) if isinstance(p.nu, Tensor) else None
+        for t in range(len(steps) - 1, -1, -1):
+            h_prev, z, c = steps[t]
+            gz = gh * z  # dL/dh_prev through the direct path
+            if plain:
+                dz = gh * (c.neg() if h_prev is None else h_prev - c)
+                dc = gh - gz
+            else:
+                zc = p.zeta * c
+                dz = gh * (zc.neg() if h_prev is None else h_prev - zc)
+                dc = gh * (p.zeta * (1.0 - z) + p.nu)
+                if dzeta is not None:
+                    dzeta = dzeta + ((gh - gz) * c).sum()
+                if dnu is not None:
+                    dnu = dnu + (gh * c).sum()
+            if m.sigmoid_form or p.gate == "sigmoid":
+                daz = torch.ops.aten.sigmoid_backward(dz, z)
+            else:
+                daz = dz * ((z > 0) & (z < 1)).to(dz.dtype) * 0.5
+            if m.sigmoid_form:
+                dah = torch.ops.aten.sigmoid_backward(dc, c)
+            elif p.update == "tanh":
+                dah = torch.ops.aten.tanh_backward(dc, c)
+            else:
+                dah = dc * (c.abs() < 1).to(dc.dtype)
+            dxz[:, t] = daz
+            dxh[:, t] = dah
+            if h_prev is not None:
+                du_z.addmm_(daz, h_prev.t())
+                du_h.addmm_(dah, h_prev.t())
+                gh = torch.addmm(torch.addmm(gz, u_z.t(), daz), u_h.t(), dah)
+        return dproj, du_z, du_h, dzeta, dnu, None, None
+
+
+def _scan(proj: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tensor:
+    """Final states of FastGRNN sweeps from precomputed input projections.
 
     Args:
-        proj: ``(T, B, 2 * hidden)``: ``[W x_t + b_z, W x_t + b_h]`` for each step ``t``.
-        params: the cell's :class:`FastGRNNParams` (``weight_ih`` is not used).
+        proj: ``(2h, T, B)``: ``m.w @ x_t + m.b`` for every step ``t`` of every sweep ``b``.
 
     Returns:
-        ``(B, hidden)`` state after the ``T`` steps.
+        ``(h, B)``.
     """
-    hidden = params.weight_hh.shape[0]
-    gate, update = GATES[params.gate], UPDATES[params.update]
-    plain = _is_plain(params)
-    # One matmul per step serves both halves: h @ [U^T, U^T].
-    u2 = torch.cat([params.weight_hh, params.weight_hh], 0).t()
-    h = None
-    for t in range(proj.shape[0]):
-        a = proj[t] if h is None else torch.addmm(proj[t], h, u2)
-        z = gate(a[:, :hidden])
-        c = update(a[:, hidden:])
-        if h is None:
-            # h = 0: z * h vanishes.
-            h = (1.0 - z) * c if plain else (params.zeta * (1.0 - z) + params.nu) * c
-        elif plain:
-            h = torch.lerp(c, h, z)
-        else:
-            h = z * h + (params.zeta * (1.0 - z) + params.nu) * c
-    assert h is not None
-    return h
+    differentiable = [proj, m.u_z, m.u_h, p.zeta, p.nu]
+    if (
+        torch.is_grad_enabled()
+        and any(isinstance(t, Tensor) and t.requires_grad for t in differentiable)
+        and not torch.jit.is_tracing()
+        and not torch.onnx.is_in_onnx_export()
+    ):
+        return _ScanFunction.apply(proj, m.u_z, m.u_h, p.zeta, p.nu, p, m)
+    return _scan_forward(proj, p, m, save=False)[0]
+
+
+def _scan_groups(src: Tensor, groups: list[Tensor], p: FastGRNNParams, m: _CellMatrices) -> Tensor:
+    """Run the sweeps whose step-``t`` input is column ``index[t, b]`` of ``src``.
+
+    Args:
+        src: ``(2h, P)`` projected inputs.
+        groups: ``(T_g, B_g)`` int64 column indices; groups of equal ``T`` run as one scan.
+
+    Returns:
+        ``(h, sum B_g)`` final states, groups in order.
+    """
+    if len({g.shape[0] for g in groups}) == 1:
+        groups = [torch.cat(groups, 1)]
+    outs = [
+        _scan(src.index_select(1, idx.reshape(-1)).view(src.shape[0], *idx.shape), p, m)
+        for idx in groups
+    ]
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
 
 
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
@@ -184,17 +329,6 @@ def rnnpool2d_output_size(
     return (hp - kh) // sh + 1, (wp - kw) // sw + 1
 
 
-def _windows(x: Tensor, dim: int, size: int, step: int, count: int) -> Tensor:
-    """Stack the ``size`` strided slices of ``x`` along ``dim``: ``out[t] = x[..., t::step, ...]``.
-
-    The result, ``(size, *x.shape)`` with ``dim`` of length ``count``, is each window's ``t``-th
-    element for every window start; one copy, and exportable (strided slices) unlike ``unfold``.
-    """
-    stop = step * (count - 1) + 1
-    lead = (slice(None),) * dim
-    return torch.stack([x[lead + (slice(t, t + stop, step),)] for t in range(size)])
-
-
 def rnnpool2d(
     input: Tensor,
     rnn1: FastGRNNParams,
@@ -242,39 +376,28 @@ def rnnpool2d(
             raise ValueError(f"padding_mode must be 'zeros' or 'replicate', got {padding_mode!r}")
     # Only the rows / columns some patch reads.
     hr, wc = sh * (ho - 1) + kh, sw * (wo - 1) + kw
-    x = input[:, :, :hr, :wc].permute(0, 2, 3, 1)  # (N, hr, wc, C)
-
-    h1 = rnn1.weight_hh.shape[0]
+    x = input[:, :, :hr, :wc].transpose(0, 1).reshape(c, n * hr * wc)  # pixels as columns
     h2 = rnn2.weight_hh.shape[0]
-    # Per-pixel input projection, with both biases: (N, hr, wc, 2*h1).
-    proj1 = F.linear(
-        x,
-        torch.cat([rnn1.weight_ih, rnn1.weight_ih], 0),
-        torch.cat([rnn1.bias_gate, rnn1.bias_update], 0),
-    )
-    # Row segments (row y, start column ow*sw): kw steps along the row.
-    rows_in = _windows(proj1, 2, kw, sw, wo).reshape(kw, n * hr * wo, 2 * h1)
-    # Column segments (start row oh*sh, column x): kh steps down the column.
-    cols_in = _windows(proj1, 1, kh, sh, ho).reshape(kh, n * ho * wc, 2 * h1)
-    if kh == kw:
-        summ = fastgrnn_scan(torch.cat([rows_in, cols_in], 1), rnn1)
-        row_sum, col_sum = summ[: n * hr * wo], summ[n * hr * wo :]
-    else:
-        row_sum, col_sum = fastgrnn_scan(rows_in, rnn1), fastgrnn_scan(cols_in, rnn1)
+    m1, m2 = _cell_matrices(rnn1), _cell_matrices(rnn2)
+    ar = partial(torch.arange, device=input.device)
+    i_, oh_, ow_ = ar(n)[:, None, None], ar(ho)[None, :, None], ar(wo)[None, None, :]
 
-    w2 = torch.cat([rnn2.weight_ih, rnn2.weight_ih], 0)
-    b2 = torch.cat([rnn2.bias_gate, rnn2.bias_update], 0)
-    # Summaries projected once through W2, then gathered per patch.
-    row_p = F.linear(row_sum, w2, b2).reshape(n, hr, wo, 2 * h2)
-    col_p = F.linear(col_sum, w2, b2).reshape(n, ho, wc, 2 * h2)
-    row_seq = _windows(row_p, 1, kh, sh, ho).reshape(kh, n * ho * wo, 2 * h2)
-    col_seq = _windows(col_p, 2, kw, sw, wo).reshape(kw, n * ho * wo, 2 * h2)
-    if kh == kw:
-        seq = torch.cat([row_seq, row_seq.flip(0), col_seq, col_seq.flip(0)], 1)
-        out = fastgrnn_scan(seq, rnn2).reshape(4, n, ho, wo, h2)
-    else:
-        rows = fastgrnn_scan(torch.cat([row_seq, row_seq.flip(0)], 1), rnn2)
-        cols = fastgrnn_scan(torch.cat([col_seq, col_seq.flip(0)], 1), rnn2)
-        out = torch.cat([rows, cols], 0).reshape(4, n, ho, wo, h2)
-    # (4, N, ho, wo, h2) -> (N, 4*h2, ho, wo), order [row-fwd, row-rev, col-fwd, col-rev].
-    return out.permute(1, 0, 4, 2, 3).reshape(n, 4 * h2, ho, wo)
+    # RNN1. Every pixel is projected once. A row segment (image i, row y, start column ow*sw)
+    # reads pixel (i, y, ow*sw + t) at step t; a column segment (i, start row oh*sh, column x)
+    # reads (i, oh*sh + t, x). Patches that overlap share segments, so each runs once.
+    proj1 = torch.addmm(m1.b, m1.w, x)  # (2h1, N*hr*wc)
+    y_, x_ = ar(hr)[None, :, None], ar(wc)[None, None, :]
+    rows = torch.stack([((i_ * hr + y_) * wc + ow_ * sw + t).reshape(-1) for t in range(kw)])
+    cols = torch.stack([((i_ * hr + oh_ * sh + t) * wc + x_).reshape(-1) for t in range(kh)])
+    summaries = _scan_groups(proj1, [rows, cols], rnn1, m1)  # (h1, N*hr*wo + N*ho*wc)
+
+    # RNN2. Each summary is projected once; patch (i, oh, ow) reads the row summaries
+    # (i, oh*sh + t, ow) and the column summaries (i, oh, ow*sw + t), forward and reversed.
+    proj2 = torch.addmm(m2.b, m2.w, summaries)
+    row0 = ((i_ * hr + oh_ * sh) * wo + ow_).reshape(-1)
+    col0 = n * hr * wo + ((i_ * ho + oh_) * wc + ow_ * sw).reshape(-1)
+    tr, tc = ar(kh)[:, None], ar(kw)[:, None]
+    sweeps = [row0 + tr * wo, row0 + (kh - 1 - tr) * wo, col0 + tc, col0 + (kw - 1 - tc)]
+    out = _scan_groups(proj2, [torch.cat(sweeps[:2], 1), torch.cat(sweeps[2:], 1)], rnn2, m2)
+    # (h2, 4 * N*ho*wo) -> (N, 4*h2, ho, wo), channel order [row-fwd, row-rev, col-fwd, col-rev].
+    return out.view(h2, 4, n, ho, wo).permute(2, 1, 0, 3, 4).reshape(n, 4 * h2, ho, wo)

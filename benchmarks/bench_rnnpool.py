@@ -1,0 +1,147 @@
+"""RNNPool2d speed at the paper's layer shapes, against the reference code's approach.
+
+The baseline is the straightforward implementation the reference code uses: unfold the map
+into patches, then run RNN1 over the rows and over the columns of the patch batch (input
+projection inside every step), and RNN2's four sweeps one after the other. Both run in the
+same process, on the same inputs and weights; the table gives times and the speed-up ratio.
+
+    python benchmarks/bench_rnnpool.py                # all shapes, 2 threads
+    python benchmarks/bench_rnnpool.py --shapes vww --repeats 5
+    python benchmarks/bench_rnnpool.py --device cuda  # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from rnnpool.nn import RNNPool2d
+from rnnpool.nn.functional import FastGRNNParams, fastgrnn_cell, rnnpool2d_padding
+
+
+@dataclass
+class Shape:
+    name: str
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    s: int
+    h1: int
+    h2: int
+
+
+SHAPES = {
+    "face-quant": Shape("Face-Quant", 2, 4, 320, 320, 8, 4, 8, 8),
+    "face-m4": Shape("Face-M4", 4, 4, 120, 160, 8, 4, 16, 16),
+    "mobilenetv2": Shape("MobileNetV2", 4, 32, 112, 112, 6, 4, 16, 16),
+    "vww": Shape("VWW", 8, 8, 112, 112, 6, 4, 8, 8),
+}
+
+
+def baseline_rnnpool(x: torch.Tensor, p1: FastGRNNParams, p2: FastGRNNParams, k: int, s: int,
+                     pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Unfold into patches and run the RNNs on the patch batch (the reference code's way)."""
+    x = F.pad(x, pads)
+    n, c, hp, wp = x.shape
+    ho, wo = (hp - k) // s + 1, (wp - k) // s + 1
+    patches = F.unfold(x, k, stride=s)  # (N, C*k*k, L)
+    L = patches.shape[-1]
+    patches = patches.view(n, c, k, k, L).permute(0, 4, 2, 3, 1).reshape(n * L, k, k, c)
+
+    def run(seq: torch.Tensor, p: FastGRNNParams) -> torch.Tensor:  # seq (B, T, in)
+        h = seq.new_zeros(seq.shape[0], p.weight_hh.shape[0])
+        for t in range(seq.shape[1]):
+            h = fastgrnn_cell(seq[:, t], h, p)
+        return h
+
+    h1 = p1.weight_hh.shape[0]
+    rows = run(patches.reshape(n * L * k, k, c), p1).view(n * L, k, h1)
+    cols = run(patches.transpose(1, 2).reshape(n * L * k, k, c), p1).view(n * L, k, h1)
+    out = torch.cat(
+        [run(rows, p2), run(rows.flip(1), p2), run(cols, p2), run(cols.flip(1), p2)], 1
+    )
+    return out.view(n, ho, wo, -1).permute(0, 3, 1, 2)
+
+
+def _time(fn: Callable[[], None], repeats: int, device: str) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench(shape: Shape, repeats: int, device: str) -> dict:
+    torch.manual_seed(0)
+    layer = RNNPool2d(shape.c, shape.h1, shape.h2, shape.k, shape.s, padding="same").to(device)
+    x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device, requires_grad=True)
+    pads = rnnpool2d_padding((shape.h, shape.w), shape.k, shape.s, "same")
+
+    def fast():
+        return layer(x)
+
+    def base():
+        return baseline_rnnpool(x, layer.rnn1.params(), layer.rnn2.params(), shape.k, shape.s, pads)
+
+    with torch.no_grad():
+        y_fast, y_base = fast(), base()
+    err = (y_fast - y_base).abs().max().item()
+    assert y_fast.shape == y_base.shape and err < 1e-4, f"implementations disagree: {err}"
+
+    res = {"shape": shape, "err": err, "patches": y_fast.shape[0] * y_fast.shape[2] * y_fast.shape[3]}
+    for name, fn in (("fast", fast), ("base", base)):
+        def fwd():
+            with torch.no_grad():
+                fn()
+
+        def fwd_bwd():
+            fn().sum().backward()
+
+        res[name + "_fwd"] = _time(fwd, repeats, device)
+        res[name + "_fb"] = _time(fwd_bwd, max(1, repeats // 2 + 1), device)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
+          f"best of {args.repeats} runs")
+    hdr = (f"{'layer':<12} {'input':<15} {'k/s':>4} {'h1/h2':>6} | {'fwd ms':>8} {'base ms':>8} "
+           f"{'ratio':>6} | {'f+b ms':>8} {'base ms':>8} {'ratio':>6} | {'patches/s fwd':>13}")
+    print(hdr)
+    print("-" * len(hdr))
+    for key in args.shapes:
+        r = bench(SHAPES[key], args.repeats, args.device)
+        s = r["shape"]
+        print(
+            f"{s.name:<12} {f'{s.n}x{s.c}x{s.h}x{s.w}':<15} {f'{s.k}/{s.s}':>4} "
+            f"{f'{s.h1}/{s.h2}':>6} | {r['fast_fwd'] * 1e3:8.1f} {r['base_fwd'] * 1e3:8.1f} "
+            f"{r['base_fwd'] / r['fast_fwd']:5.1f}x | {r['fast_fb'] * 1e3:8.1f} "
+            f"{r['base_fb'] * 1e3:8.1f} {r['base_fb'] / r['fast_fb']:5.1f}x | "
+            f"{r['patches'] / r['fast_fwd']:13.3g}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
