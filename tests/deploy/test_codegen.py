@@ -152,3 +152,43 @@ def test_generated_c_has_no_float_and_const_weights(generated):
     weights = next(p for p in m.files if p.name == "model_weights.c").read_text()
     decls = [ln for ln in weights.splitlines() if ln.endswith("= {") or " = {" in ln]
     assert decls and all(ln.startswith("const ") for ln in decls)
+
+
+@pytest.mark.skipif(mcu.find_toolchain() is None, reason="Cortex-M4 toolchain absent")
+def test_mcu_report_on_a_small_model(tmp_path):
+    from rnnpool.deploy.report import mcu_report
+
+    torch.manual_seed(0)
+    model = _randomize_bn(ConvNet())
+    rep = mcu_report(model, (1, 20, 24), model_name="convnet", calib_count=8,
+                     ram_budget=32 * 1024, stack_bytes=2048, n_images=2, profile=True,
+                     workdir=tmp_path)
+    assert rep.bit_exact
+    assert rep.static_ram_bytes >= rep.arena_bytes > 0
+    assert 0 < rep.stack_bytes < 2048 and rep.total_ram_bytes <= 32 * 1024
+    # The per-unit profile adds up to the per-image count (marks between units only).
+    assert abs(sum(n for _, n in rep.profile) - rep.instructions[0]) < 200
+    # Dequantized int8 logits stay close to the float model's.
+    assert rep.max_abs_err["output_0"] < 0.1 * rep.float_range["output_0"] + 1e-3
+    text = rep.format()
+    assert "bit-exact vs integer reference: Cortex-M4 yes" in text
+
+
+def test_cli_export_c_compiles_standalone(tmp_path, capsys):
+    import subprocess
+
+    from rnnpool.cli import main
+
+    out = tmp_path / "c"
+    assert main(["export-c", "fmnist_cnn_rnnpool", "--random-init", "--input", "28x28",
+                 "--calib-count", "4", "--out", str(out), "--with-kernels"]) == 0
+    assert "arena" in capsys.readouterr().out
+    text = (out / "model.h").read_text()
+    assert "#define RNNPOOL_MODEL_ARENA_BYTES" in text and "RNNPOOL_MODEL_INPUT_BYTES 784" in text
+    # Generated files: warning-free C99; kernels (another module's code): compile.
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", f"-I{out}",
+                    "-c", *map(str, out.glob("*.c"))], cwd=tmp_path, check=True,
+                   capture_output=True)
+    subprocess.run(["gcc", "-std=c99", f"-I{out}", "-c",
+                    *map(str, (out / "kernels").glob("*.c"))], cwd=tmp_path, check=True,
+                   capture_output=True)

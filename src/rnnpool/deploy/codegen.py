@@ -537,6 +537,9 @@ class _Emitter:
              f"static int g{k}_make_{j}{sig}", "{"]
         L.append("    int32_t start;")
         L.append("    rnnpool_status status;")
+        L.append("    (void)input;")
+        L.append("    (void)output;")
+        L.append("    (void)a;")
         if band:
             cap = u.band_rows[t]
             L += [f"    if (a > st->lo[{j}]) {{  /* drop rows no longer needed */",

@@ -174,6 +174,14 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-count", type=int, default=16, help="calibration images (default 16)")
 
 
+def _add_codegen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-stream", action="store_true",
+                   help="hold every feature map whole (no row streaming): more RAM")
+    p.add_argument("--rnnpool-kernel", choices=["patch", "map"], default="patch",
+                   help="streamed RNNPool: one patch per call (least RAM, default) or the "
+                        "row-sharing map kernel (fewer instructions, scratch ~ map width)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-onnx", help="export a model to ONNX and check it with onnxruntime")
     _add_model_args(p)
@@ -185,6 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     _add_quant_args(p)
     p.add_argument("--out", required=True, help="output folder for the C files")
+    _add_codegen_args(p)
     p.add_argument("--with-kernels", action="store_true",
                    help="also copy the kernel sources and headers into --out")
     p.set_defaults(func=_export_c)
@@ -198,6 +207,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=1, help="test images run in the emulator")
     p.add_argument("--workdir", default=None, help="keep build files here (default: temp)")
     p.add_argument("--timeout", type=float, default=1200.0, help="emulator timeout, seconds")
+    p.add_argument("--profile", action="store_true", help="instructions per layer / group")
+    p.add_argument("--host-check", action="store_true",
+                   help="also build for the host with ASan/UBSan and compare bit for bit")
+    _add_codegen_args(p)
     p.set_defaults(func=_mcu_report)
 
 
@@ -233,14 +246,18 @@ def quantize_for_mcu(model, chw, calib: str = "synthetic", calib_count: int = 16
 def _export_c(args: argparse.Namespace) -> int:
     import shutil
 
-    from .codegen import CSRC, generate_c, kernel_sources
+    from .codegen import CSRC, KERNEL_DIR, generate_c, kernel_sources
 
     model, chw = _load(args)
     g, _ = quantize_for_mcu(model, chw, args.calib, args.calib_count)
     g.meta["model"] = args.model
-    m = generate_c(g, args.out)
+    m = generate_c(g, args.out, stream=not args.no_stream,
+                   rnnpool_patch=args.rnnpool_kernel == "patch")
     if args.with_kernels:
-        for f in [*kernel_sources(), *CSRC.glob("rnnpool_*.h")]:
+        (Path(args.out) / "kernels").mkdir(exist_ok=True)
+        for f in [*kernel_sources(), *KERNEL_DIR.glob("*.h")]:
+            shutil.copy2(f, Path(args.out) / "kernels" / f.name)
+        for f in CSRC.glob("rnnpool_*.h"):
             shutil.copy2(f, Path(args.out) / f.name)
     print(f"wrote {', '.join(p.name for p in m.files)} to {args.out}")
     print(f"arena {m.arena_bytes} B, input {m.input_bytes} B, outputs {m.output_bytes} B "
@@ -255,6 +272,8 @@ def _mcu_report(args: argparse.Namespace) -> int:
     rep = mcu_report(model, chw, model_name=args.model, calib=args.calib,
                      calib_count=args.calib_count, ram_budget=args.ram_budget,
                      stack_bytes=args.stack, n_images=args.images, workdir=args.workdir,
-                     timeout=args.timeout)
+                     timeout=args.timeout, check_host=args.host_check,
+                     stream=not args.no_stream, rnnpool_patch=args.rnnpool_kernel == "patch",
+                     profile=args.profile)
     print(rep.format())
     return 0

@@ -75,6 +75,7 @@ class MCUReport:
     ram_budget: int = 0
     n_ops: int = 0
     workdir: Optional[str] = None
+    profile: List[tuple] = field(default_factory=list)
 
     @property
     def total_ram_bytes(self) -> int:
@@ -104,6 +105,8 @@ class MCUReport:
         for k, v in self.max_abs_err.items():
             lines.append(f"float agreement       {k}: max abs err {v:.4g} "
                          f"(float output range +-{self.float_range.get(k, 0):.3g})")
+        for ops, n in self.profile:
+            lines.append(f"  {n / 1e6:9.2f} M  {ops}")
         if self.top_anchor_overlap is not None:
             lines.append(f"detection agreement   top-100 anchors by face score shared with the "
                          f"float model: {self.top_anchor_overlap * 100:.0f} %")
@@ -113,7 +116,8 @@ class MCUReport:
 def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: str = "synthetic",
                calib_count: int = 16, ram_budget: int = 128 * 1024, stack_bytes: int = 4096,
                n_images: int = 1, workdir=None, timeout: float = 1200.0,
-               check_host: bool = False) -> MCUReport:
+               check_host: bool = False, stream: bool = True, rnnpool_patch: bool = True,
+               profile: bool = False) -> MCUReport:
     """Quantize ``model``, generate C, run it in QEMU and measure (see the module docstring).
 
     Args:
@@ -128,6 +132,8 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
         workdir: keep the build here (default: a temporary folder).
         timeout: emulator timeout in seconds.
         check_host: also build for the host (ASan/UBSan) and compare.
+        stream, rnnpool_patch: code generation options (:func:`~rnnpool.deploy.codegen.build_model`).
+        profile: also count instructions per unit of the schedule (``MCUReport.profile``).
     """
     import torch
 
@@ -143,11 +149,12 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
     try:
         g, x = quantize_for_mcu(model, tuple(chw), calib, calib_count)
         g.meta["model"] = model_name
-        m = codegen.generate_c(g, work / "c")
+        m = codegen.generate_c(g, work / "c", stream=stream, rnnpool_patch=rnnpool_patch)
         t_in = g.tensor(m.input_name)
         images = x[:max(1, n_images)]
         qs = [reference.quantize_input(im, t_in) for im in images]
-        fw = runner.build_model_m4(m, work / "m4", ram_budget=ram_budget, stack_bytes=stack_bytes)
+        fw = runner.build_model_m4(m, work / "m4", ram_budget=ram_budget, stack_bytes=stack_bytes,
+                                   profile=profile)
         res = runner.run_model_m4(fw, m, qs, workdir=work / "m4", timeout=timeout)
         refs = [reference.run(g, q) for q in qs]
         exact = all(np.array_equal(o[n], r[n]) for o, r in zip(res.outputs, refs)
@@ -188,7 +195,9 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
             instructions=res.instructions, bit_exact=exact, host_bit_exact=host_exact,
             max_abs_err=errs, float_range=ranges,
             top_anchor_overlap=float(np.mean(overlaps)) if overlaps else None,
-            ram_budget=ram_budget, n_ops=n_calls, workdir=None if tmp else str(work))
+            ram_budget=ram_budget, n_ops=n_calls, workdir=None if tmp else str(work),
+            profile=[(", ".join(o.name for o in u.ops), n)
+                     for u, n in zip(m.units, res.unit_instructions)])
     finally:
         if tmp is not None:
             tmp.cleanup()
