@@ -130,9 +130,14 @@ def standard_memory(trace: Trace) -> list[LayerMemory]:
         )
         d: Optional[str] = "patch" if out_bound[v] else None
         if not out_bound[v] and cons:
-            d = "patch"
+            d, decided = "patch", False
             for c in cons:
                 node = nodes[c]
+                if node.kind in _TILE_KINDS and node.outputs and all(
+                    out_bound.get(o, False) for o in node.outputs
+                ):
+                    continue  # streams its result out: neither needs nor forbids on demand
+                decided = True
                 if node.kind in _STREAM_KINDS:
                     got: Optional[str] = "patch"
                 elif node.kind == "gpool":
@@ -147,6 +152,8 @@ def standard_memory(trace: Trace) -> list[LayerMemory]:
                 else:
                     got = None
                 d = got if _RANK[got] < _RANK[d] else d
+            if not decided:
+                d = None
         p = producer.get(v)
         if d is not None and not out_bound[v] and p is not None and nodes[p].kind not in _TILE_KINDS:
             d = None  # blocks, RNNPool, linear... are never recomputed
