@@ -91,3 +91,25 @@ def test_kernels_compile_for_cortex_m4(tmp_path):
     # The DSP path is the one compiled for the M4.
     r = _run([cc, *flags, "-dM", "-E", "-x", "c", "/dev/null"])
     assert "__ARM_FEATURE_DSP 1" in r.stdout
+
+
+def test_rnn_kernels_bit_exact_on_qemu_cortex_m4(built, tmp_path):
+    """The DSP (__smlad) path: golden RNNPool / FastGRNN / MBConv cases on an emulated M4."""
+    from rnnpool.deploy import mcu
+
+    if mcu.find_toolchain() is None:
+        pytest.skip("arm-none-eabi-gcc / qemu-system-arm not installed")
+    d, cases, _ = built
+    picked = {}
+    for test, case in cases:
+        if test in ("test_rnnpool_s8", "test_fastgrnn_s16", "test_mbconv_s8"):
+            if test not in picked or case.startswith(("rnnpool_face", "mbconv_face")):
+                picked[test] = case
+    for test, case in sorted(picked.items()):
+        fw = mcu.build_firmware(
+            [HERE / f"{test}.c", *KERNELS], tmp_path / case, include_dirs=[CSRC, HERE],
+            ram_budget=1024 * 1024, stack_bytes=16 * 1024,
+            extra_cflags=[f'-DGOLDEN="{d / "data" / (case + ".h")}"'])
+        r = mcu.run_qemu(fw.elf, tmp_path / case, timeout=120, count_instructions=False,
+                         check=False)
+        assert r.returncode == 0, f"{case} on QEMU: rc {r.returncode}\n{r.stdout}"

@@ -3,7 +3,7 @@
 #include "check.h"
 #include GOLDEN
 
-static uint32_t scratch[1 << 16];
+static uint32_t scratch[1 << 15];
 
 #define STAGE(P)                                                                            \
     {{P##_IN_OFF, P##_OUT_OFF, P##_STRIDE, P##_STRIDE, P##_PAD_T, P##_PAD_B, P##_PAD_L,       \
