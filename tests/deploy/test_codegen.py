@@ -192,3 +192,41 @@ def test_cli_export_c_compiles_standalone(tmp_path, capsys):
     subprocess.run(["gcc", "-std=c99", f"-I{out}", "-c",
                     *map(str, (out / "kernels").glob("*.c"))], cwd=tmp_path, check=True,
                    capture_output=True)
+
+
+def test_fixed_point_decode_matches_float_box_coder(tmp_path):
+    from rnnpool.detection.anchors import AnchorGenerator
+    from rnnpool.detection.coder import BoxCoder
+    from rnnpool.deploy.decode import DecodeSpec
+    from rnnpool.deploy.report import dequantize_outputs
+
+    g, calib = _graph(TinyDetector, (24, 32))
+    _needs_kernels(g)
+    spec = DecodeSpec(strides=(4, 8), sizes=(8.0, 16.0))
+    m = codegen.generate_c(g, tmp_path / "c", decode=spec)
+    exe = runner.build_model_host(m, tmp_path / "host")
+    xs = _inputs(g, calib, n_random=3)
+    outs, boxes = runner.run_model_host_boxes(exe, m, xs)
+    anchors = AnchorGenerator(spec.strides, spec.sizes)((24, 32), dtype=torch.float64)
+    coder = BoxCoder(spec.variances, spec.clip)
+    checked = 0
+    for o, b in zip(outs, boxes):
+        deq = dequantize_outputs(m, o)
+        cls = torch.from_numpy(deq["output_0"][0]).double()
+        reg = torch.from_numpy(deq["output_1"][0]).double()
+        logit = (cls[:, 1] - cls[:, 0]).numpy()
+        want = coder.decode(reg, anchors).numpy()
+        # Every cell with logit >= 0 (up to rounding) is reported, highest first.
+        assert set(b[:, 5]) <= set(np.flatnonzero(logit >= -1 / 256))
+        assert set(np.flatnonzero(logit > 1 / 256)) <= set(b[:, 5])
+        assert np.all(np.diff(b[:, 4]) <= 0)
+        np.testing.assert_allclose(b[:, 4] / 256, logit[b[:, 5]], atol=1.5 / 256)
+        np.testing.assert_allclose(b[:, :4] / 256, want[b[:, 5]], atol=0.02)
+        checked += len(b)
+    assert checked > 20
+    if mcu.find_toolchain() is not None:  # the same on the Cortex-M4
+        fw = runner.build_model_m4(m, tmp_path / "m4", ram_budget=64 * 1024, stack_bytes=2048)
+        r = runner.run_model_m4(fw, m, xs[:2])
+        for want_b, got_b in zip(boxes[:2], r.boxes):
+            np.testing.assert_array_equal(got_b, want_b)
+        assert min(r.decode_instructions) > 0

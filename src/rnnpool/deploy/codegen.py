@@ -216,6 +216,8 @@ class CModel:
         scratch: op name -> scratch bytes.
         sources: generated file name -> text.
         files: written files (after :func:`generate_c`).
+        decode: the :class:`~rnnpool.deploy.decode.DecodeSpec` of the generated
+            ``rnnpool_model_decode``, or None.
     """
 
     graph: object
@@ -227,6 +229,7 @@ class CModel:
     scratch: Dict[str, int]
     sources: Dict[str, str] = field(default_factory=dict, repr=False)
     files: List[Path] = field(default_factory=list)
+    decode: Optional[object] = None
 
     @property
     def arena_bytes(self) -> int:
@@ -636,7 +639,7 @@ def _query_scratch(e: _Emitter, weights_h: str, weights_c: str) -> Dict[str, int
 
 
 def build_model(g, *, stream: bool = True, rnnpool_patch: bool = True,
-                alignment: int = 4) -> CModel:
+                decode=None, alignment: int = 4) -> CModel:
     """Schedule, emit and plan a graph for C.
 
     Args:
@@ -648,6 +651,8 @@ def build_model(g, *, stream: bool = True, rnnpool_patch: bool = True,
         rnnpool_patch: in a streamed group, compute RNNPool patch by patch
             (``rnnpool_rnnpool_patch_s8``: scratch of one patch) instead of with the row-sharing
             ``rnnpool_rnnpool_s8`` (less compute, scratch proportional to the map width).
+        decode: a :class:`~rnnpool.deploy.decode.DecodeSpec` to also generate the float-free
+            detector decode ``rnnpool_model_decode``.
         alignment: arena offset alignment in bytes.
     """
     g.validate()
@@ -744,8 +749,15 @@ def build_model(g, *, stream: bool = True, rnnpool_patch: bool = True,
         "int rnnpool_model_run(const int8_t *input, int8_t *output)", "{",
         "    (void)input;", "    (void)output;", *e.body, "    return 0;", "}", ""])
     m = CModel(graph=g, input_name=inp, output_names=outs, output_offsets=offsets, units=units,
-               plan=plan, scratch=scratch)
-    m.sources = {"model.h": _header(m), "model_weights.h": weights_h,
+               plan=plan, scratch=scratch, decode=decode)
+    header = _header(m)
+    if decode is not None:
+        from .decode import decode_c
+
+        dec_c, dec_h, _ = decode_c(g, decode, offsets)
+        model_c += "\n" + dec_c
+        header = header.replace("\n#endif\n", dec_h + "\n#endif\n")
+    m.sources = {"model.h": header, "model_weights.h": weights_h,
                  "model_weights.c": weights_c, "model.c": model_c}
     return m
 
@@ -783,20 +795,20 @@ def _header(m: CModel, prefix: str = "rnnpool_model") -> str:
     return "\n".join(lines)
 
 
-def generate_c(g, out_dir, *, stream: bool = True, rnnpool_patch: bool = True,
+def generate_c(g, out_dir, *, stream: bool = True, rnnpool_patch: bool = True, decode=None,
                model: Optional[CModel] = None) -> CModel:
     """Write ``model.h``, ``model_weights.h``, ``model_weights.c`` and ``model.c``.
 
     Args:
         g: the :class:`~rnnpool.quant.ir.QGraph`.
         out_dir: folder to write into (created).
-        stream, rnnpool_patch: see :func:`build_model`.
+        stream, rnnpool_patch, decode: see :func:`build_model`.
         model: an already built :class:`CModel` of ``g`` (built here if None).
 
     Returns:
         The :class:`CModel` with ``files`` set.
     """
-    m = model or build_model(g, stream=stream, rnnpool_patch=rnnpool_patch)
+    m = model or build_model(g, stream=stream, rnnpool_patch=rnnpool_patch, decode=decode)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m.files = []

@@ -251,8 +251,10 @@ def _export_c(args: argparse.Namespace) -> int:
     model, chw = _load(args)
     g, _ = quantize_for_mcu(model, chw, args.calib, args.calib_count)
     g.meta["model"] = args.model
+    from .decode import DecodeSpec
+
     m = generate_c(g, args.out, stream=not args.no_stream,
-                   rnnpool_patch=args.rnnpool_kernel == "patch")
+                   rnnpool_patch=args.rnnpool_kernel == "patch", decode=DecodeSpec.from_model(model))
     if args.with_kernels:
         (Path(args.out) / "kernels").mkdir(exist_ok=True)
         for f in [*kernel_sources(), *KERNEL_DIR.glob("*.h")]:
@@ -261,7 +263,8 @@ def _export_c(args: argparse.Namespace) -> int:
             shutil.copy2(f, Path(args.out) / f.name)
     print(f"wrote {', '.join(p.name for p in m.files)} to {args.out}")
     print(f"arena {m.arena_bytes} B, input {m.input_bytes} B, outputs {m.output_bytes} B "
-          f"({len(m.output_names)} int8 maps)")
+          f"({len(m.output_names)} int8 maps)"
+          + (", with the fixed-point box decode rnnpool_model_decode" if m.decode else ""))
     return 0
 
 

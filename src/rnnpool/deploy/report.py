@@ -76,6 +76,8 @@ class MCUReport:
     n_ops: int = 0
     workdir: Optional[str] = None
     profile: List[tuple] = field(default_factory=list)
+    decode_instructions: Optional[int] = None
+    decode_boxes: Optional[int] = None
 
     @property
     def total_ram_bytes(self) -> int:
@@ -105,6 +107,9 @@ class MCUReport:
         for k, v in self.max_abs_err.items():
             lines.append(f"float agreement       {k}: max abs err {v:.4g} "
                          f"(float output range +-{self.float_range.get(k, 0):.3g})")
+        if self.decode_instructions is not None:
+            lines.append(f"fixed-point decode    {self.decode_instructions / 1e6:.2f} M instructions "
+                         f"({self.decode_boxes} boxes with face logit >= 0, first image)")
         for ops, n in self.profile:
             lines.append(f"  {n / 1e6:9.2f} M  {ops}")
         if self.top_anchor_overlap is not None:
@@ -149,7 +154,11 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
     try:
         g, x = quantize_for_mcu(model, tuple(chw), calib, calib_count)
         g.meta["model"] = model_name
-        m = codegen.generate_c(g, work / "c", stream=stream, rnnpool_patch=rnnpool_patch)
+        from .decode import DecodeSpec
+
+        spec = DecodeSpec.from_model(model)
+        m = codegen.generate_c(g, work / "c", stream=stream, rnnpool_patch=rnnpool_patch,
+                               decode=spec)
         t_in = g.tensor(m.input_name)
         images = x[:max(1, n_images)]
         qs = [reference.quantize_input(im, t_in) for im in images]
@@ -197,7 +206,9 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
             top_anchor_overlap=float(np.mean(overlaps)) if overlaps else None,
             ram_budget=ram_budget, n_ops=n_calls, workdir=None if tmp else str(work),
             profile=[(", ".join(o.name for o in u.ops), n)
-                     for u, n in zip(m.units, res.unit_instructions)])
+                     for u, n in zip(m.units, res.unit_instructions)],
+            decode_instructions=min(res.decode_instructions) if res.decode_instructions else None,
+            decode_boxes=len(res.boxes[0]) if res.boxes else None)
     finally:
         if tmp is not None:
             tmp.cleanup()

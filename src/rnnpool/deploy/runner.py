@@ -24,7 +24,8 @@ import numpy as np
 from . import mcu
 from .codegen import CSRC, CModel, kernel_sources
 
-__all__ = ["build_model_host", "run_model_host", "build_model_m4", "run_model_m4", "M4Result"]
+__all__ = ["build_model_host", "run_model_host", "run_model_host_boxes", "read_boxes",
+           "build_model_m4", "run_model_m4", "M4Result"]
 
 
 def _model_dir(m: CModel) -> Path:
@@ -62,6 +63,23 @@ def _read_outputs(m: CModel, n: int, workdir: Path) -> List[Dict[str, np.ndarray
     return [m.unpack(raw[i * k:(i + 1) * k]) for i in range(n)]
 
 
+HARNESS_MAX_BOXES = 750
+
+
+def read_boxes(workdir, n: int, max_boxes: int = HARNESS_MAX_BOXES) -> List[np.ndarray]:
+    """Boxes written by the harness (``boxes.bin``): per image an int32 count, then
+    ``max_boxes`` rows of 6 int32."""
+    raw = np.fromfile(Path(workdir) / "boxes.bin", dtype="<i4")
+    per = 1 + 6 * max_boxes
+    if raw.size != n * per:
+        raise mcu.MCUError(f"boxes.bin has {raw.size} int32, expected {n} x {per}")
+    out = []
+    for i in range(n):
+        blk = raw[i * per:(i + 1) * per]
+        out.append(blk[1:].reshape(max_boxes, 6)[:int(blk[0])].copy())
+    return out
+
+
 def build_model_host(m: CModel, out_dir, *, sanitize: bool = True) -> Path:
     """Compile the generated model with the harness for the host; returns the executable."""
     return mcu.build_host(_sources(m), Path(out_dir), include_dirs=[CSRC, _model_dir(m)],
@@ -78,6 +96,13 @@ def run_model_host(exe: Path, m: CModel, inputs: Sequence[np.ndarray], workdir=N
     if p.returncode != 0:
         raise mcu.MCUError(f"host model exited with {p.returncode}:\n{p.stdout}{p.stderr}")
     return _read_outputs(m, len(inputs), workdir)
+
+
+def run_model_host_boxes(exe: Path, m: CModel, inputs: Sequence[np.ndarray], workdir=None):
+    """Like :func:`run_model_host`, also returning the decoded boxes (models with a decode)."""
+    workdir = Path(workdir) if workdir is not None else Path(exe).parent
+    outs = run_model_host(exe, m, inputs, workdir)
+    return outs, read_boxes(workdir, len(inputs))
 
 
 def build_model_m4(m: CModel, out_dir, *, ram_budget: int = 128 * 1024,
@@ -108,6 +133,9 @@ class M4Result:
         stack_used: peak stack of the whole program (painted-stack scan), bytes.
         total_instructions: whole emulated run.
         unit_instructions: per unit of ``CModel.units``, for the first input (profile builds).
+        boxes: per input, the decoded boxes (models with a decode): int32 ``(n, 6)`` rows
+            ``x1, y1, x2, y2`` (Q8 pixels), ``logit`` (Q8), ``anchor``.
+        decode_instructions: per input, instructions of ``rnnpool_model_decode``.
     """
 
     outputs: List[Dict[str, np.ndarray]]
@@ -116,6 +144,8 @@ class M4Result:
     total_instructions: Optional[int]
     unit_instructions: List[int] = field(default_factory=list)
     stdout: str = field(repr=False, default="")
+    boxes: List[np.ndarray] = field(default_factory=list)
+    decode_instructions: List[int] = field(default_factory=list)
 
 
 def run_model_m4(fw: mcu.Firmware, m: CModel, inputs: Sequence[np.ndarray], workdir=None,
@@ -128,12 +158,18 @@ def run_model_m4(fw: mcu.Firmware, m: CModel, inputs: Sequence[np.ndarray], work
     if r.values.get("images") != len(inputs):
         raise mcu.MCUError(f"the emulated harness ran {r.values.get('images')} of {len(inputs)} "
                            f"images:\n{r.stdout}")
-    per_image, units = r.intervals(), []
-    if getattr(fw, "profile", False) and r.marks:
-        k = len(m.units) + 2  # before, after each unit, after
-        marks = [r.marks[i:i + k] for i in range(0, len(r.marks), k)]
-        per_image = [mk[-1] - mk[0] for mk in marks]
-        units = [b - a for a, b in zip(marks[0][:-2], marks[0][1:-1])]
+    per_image, units, dec = r.intervals(), [], []
+    k = (len(m.units) + 2) if getattr(fw, "profile", False) else 2  # marks around one inference
+    per = k + (2 if m.decode is not None else 0)  # + the pair around the decode
+    if r.marks:
+        marks = [r.marks[i:i + per] for i in range(0, len(r.marks), per)]
+        per_image = [mk[k - 1] - mk[0] for mk in marks]
+        if k > 2:
+            units = [b - a for a, b in zip(marks[0][:k - 2], marks[0][1:k - 1])]
+        if m.decode is not None:
+            dec = [mk[k + 1] - mk[k] for mk in marks]
     return M4Result(outputs=_read_outputs(m, len(inputs), workdir), instructions=per_image,
                     stack_used=r.values.get("stack_used", -1), total_instructions=r.instructions,
-                    unit_instructions=units, stdout=r.stdout)
+                    unit_instructions=units, stdout=r.stdout,
+                    boxes=read_boxes(workdir, len(inputs)) if m.decode is not None else [],
+                    decode_instructions=dec)

@@ -6,6 +6,16 @@
 
 static int8_t hio_input[RNNPOOL_MODEL_INPUT_BYTES] HIO_BUFFER;
 static int8_t hio_output[RNNPOOL_MODEL_OUTPUT_BYTES] HIO_BUFFER;
+#ifdef RNNPOOL_MODEL_HAS_DECODE
+#ifndef HARNESS_DECODE_MAX_BOXES
+#define HARNESS_DECODE_MAX_BOXES 750
+#endif
+#ifndef HARNESS_DECODE_MIN_LOGIT_Q8
+#define HARNESS_DECODE_MIN_LOGIT_Q8 0 /* face probability >= 0.5 */
+#endif
+/* boxes.bin: per image, int32 count then HARNESS_DECODE_MAX_BOXES boxes (6 x int32 each). */
+static rnnpool_model_box hio_boxes[HARNESS_DECODE_MAX_BOXES] HIO_BUFFER;
+#endif
 
 int main(void) {
     int fin = hio_open("input.bin", HIO_READ);
@@ -18,6 +28,13 @@ int main(void) {
         hio_puts("harness: cannot open output.bin\n");
         return 2;
     }
+#ifdef RNNPOOL_MODEL_HAS_DECODE
+    int fbox = hio_open("boxes.bin", HIO_WRITE);
+    if (fbox < 0) {
+        hio_puts("harness: cannot open boxes.bin\n");
+        return 2;
+    }
+#endif
     long n = hio_flen(fin) / (long)RNNPOOL_MODEL_INPUT_BYTES;
     for (long i = 0; i < n; i++) {
         if (hio_read(fin, hio_input, RNNPOOL_MODEL_INPUT_BYTES) != RNNPOOL_MODEL_INPUT_BYTES) {
@@ -35,7 +52,21 @@ int main(void) {
             hio_puts("harness: short write to output.bin\n");
             return 3;
         }
+#ifdef RNNPOOL_MODEL_HAS_DECODE
+        {
+            int32_t count;
+            harness_mark();
+            count = rnnpool_model_decode(hio_output, HARNESS_DECODE_MIN_LOGIT_Q8, hio_boxes,
+                                         HARNESS_DECODE_MAX_BOXES);
+            harness_mark();
+            hio_write(fbox, &count, sizeof count);
+            hio_write(fbox, hio_boxes, sizeof hio_boxes);
+        }
+#endif
     }
+#ifdef RNNPOOL_MODEL_HAS_DECODE
+    hio_close(fbox);
+#endif
     hio_close(fin);
     hio_close(fout);
     hio_put_kv("images", n);
