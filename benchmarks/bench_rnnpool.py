@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from rnnpool.nn import RNNPool2d
-from rnnpool.nn.functional import FastGRNNParams, fastgrnn_cell, rnnpool2d_padding
+from rnnpool.nn.functional import rnnpool2d_padding
+from rnnpool.nn.unfold_baseline import unfold_rnnpool2d
 
 
 @dataclass
@@ -44,31 +44,6 @@ SHAPES = {
     "mobilenetv2": Shape("MobileNetV2", 4, 32, 112, 112, 6, 4, 16, 16),
     "vww": Shape("VWW", 8, 8, 112, 112, 6, 4, 8, 8),
 }
-
-
-def baseline_rnnpool(x: torch.Tensor, p1: FastGRNNParams, p2: FastGRNNParams, k: int, s: int,
-                     pads: tuple[int, int, int, int]) -> torch.Tensor:
-    """Unfold into patches and run the RNNs on the patch batch (the reference code's way)."""
-    x = F.pad(x, pads)
-    n, c, hp, wp = x.shape
-    ho, wo = (hp - k) // s + 1, (wp - k) // s + 1
-    patches = F.unfold(x, k, stride=s)  # (N, C*k*k, L)
-    L = patches.shape[-1]
-    patches = patches.view(n, c, k, k, L).permute(0, 4, 2, 3, 1).reshape(n * L, k, k, c)
-
-    def run(seq: torch.Tensor, p: FastGRNNParams) -> torch.Tensor:  # seq (B, T, in)
-        h = seq.new_zeros(seq.shape[0], p.weight_hh.shape[0])
-        for t in range(seq.shape[1]):
-            h = fastgrnn_cell(seq[:, t], h, p)
-        return h
-
-    h1 = p1.weight_hh.shape[0]
-    rows = run(patches.reshape(n * L * k, k, c), p1).view(n * L, k, h1)
-    cols = run(patches.transpose(1, 2).reshape(n * L * k, k, c), p1).view(n * L, k, h1)
-    out = torch.cat(
-        [run(rows, p2), run(rows.flip(1), p2), run(cols, p2), run(cols.flip(1), p2)], 1
-    )
-    return out.view(n, ho, wo, -1).permute(0, 3, 1, 2)
 
 
 def _time(fn: Callable[[], None], repeats: int, device: str) -> float:
@@ -95,7 +70,7 @@ def bench(shape: Shape, repeats: int, device: str) -> dict:
         return layer(x)
 
     def base():
-        return baseline_rnnpool(x, layer.rnn1.params(), layer.rnn2.params(), shape.k, shape.s, pads)
+        return unfold_rnnpool2d(x, layer.rnn1.params(), layer.rnn2.params(), shape.k, shape.s, pads)
 
     with torch.no_grad():
         y_fast, y_base = fast(), base()
