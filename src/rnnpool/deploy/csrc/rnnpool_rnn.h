@@ -43,7 +43,7 @@ typedef struct {
  * @param cell    the cell
  * @param proj    int32 [h]: W x in Q(f+14), |proj| <= 2^29
  * @param h_in    int16 [h] previous state (Q14), or NULL for the zero state
- * @param h_out   int16 [h] new state; must not overlap h_in
+ * @param h_out   int16 [h] new state; must not overlap h_in (h <= 64)
  */
 rnnpool_status rnnpool_fastgrnn_s16(const rnnpool_fastgrnn_params *cell, const int32_t *proj,
                                     const int16_t *h_in, int16_t *h_out);
