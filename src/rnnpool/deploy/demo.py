@@ -14,7 +14,7 @@ from typing import Optional
 
 __all__ = ["mcu_demo"]
 
-_FALLBACKS = ("fmnist_rnnpool", "small_rnnpool")
+_FALLBACKS = ("fmnist_cnn_rnnpool",)
 
 
 def _candidates(weights: Optional[str]):
@@ -52,25 +52,31 @@ def mcu_demo(workdir, weights: Optional[str] = None, print_fn=print) -> Optional
         chw = model_input_chw(model, None) if hasattr(model, "config") else None
         if chw is None:
             chw = model_input_chw(model, "28x28")
-        try:
-            g, _ = quantize_for_mcu(model, chw, "synthetic", 8)
-            g.meta["model"] = name
-            m = codegen.generate_c(g, work / name / "c")
-        except (UnsupportedLayerError, NotImplementedError) as e:
-            print_fn(f"[mcu] {name}: cannot deploy yet ({str(e).splitlines()[0]})")
-            continue
-        print_fn(f"[mcu] {name}: int8 C in {work / name / 'c'}: arena {m.arena_bytes} B, "
-                 f"{len(m.output_names)} int8 outputs")
         if mcu.find_toolchain() is None:
+            try:
+                g, _ = quantize_for_mcu(model, chw, "synthetic", 8)
+                g.meta["model"] = name
+                m = codegen.generate_c(g, work / name / "c")
+            except (UnsupportedLayerError, NotImplementedError) as e:
+                print_fn(f"[mcu] {name}: cannot deploy yet ({str(e).splitlines()[0]})")
+                continue
+            print_fn(f"[mcu] {name}: int8 C in {work / name / 'c'}: arena {m.arena_bytes} B")
             print_fn("[mcu] Cortex-M4 toolchain not installed (gcc-arm-none-eabi, "
                      "libnewlib-arm-none-eabi, qemu-system-arm): skipping the emulator run")
             return {"model": name, "arena_bytes": m.arena_bytes, "instructions": None}
-        rep = mcu_report(model, chw, model_name=name, calib="synthetic", calib_count=8,
-                         ram_budget=256 * 1024, n_images=1, workdir=work / name)
+        try:
+            rep = mcu_report(model, chw, model_name=name, calib="synthetic", calib_count=8,
+                             ram_budget=128 * 1024, n_images=1, workdir=work / name)
+        except (UnsupportedLayerError, NotImplementedError, mcu.MCUError) as e:
+            print_fn(f"[mcu] {name}: cannot deploy ({str(e).splitlines()[0]})")
+            continue
+        print_fn(f"[mcu] {name}: generated C in {work / name / 'c'}, run on QEMU mps2-an386 "
+                 "(Cortex-M4):")
         for line in rep.format().splitlines():
-            print_fn(f"[mcu] {line}")
+            print_fn(f"[mcu]   {line}")
         return {"model": name, "arena_bytes": rep.arena_bytes,
                 "total_ram_bytes": rep.total_ram_bytes, "flash_bytes": rep.flash_bytes,
-                "instructions": min(rep.instructions), "bit_exact": rep.bit_exact}
+                "instructions": min(rep.instructions), "bit_exact": rep.bit_exact,
+                "report": rep}
     print_fn("[mcu] no model could be quantized for the microcontroller")
     return None
