@@ -26,7 +26,7 @@ import numpy as np
 from . import ir
 from .fixedpoint import isqrt64, requantize, rshift_round, sat
 
-__all__ = ["run", "quantize_input", "dequantize", "conv2d", "add", "rnnpool", "fastgrnn_scan",
+__all__ = ["run", "quantize_input", "dequantize", "dequantize_outputs", "conv2d", "add", "rnnpool", "fastgrnn_scan",
            "l2norm", "avgpool", "rnn1_projection"]
 
 _ONE = 1 << ir.STATE_FRAC_BITS
@@ -209,6 +209,17 @@ def _dequant_concat(op: ir.DequantizeF32, env: dict, g: ir.QGraph) -> np.ndarray
             q = np.stack([grp[:, :m].max(1), grp[:, m]], 1)
         parts.append(dequantize(q, g.tensor(name)).reshape(-1, op.row_width))
     return np.concatenate(parts, 0)
+
+
+def dequantize_outputs(g: ir.QGraph, env: dict) -> dict:
+    """Float graph outputs from the int8 maps in ``env`` (e.g. read back from the C model):
+    runs every :class:`~rnnpool.quant.ir.DequantizeF32` of ``g`` (max-out included).
+
+    Returns:
+        ``{output_name: float32 array}`` for the outputs produced by DequantizeF32.
+    """
+    return {op.output: _dequant_concat(op, env, g) for op in g.ops
+            if isinstance(op, ir.DequantizeF32)}
 
 
 def _exec(op, env: dict, g: ir.QGraph) -> None:
