@@ -10,7 +10,8 @@ Two families, both taking the pooling operator by injection (``pool_layer``):
   to 7x7x32 (RNNPool patch 6 / avg pool / max pool / strided conv / ReNet, built by
   :func:`~rnnpool.models._pooling.create_pool_layer`, so every variant hands the same 7x7x32 map
   to the rest), then ``ConvBNAct(32->64)``, ``ConvBNAct(64->64, stride 2)``, global average pool
-  and a linear classifier.
+  and a linear classifier. ``fmnist_cnn_base`` replaces the single downsampler by two stride-2
+  3x3 convolutions (the conventional design RNNPool replaces).
 """
 
 from __future__ import annotations
@@ -162,6 +163,22 @@ def fmnist_cnn_maxpool(**kwargs: Any) -> SmallCNN:
 def fmnist_cnn_convpool(**kwargs: Any) -> SmallCNN:
     """SmallCNN with a strided 6x6/4 ConvBNAct(16->32)."""
     return SmallCNN("convpool", **kwargs)
+
+
+def _two_strided_convs(in_channels: int, out_channels: int, kernel_size: int, stride: int
+                       ) -> nn.Module:
+    # The conventional alternative to one 4x downsampler: two stride-2 3x3 convolutions
+    # (28x28x16 -> 14x14x32 -> 7x7x32), like the MobileNetV2 blocks RNNPool replaces.
+    if stride != 4:
+        raise ValueError(f"two stride-2 convolutions downsample by 4, not {stride}")
+    return nn.Sequential(ConvBNAct(in_channels, out_channels, 3, 2),
+                         ConvBNAct(out_channels, out_channels, 3, 2))
+
+
+@register_model
+def fmnist_cnn_base(**kwargs: Any) -> SmallCNN:
+    """SmallCNN baseline: two stride-2 3x3 ConvBNAct (16->32->32) instead of one 4x downsampler."""
+    return SmallCNN(_two_strided_convs, **kwargs)
 
 
 @register_model

@@ -17,7 +17,7 @@ from typing import Any, Dict, Union
 import torch
 from torch import nn
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model_from_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model_from_checkpoint", "export_weights"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -91,3 +91,18 @@ def load_model_from_checkpoint(path: PathLike, map_location: Union[str, torch.de
         first = str(e).strip().splitlines()
         raise ValueError(f"{path}: weights do not fit {name}: {' '.join(first[:3])}") from None
     return model.eval()
+
+
+_TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng")
+
+
+def export_weights(src: PathLike, dst: PathLike, **extra: Any) -> Dict[str, Any]:
+    """Write a deployable copy of a training checkpoint: the training state (optimizer,
+    scheduler, AMP scaler, RNG states) is dropped; model weights, ``model_name``,
+    ``model_args``, ``config``, ``history`` and ``extra`` (updated with ``extra``) are kept.
+    The result still loads with :func:`load_model_from_checkpoint`. Returns the written dict.
+    """
+    ckpt = {k: v for k, v in load_checkpoint(src).items() if k not in _TRAINING_STATE}
+    ckpt["extra"] = {**(ckpt.get("extra") or {}), **extra}
+    save_checkpoint(ckpt, dst)
+    return ckpt

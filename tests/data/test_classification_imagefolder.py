@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rnnpool.data.classification import DataSpec, build_datasets, detect_format
+from rnnpool.data.imagefolder import IMAGENET10, IMAGENET10_WNIDS, ImageFolder
+
+
+def _img(path, color, size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), color, np.uint8)).save(path)
+
+
+def _imagenet(root, wnids, per_class=2):
+    for split in ("train", "val"):
+        for k, w in enumerate(wnids):
+            for i in range(per_class):
+                _img(root / split / w / f"{w}_{i}.JPEG", 10 * k + i)
+
+
+def test_imagenet10_selects_the_ten_wnids(tmp_path):
+    assert len(IMAGENET10) == 10 and IMAGENET10["n02690373"] == "airliner"
+    _imagenet(tmp_path, list(IMAGENET10_WNIDS) + ["n09999999"])
+    spec = DataSpec("imagefolder", str(tmp_path), imagenet10=True, image_size=16)
+    data = build_datasets(spec)
+    assert spec.classes == sorted(IMAGENET10)
+    assert len(data["train"]) == 20 and len(data["val"]) == 20
+    x, y = data["val"][3]
+    assert x.shape == (3, 16, 16) and y == 1  # sorted: second wnid, second image
+    assert all("n09999999" not in p for p, _ in data["train"].samples)
+    assert detect_format(str(tmp_path)) == "imagefolder"
+
+
+def test_missing_wnids_are_named(tmp_path):
+    _imagenet(tmp_path, list(IMAGENET10_WNIDS)[:8])
+    with pytest.raises(FileNotFoundError, match="n04285008, n04467665"):
+        build_datasets(DataSpec("imagefolder", str(tmp_path), imagenet10=True))
+
+
+def test_plain_folder_and_broken_image(tmp_path):
+    _img(tmp_path / "cat" / "a.png", 1)
+    _img(tmp_path / "dog" / "b.png", 2)
+    (tmp_path / "dog" / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "dog" / "notes.txt").write_text("ignored")
+    ds = ImageFolder(tmp_path, limit_per_class=5)
+    assert ds.classes == ["cat", "dog"] and len(ds) == 3
+    assert np.asarray(ds[0][0]).shape == (30, 40, 3)
+    with pytest.raises(ValueError, match="broken.jpg"):
+        ds[2]

@@ -1,0 +1,111 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rnnpool.cli import main
+from rnnpool.data.vww import VisualWakeWords, make_vww, read_id_list, vww_labels
+
+# Images 100x200 = 20,000 px: the 0.5 % threshold is an area of 100 px (strictly more needed).
+PERSON, CAR = 1, 3
+
+
+def _coco(images, anns):
+    return {"images": [{"id": i, "width": 200, "height": 100, "file_name": f"im{i}.jpg"}
+                       for i in images],
+            "categories": [{"id": PERSON, "name": "person"}, {"id": CAR, "name": "car"}],
+            "annotations": [dict(id=k, **a) for k, a in enumerate(anns)]}
+
+
+def _ann(image, cat, area, bbox, crowd=0):
+    return {"image_id": image, "category_id": cat, "area": area, "bbox": bbox, "iscrowd": crowd}
+
+
+TRAIN = _coco([1, 2, 3, 4, 5, 6], [
+    _ann(1, PERSON, 101, [0, 0, 20, 20]),     # seg 0.505 % > 0.5 %          -> 1
+    _ann(2, PERSON, 100, [0, 0, 20, 20]),     # seg exactly 0.5 %: not above -> 0 (bbox 2 %: 1)
+    _ann(3, CAR, 5000, [0, 0, 100, 50]),      # a big car, no person          -> 0
+    _ann(4, PERSON, 30, [0, 0, 10, 10]),      # two small people...           -> 0
+    _ann(4, PERSON, 150, [5, 5, 20, 20], 1),  # ...and a large crowd region   -> 1
+    _ann(5, PERSON, 120, [0, 0, 9, 10]),      # seg 0.6 %, bbox 90 px 0.45 %  -> 1 (bbox: 0)
+])                                            # 6: no annotations             -> 0
+VAL = _coco([7, 8], [_ann(7, PERSON, 2000, [0, 0, 50, 50])])
+
+
+def test_labels_by_hand():
+    assert vww_labels(TRAIN) == {1: 1, 2: 0, 3: 0, 4: 1, 5: 1, 6: 0}
+    assert vww_labels(TRAIN, area="bbox") == {1: 1, 2: 1, 3: 0, 4: 1, 5: 0, 6: 0}
+
+
+def test_labels_agree_with_pycocotools_index(tmp_path):
+    from pycocotools.coco import COCO
+
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(TRAIN))
+    coco = COCO(str(path))
+    person = coco.getCatIds(catNms=["person"])
+    ref = {}
+    for iid in coco.getImgIds():
+        img = coco.loadImgs(iid)[0]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=iid, catIds=person, iscrowd=None))
+        ref[iid] = int(any(a["area"] / (img["width"] * img["height"]) > 0.005 for a in anns))
+    assert vww_labels(TRAIN) == ref
+
+
+def test_bad_annotations_are_named():
+    bad = _coco([1], [_ann(9, PERSON, 500, [0, 0, 1, 1])])
+    with pytest.raises(ValueError, match="annotation #0.*unknown image id 9"):
+        vww_labels(bad, source="x.json")
+    with pytest.raises(ValueError, match="no category named 'person'"):
+        vww_labels({"images": [], "annotations": [], "categories": []})
+
+
+def _coco_dir(tmp_path):
+    (tmp_path / "annotations").mkdir(parents=True)
+    (tmp_path / "annotations" / "instances_train2014.json").write_text(json.dumps(TRAIN))
+    (tmp_path / "annotations" / "instances_val2014.json").write_text(json.dumps(VAL))
+    for split, ids in (("train2014", range(1, 7)), ("val2014", (7, 8))):
+        for i in ids:
+            (tmp_path / split).mkdir(exist_ok=True)
+            Image.fromarray(np.full((100, 200, 3), i * 20, np.uint8)).save(
+                tmp_path / split / f"im{i}.jpg")
+    return tmp_path
+
+
+def test_make_vww_with_minival(tmp_path):
+    coco = _coco_dir(tmp_path / "coco")
+    ids = tmp_path / "minival.txt"
+    ids.write_text("# minival\n7\n2\n\n123456\n")
+    info = make_vww(coco, tmp_path / "vww", ids)
+    val = (tmp_path / "vww" / "val.txt").read_text().splitlines()
+    train = (tmp_path / "vww" / "train.txt").read_text().splitlines()
+    assert val == ["train2014/im2.jpg 0", "val2014/im7.jpg 1"]
+    assert train == ["train2014/im1.jpg 1", "train2014/im3.jpg 0", "train2014/im4.jpg 1",
+                     "train2014/im5.jpg 1", "train2014/im6.jpg 0", "val2014/im8.jpg 0"]
+    assert info["counts"]["train"] == {"images": 6, "person": 3, "no_person": 3}
+    assert info["minival_ids_not_in_coco"] == 1
+    ds = VisualWakeWords(tmp_path / "vww", "val")
+    img, label = ds[1]
+    assert label == 1 and img.size == (200, 100)
+
+
+def test_make_vww_cli_without_minival_falls_back(tmp_path, capsys):
+    coco = _coco_dir(tmp_path)
+    assert main(["make-vww", "--coco", str(coco), "--area", "bbox"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT the paper's split" in out
+    assert (coco / "vww" / "val.txt").read_text().splitlines() == [
+        "val2014/im7.jpg 1", "val2014/im8.jpg 0"]
+    info = json.loads((coco / "vww" / "vww_info.json").read_text())
+    assert info["area"] == "bbox" and info["counts"]["train"]["person"] == 3
+
+
+def test_bad_id_list_line_is_named(tmp_path, capsys):
+    p = tmp_path / "ids.txt"
+    p.write_text("12\nabc\n")
+    with pytest.raises(ValueError, match="line 2"):
+        read_id_list(p)
+    coco = _coco_dir(tmp_path / "c")
+    assert main(["make-vww", "--coco", str(coco), "--minival-ids", str(p)]) == 2
+    assert "line 2" in capsys.readouterr().err

@@ -1,0 +1,76 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rnnpool.cli import main
+from rnnpool.data.fashion_mnist import FASHION_MNIST_ROOT
+from rnnpool.data.imagefolder import IMAGENET10_WNIDS
+from rnnpool.train import demo_step, load_checkpoint, load_model_from_checkpoint
+from rnnpool.weights import weights_path
+
+HAVE_FMNIST = os.path.isdir(FASHION_MNIST_ROOT)
+
+
+def _fake_imagenet10(root):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for w in IMAGENET10_WNIDS:
+            d = root / split / w
+            d.mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)).save(d / "a.png")
+
+
+def test_train_then_evaluate_on_an_imagenet10_folder(tmp_path, capsys):
+    _fake_imagenet10(tmp_path / "in")
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "in"),
+               "--imagenet10", "--image-size", "16", "--model-arg", "in_chans=3", "--epochs", "2",
+               "--batch-size", "4", "--no-progress", "--out-dir", str(out)])
+    assert rc == 0
+    assert "10 classes" in capsys.readouterr().out
+    assert (out / "metrics.csv").read_text().count("\n") == 3
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["model_args"] == {"num_classes": 10, "in_chans": 3}
+    assert ckpt["extra"]["data"]["classes"] == list(IMAGENET10_WNIDS)
+    assert ckpt["config"]["lr"] == 0.05 and ckpt["config"]["weight_decay"] == 4e-5
+    model = load_model_from_checkpoint(out / "best.pt")
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    assert main(["evaluate", str(out / "best.pt"), "--confusion"]) == 0
+    text = capsys.readouterr().out
+    assert "(10 images): top-1" in text and "n02690373" in text
+
+
+def test_unknown_model_and_missing_data_are_one_line_errors(tmp_path, capsys):
+    assert main(["train", "--model", "no_such_model", "--data", "fashion-mnist"]) == 2
+    assert "unknown model 'no_such_model'" in capsys.readouterr().err
+    assert main(["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "x")]) == 2
+    assert "data folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAVE_FMNIST, reason="dataset-fashion-mnist missing")
+def test_train_fashion_mnist_quick(tmp_path):
+    rc = main(["train", "--model", "fmnist_probe_max", "--data", "fashion-mnist",
+               "--train-limit", "64", "--val-limit", "32", "--epochs", "1", "--batch-size", "32",
+               "--no-progress", "--out-dir", str(tmp_path)])
+    assert rc == 0
+    h = load_checkpoint(tmp_path / "last.pt")["history"]
+    assert len(h) == 1 and 0.0 <= h[0]["val_acc"] <= 1.0
+
+
+def test_shipped_weights_are_small_and_load():
+    path = weights_path()
+    assert path.stat().st_size <= 1 << 20
+    ckpt = load_checkpoint(path)
+    assert "optimizer" not in ckpt and ckpt["model_name"] == "fmnist_cnn_rnnpool"
+    model = load_model_from_checkpoint(path)
+    assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+@pytest.mark.skipif(not HAVE_FMNIST, reason="dataset-fashion-mnist missing")
+def test_demo_step_gives_a_trained_accuracy(capsys):
+    r = demo_step(limit=200)
+    assert r["n"] == 200 and r["acc"] > 0.7  # the full test set gives 81 %
+    assert "top-1" in capsys.readouterr().out
