@@ -64,7 +64,8 @@ class Node:
         madds: multiply-adds (RNNPool by the paper's formula).
         executed_madds: multiply-adds as executed (RNNPool with shared overlapping work).
         params: parameters owned by the module (0 for functional ops).
-        leaves: ``(kind, kernel, stride, out_shape)`` of every spatial leaf layer inside.
+        leaves: ``(kind, kernel, stride, out_shape, in_hw)`` of every spatial leaf layer
+            inside (kind ``conv``, ``dwconv`` (depthwise), ``pool``, ``rnnpool``, ``renet``).
     """
 
     index: int
@@ -78,7 +79,7 @@ class Node:
     madds: int = 0
     executed_madds: int = 0
     params: int = 0
-    leaves: list[tuple[str, tuple[int, int], tuple[int, int], tuple[int, ...]]] = field(
+    leaves: list[tuple[str, tuple[int, int], tuple[int, int], tuple[int, ...], tuple[int, ...]]] = field(
         default_factory=list
     )
 
@@ -155,7 +156,8 @@ def _spatial_leaf(m: nn.Module, out: Any) -> Optional[tuple]:
     if not isinstance(out, Tensor) or out.dim() != 4:
         return None
     if isinstance(m, nn.Conv2d):
-        return ("conv", _pair(m.kernel_size), _pair(m.stride), tuple(out.shape))
+        kind = "dwconv" if m.groups == m.in_channels > 1 else "conv"
+        return (kind, _pair(m.kernel_size), _pair(m.stride), tuple(out.shape))
     if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
         return ("pool", _pair(m.kernel_size), _pair(m.stride or m.kernel_size), tuple(out.shape))
     if isinstance(m, RNNPool2d):
@@ -268,7 +270,8 @@ class _Tracer(TorchDispatchMode):
         if spec is not None and (
             next(m.children(), None) is None or isinstance(m, (RNNPool2d, ReNet2d))
         ):
-            self.leaf_specs.append(spec)
+            x = self._acts((args, kwargs))
+            self.leaf_specs.append(spec + (tuple(x[0].shape[-2:]) if x else (),))
         if m is not self.unit_module:
             return
         node, self.unit, self.unit_module = self.unit, None, None
@@ -319,7 +322,9 @@ class _Tracer(TorchDispatchMode):
         node.madds = node.executed_madds = macs
         if kind in ("conv", "conv1x1") and out.dim() == 4:
             w = args[1]
-            node.leaves = [("conv", tuple(w.shape[-2:]), _pair(args[3]), tuple(out.shape))]
+            kind_ = "dwconv" if args[8] == ins[0].shape[1] > 1 else "conv"
+            node.leaves = [(kind_, tuple(w.shape[-2:]), _pair(args[3]), tuple(out.shape),
+                            tuple(ins[0].shape[-2:]))]
         self.nodes.append(node)
         return out
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 __all__ = ["register"]
 
 
@@ -24,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="classifier size (default: the model's own default)")
     p.add_argument("--in-chans", type=int, default=None, help="input channels (default: auto)")
     p.add_argument("--plot", metavar="PNG", help="draw the per-layer memory profile to PNG")
+    p.add_argument("--measure", action="store_true",
+                   help="also run the model and measure live activation storage (fp32, eager "
+                   "PyTorch), with RNNPool run whole and band by band")
     p.add_argument("--list", action="store_true", help="list the registered models")
     p.set_defaults(func=_run)
 
@@ -31,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ..cli import CLIError
     from ..models import is_model, list_models
-    from .profile import compare, plot_memory, profile_model
+    from .profile import compare, format_bytes, plot_memory, profile_model
 
     if args.list:
         print("\n".join(list_models()))
@@ -56,6 +61,21 @@ def _run(args: argparse.Namespace) -> int:
         print(profiles[0].table())
     else:
         print(compare(*profiles))
+    if args.measure:
+        from ..models import create_model
+        from .measure import measure_peak
+
+        for n, prof in zip(names, profiles):
+            kw = {} if args.num_classes is None else {"num_classes": args.num_classes}
+            model = create_model(n, **kw)
+            x = torch.randn(1, *prof.input_size)
+            whole = measure_peak(model, x, banded=False)
+            banded = measure_peak(model, x, banded=True)
+            print(f"{n}: measured activation peak (fp32, eager PyTorch): "
+                  f"{format_bytes(whole.peak_bytes)} at {whole.peak_module or '-'}; "
+                  f"RNNPool band by band: {format_bytes(banded.peak_bytes)} at "
+                  f"{banded.peak_module or '-'}; analytic (standard convention, fp32): "
+                  f"{format_bytes(prof.peak_bytes * 4 // prof.bytes_per_activation)}")
     if args.plot:
         plot_memory(profiles, args.plot)
         print(f"memory profile written to {args.plot}")

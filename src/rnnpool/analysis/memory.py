@@ -222,12 +222,15 @@ class ChainLayer:
         stride: stride.
         channels: output channels ``c``.
         out_hw: output ``(H, W)``.
+        depthwise: each output channel reads one input channel (then a schedule can finish
+            one channel at a time, and the layer it reads contributes one channel's rows).
     """
 
     kernel: int
     stride: int
     channels: int
     out_hw: tuple[int, int]
+    depthwise: bool = False
 
 
 def prop1_bound(chain: Sequence[ChainLayer]) -> int:
@@ -236,7 +239,8 @@ def prop1_bound(chain: Sequence[ChainLayer]) -> int:
     ``chain[j]`` maps layer ``j - 1`` to layer ``j``; the intermediate layers are the outputs
     of ``chain[:-1]`` and the last layer's output is ``m x n``. Layer ``q`` contributes
     ``c_q * (K - s) * min(S_q m - 1, S_q n - 1)`` with ``K``, ``s`` the kernel and stride of the
-    layer reading it and ``S_q`` the product of the strides after ``q``.
+    layer reading it and ``S_q`` the product of the strides after ``q`` (``c_q = 1`` when the
+    reading layer is depthwise: Proposition 1 assumes every output node reads all channels).
 
     >>> # stride 1, 3x3 kernels (k_q = 1): 2 * (4 + 8) * 1 * (6 - 1)
     >>> prop1_bound([ChainLayer(3, 1, 4, (6, 6)), ChainLayer(3, 1, 8, (6, 6)),
@@ -251,17 +255,23 @@ def prop1_bound(chain: Sequence[ChainLayer]) -> int:
         s_prod *= chain[j].stride
         q = chain[j - 1]
         k_prime = max(0, chain[j].kernel - chain[j].stride)
-        term = q.channels * k_prime * max(0, min(s_prod * m - 1, s_prod * n - 1))
+        c = 1 if chain[j].depthwise else q.channels
+        term = c * k_prime * max(0, min(s_prod * m - 1, s_prod * n - 1))
         total += min(term, q.channels * q.out_hw[0] * q.out_hw[1])
     return total
 
 
 def chain_from_trace(trace: Trace) -> list[ChainLayer]:
     """The spatial layers of ``trace`` in execution order, as a chain, up to the last map
-    larger than 1x1 (branches are taken in execution order)."""
-    chain = []
+    larger than 1x1. A layer whose input size differs from the previous chain layer's output
+    (a strided shortcut branch) is left out; same-size branches are taken in order."""
+    chain: list[ChainLayer] = []
     for n in trace.nodes:
-        for _kind, kernel, stride, shape in n.leaves:
-            if len(shape) == 4 and shape[-1] * shape[-2] > 1:
-                chain.append(ChainLayer(kernel[0], stride[0], shape[1], (shape[2], shape[3])))
+        for kind, kernel, stride, shape, in_hw in n.leaves:
+            if len(shape) != 4 or shape[-1] * shape[-2] <= 1:
+                continue
+            if chain and tuple(in_hw) != chain[-1].out_hw:
+                continue
+            chain.append(ChainLayer(kernel[0], stride[0], shape[1], (shape[2], shape[3]),
+                                    kind == "dwconv"))
     return chain

@@ -1,7 +1,8 @@
 """DenseNet121 (Huang et al., CVPR 2017), DenseNet121-RNNPool and its pooling ablation (SPEC §3).
 
 Registered names: ``densenet121``, ``densenet121_rnnpool``, ``densenet121_rnnpool_lastpool``,
-``densenet121_{avgpool,maxpool,convpool,renet}``.
+``densenet121_{avgpool,maxpool,convpool,renet}`` (pooling ablation) and ``densenet121_midpool``
+(the transitions' average pools replaced by RNNPool).
 DenseNet121-RNNPool: RNNPool(patch 8, stride 4, h1 = h2 = 48) maps the stem's 112x112x64 to
 28x28x192 and replaces the max pool, dense block 1, transition 1 and dense block 2. Transition 2
 then maps 192 channels to the 256 the original produced, so dense blocks 3 and 4 are
@@ -15,6 +16,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..nn import RNNPool2d
 from ._blocks import ConvBNAct, LayerType
 from ._pooling import (
     ClassifierMixin, check_input_size, create_head_pool, create_pool_layer, init_weights,
@@ -61,10 +63,14 @@ class DenseBlock(nn.Module):
 
 
 class _Transition(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, rnnpool: bool = False) -> None:
+        # SPEC §3 intermediate pool replacement: RNNPool(patch 4, stride 2, h1 = h2 = k / 4).
+        h = out_channels // 4
+        pool = (RNNPool2d(out_channels, h, h, 4, 2, padding="same") if rnnpool
+                else nn.AvgPool2d(2, 2))
         super().__init__(
             nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
-            nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.AvgPool2d(2, 2),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False), pool,
         )
 
 
@@ -79,6 +85,9 @@ class DenseNet(ClassifierMixin, nn.Module):
             dense block 1, transition 1 and dense block 2.
         pool_size, pool_stride, pool_channels: its patch, stride, outputs.
         head_pool: ``"avg"`` or ``"rnnpool"`` (``h1 = h2 = 1024 / 4``).
+        transition_rnnpool: replace the transitions' 2x2 average pools by RNNPool (patch 4,
+            stride 2, ``h1 = h2 = k / 4`` for ``k`` channels): the paper's intermediate
+            pool replacement.
 
     Example::
 
@@ -96,6 +105,7 @@ class DenseNet(ClassifierMixin, nn.Module):
         pool_stride: int = 4,
         pool_channels: int = 192,
         head_pool: str = "avg",
+        transition_rnnpool: bool = False,
         in_chans: int = 3,
         drop_rate: float = 0.0,
     ) -> None:
@@ -118,7 +128,7 @@ class DenseNet(ClassifierMixin, nn.Module):
             self.feature_info.append(dict(num_chs=c, reduction=red, module="pool"))
             # The downsampler stands for blocks 1-2 and transition 1: transition 2 restores
             # the width DenseNet121 has after it.
-            features.append(_Transition(c, widths[2]))
+            features.append(_Transition(c, widths[2], transition_rnnpool))
             c, red, start = widths[2], red * 2, 2
             self.feature_info.append(dict(num_chs=c, reduction=red, module="features.0"))
         for i in range(start, len(block_cfg)):
@@ -126,7 +136,7 @@ class DenseNet(ClassifierMixin, nn.Module):
             features.append(block)
             c = block.out_channels
             if i < len(block_cfg) - 1:
-                features.append(_Transition(c, c // 2))
+                features.append(_Transition(c, c // 2, transition_rnnpool))
                 self.feature_info.append(dict(num_chs=c, reduction=red,
                                               module=f"features.{len(features) - 2}"))
                 c, red = c // 2, red * 2
@@ -165,6 +175,12 @@ def densenet121_rnnpool(num_classes: int = 1000, **kwargs: Any) -> DenseNet:
 def densenet121_rnnpool_lastpool(num_classes: int = 1000, **kwargs: Any) -> DenseNet:
     """DenseNet121-RNNPool with a last-layer RNNPool (h1 = h2 = 256)."""
     return _rnnpool_dn(num_classes, "rnnpool", head_pool="rnnpool", **kwargs)
+
+
+@register_model
+def densenet121_midpool(num_classes: int = 1000, **kwargs: Any) -> DenseNet:
+    """DenseNet121 with every transition's average pool replaced by RNNPool(4, s2, h=k/4)."""
+    return DenseNet(num_classes, **{"transition_rnnpool": True, **kwargs})
 
 
 @register_model
