@@ -111,7 +111,8 @@ def calibration_images(spec: str, chw: Tuple[int, int, int], n: int = 16, seed: 
     """Calibration batch ``(N, C, H, W)`` for PTQ.
 
     Args:
-        spec: ``"synthetic"`` (seeded smooth random images with the model's input statistics: a
+        spec: ``"fashion-mnist"`` (the first n training images, normalised as in training),
+            ``"synthetic"`` (seeded smooth random images with the model's input statistics: a
             stand-in for RAM/instruction figures, not for accuracy) or a folder of images
             (resized to ``H x W``, converted to the model's channels, scaled to ``[0, 1]``
             and normalised like the training data when the model's config gives mean / std).
@@ -122,6 +123,16 @@ def calibration_images(spec: str, chw: Tuple[int, int, int], n: int = 16, seed: 
     import torch
 
     c, h, w = chw
+    if spec in ("fashion-mnist", "fmnist"):
+        from ..data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionMNIST
+
+        ds = FashionMNIST(split="train", limit=n)
+        x = torch.stack([ds[i][0] for i in range(len(ds))])
+        if (c, h, w) != tuple(x.shape[1:]):
+            raise ValueError(f"Fashion-MNIST images are {tuple(x.shape[1:])}, the model takes {chw}")
+        mean = torch.tensor(FASHION_MNIST_MEAN).view(1, -1, 1, 1)
+        std = torch.tensor(FASHION_MNIST_STD).view(1, -1, 1, 1)
+        return (x - mean) / std
     if spec == "synthetic":
         g = torch.Generator().manual_seed(seed)
         low = torch.rand(n, c, max(h // 8, 1), max(w // 8, 1), generator=g)
@@ -169,7 +180,7 @@ def _add_model_args(p: argparse.ArgumentParser, need_out: bool = False) -> None:
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--calib", default="synthetic", metavar="DIR|synthetic",
+    p.add_argument("--calib", default="synthetic", metavar="DIR|synthetic|fashion-mnist",
                    help="calibration images for PTQ (default: synthetic)")
     p.add_argument("--calib-count", type=int, default=16, help="calibration images (default 16)")
 
@@ -236,7 +247,7 @@ def quantize_for_mcu(model, chw, calib: str = "synthetic", calib_count: int = 16
     from ..quant.ptq import quantize_model
 
     x = calibration_images(calib, chw, n=calib_count)
-    if calib != "synthetic":
+    if calib not in ("synthetic", "fashion-mnist", "fmnist"):
         x = _normalise(model, x)
     g = quantize_model(model, x)
     g.meta.setdefault("model", getattr(model, "__class__").__name__)

@@ -40,14 +40,10 @@ def dequantize_outputs(m, outs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     from ..quant import reference
 
     g = m.graph
-    producers = {o: op for op in g.ops for o in op.outputs}
-    res = {}
+    res = {k: v[None].astype(np.float32)
+           for k, v in reference.dequantize_outputs(g, outs).items()}
     for name in g.outputs:
-        op = producers.get(name)
-        if op is not None and op.kind == "dequantize":
-            # The integer reference's own DequantizeF32 step (incl. S3FD's max-out background).
-            res[name] = reference._dequant_concat(op, outs, g)[None].astype(np.float32)
-        else:
+        if name not in res:  # an int8 graph output
             t = g.tensor(name)
             res[name] = np.float32(t.scale) * (outs[name].astype(np.float32) - t.zero_point)
     return res
@@ -77,6 +73,8 @@ class MCUReport:
     workdir: Optional[str] = None
     profile: List[tuple] = field(default_factory=list)
     decode_instructions: Optional[int] = None
+    top1_agreement: Optional[float] = None
+    n_images: int = 0
     decode_boxes: Optional[int] = None
 
     @property
@@ -112,6 +110,9 @@ class MCUReport:
                          f"({self.decode_boxes} boxes with face logit >= 0, first image)")
         for ops, n in self.profile:
             lines.append(f"  {n / 1e6:9.2f} M  {ops}")
+        if self.top1_agreement is not None:
+            lines.append(f"classifier agreement  int8 top-1 == float top-1 on "
+                         f"{self.top1_agreement * 100:.1f} % of {self.n_images} images")
         if self.top_anchor_overlap is not None:
             lines.append(f"detection agreement   top-100 anchors by face score shared with the "
                          f"float model: {self.top_anchor_overlap * 100:.0f} %")
@@ -177,6 +178,7 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
         errs: Dict[str, float] = {}
         ranges: Dict[str, float] = {}
         overlaps = []
+        top1 = []
         with torch.no_grad():
             for im, o in zip(images, res.outputs):
                 fo = model(im[None])
@@ -187,6 +189,8 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
                     d = deq[name].reshape(f.shape)
                     errs[name] = max(errs.get(name, 0.0), float(np.abs(d - f).max()))
                     ranges[name] = max(ranges.get(name, 0.0), float(np.abs(f).max()))
+                if len(fo) == 1 and fo[0].dim() == 2:  # classifier logits (1, K)
+                    top1.append(int(fo[0].argmax()) == int(deq[g.outputs[0]].argmax()))
                 if len(fo) == 2 and fo[0].shape[-1] == 2:  # detector: (cls_logits, bbox)
                     fs = fo[0][0, :, 1] - fo[0][0, :, 0]
                     qd = deq[g.outputs[0]].reshape(fo[0].shape)[0]
@@ -208,7 +212,8 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
             profile=[(", ".join(o.name for o in u.ops), n)
                      for u, n in zip(m.units, res.unit_instructions)],
             decode_instructions=min(res.decode_instructions) if res.decode_instructions else None,
-            decode_boxes=len(res.boxes[0]) if res.boxes else None)
+            decode_boxes=len(res.boxes[0]) if res.boxes else None,
+            top1_agreement=float(np.mean(top1)) if top1 else None, n_images=len(qs))
     finally:
         if tmp is not None:
             tmp.cleanup()
