@@ -276,3 +276,41 @@ def test_cli_errors(capsys):
     assert main(["profile", "mobilenetv2", "--input", "100"]) == 2
     assert "multiples of its total stride 32" in capsys.readouterr().err
     assert main(["profile", "mobilenetv2", "--input", "abc"]) == 2
+
+
+class _PixelNorm(nn.Module):
+    elementwise = True  # per-pixel: computed on the fly, no memory of its own
+
+    def forward(self, x):
+        return x / (x.norm(dim=1, keepdim=True) + 1e-10)
+
+
+class MiniFaceQuant(nn.Module):
+    """Face-Quant's layout in miniature: conv s2, conv, RNNPool, MBConv; a strided head conv
+    reads the first (normalised) map, another head reads the MBConv output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, 2, 1)
+        self.conv2 = nn.Conv2d(4, 4, 3, 1, 1)
+        self.pool = RNNPool2d(4, 8, 8, 8, 4, padding="same")
+        self.mb = InvertedResidual(32, 16, 1, 2)
+        self.norm = _PixelNorm()
+        self.head0 = nn.Conv2d(4, 6, 3, 2, 1)
+        self.head1 = nn.Conv2d(16, 6, 3, 1, 1)
+
+    def forward(self, x):
+        a = self.conv1(x)
+        src = self.mb(self.pool(self.conv2(a)))
+        outs = [self.head0(self.norm(a)), self.head1(src)]
+        return torch.cat([o.permute(0, 2, 3, 1).reshape(x.shape[0], -1, 6) for o in outs], 1)
+
+
+def test_face_quant_layout_peak_is_the_first_bottleneck():
+    p = profile_model(MiniFaceQuant(), 64, 1)
+    # like Face-Quant's 225 KB = (80*60*32 + 80*60*16) B: the 32x32 maps and the image are
+    # computed window by window for the RNNPool and the first head, never whole
+    assert p.peak_bytes == 8 * 8 * (32 + 16)
+    assert p.peak_layer == "mb"
+    rows = {r.name: r for r in p.layers}
+    assert rows["conv1"].act_bytes == 0 and rows["head0"].act_bytes == 0

@@ -122,9 +122,12 @@ def standard_memory(trace: Trace) -> list[LayerMemory]:
     demand: dict[int, Optional[str]] = {}
     for v in values:
         cons = [c for c in consumers.get(v, []) if c != producer.get(v)]
+        # Flows only into model outputs through concatenation / pooling (e.g. max-out of
+        # detection logits): streamed to post-processing.
         out_bound[v] = v in outputs or (
             bool(cons) and all(
-                nodes[c].kind == "cat" and all(out_bound.get(o, False) for o in nodes[c].outputs)
+                nodes[c].kind in ("cat", "pool", "gpool")
+                and all(out_bound.get(o, False) for o in nodes[c].outputs)
                 for c in cons
             )
         )
@@ -133,7 +136,7 @@ def standard_memory(trace: Trace) -> list[LayerMemory]:
             d, decided = "patch", False
             for c in cons:
                 node = nodes[c]
-                if node.kind in _TILE_KINDS and node.outputs and all(
+                if node.kind in (*_TILE_KINDS, "cat") and node.outputs and all(
                     out_bound.get(o, False) for o in node.outputs
                 ):
                     continue  # streams its result out: neither needs nor forbids on demand
