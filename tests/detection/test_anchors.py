@@ -1,7 +1,6 @@
 import math
 
 import pytest
-import torch
 
 from rnnpool.detection.anchors import AnchorGenerator, feature_map_sizes
 

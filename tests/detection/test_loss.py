@@ -26,8 +26,12 @@ def literal_loss(logits, reg, anchors_xyxy, batch):
                 num_pos += 1
                 fx1, fy1, fx2, fy2 = faces[assign[a]]
                 acx, acy, aw, ah = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
-                t = [((fx1 + fx2) / 2 - acx) / (0.1 * aw), ((fy1 + fy2) / 2 - acy) / (0.1 * ah),
-                     math.log((fx2 - fx1) / aw) / 0.2, math.log((fy2 - fy1) / ah) / 0.2]
+                t = [
+                    ((fx1 + fx2) / 2 - acx) / (0.1 * aw),
+                    ((fy1 + fy2) / 2 - acy) / (0.1 * ah),
+                    math.log((fx2 - fx1) / aw) / 0.2,
+                    math.log((fy2 - fy1) / ah) / 0.2,
+                ]
                 total_box += sum(smooth_l1(reg[b][a][k] - t[k]) for k in range(4))
                 total_cls += ce[a]
         pos_b = sum(1 for v in assign if v >= 0)
@@ -40,8 +44,13 @@ def literal_loss(logits, reg, anchors_xyxy, batch):
 def test_multibox_loss_matches_literal():
     rng = random.Random(1)
     anchors_xyxy = torch.tensor(ANCHORS, dtype=torch.float64)
-    anchors = torch.cat([(anchors_xyxy[:, :2] + anchors_xyxy[:, 2:]) / 2,
-                         anchors_xyxy[:, 2:] - anchors_xyxy[:, :2]], 1)
+    anchors = torch.cat(
+        [
+            (anchors_xyxy[:, :2] + anchors_xyxy[:, 2:]) / 2,
+            anchors_xyxy[:, 2:] - anchors_xyxy[:, :2],
+        ],
+        1,
+    )
     crit = MultiBoxLoss()
     for _ in range(4):
         batch = [random_faces(rng) for _ in range(3)]
@@ -57,8 +66,9 @@ def test_multibox_loss_matches_literal():
 
 
 def test_hard_negative_counts_and_choice():
-    bg = torch.tensor([[0.1, 5.0, 0.3, 4.0, 0.2, 9.0, 0.0, 1.0],
-                       [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]])
+    bg = torch.tensor(
+        [[0.1, 5.0, 0.3, 4.0, 0.2, 9.0, 0.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]]
+    )
     pos = torch.zeros(2, 8, dtype=torch.bool)
     pos[0, 5] = True  # 1 positive -> 3 negatives: the largest bg losses among the others
     pos[1, :3] = True  # 3 positives -> min(9, 5) = 5 negatives: all the rest
@@ -73,10 +83,14 @@ def test_loss_gradients_flow_and_no_faces():
     anchors = torch.tensor([[8.0, 8.0, 16.0, 16.0], [24.0, 8.0, 16.0, 16.0]])
     cls = torch.zeros(2, 2, 2, requires_grad=True)
     reg = torch.zeros(2, 2, 4, requires_grad=True)
-    loss, logs = MultiBoxLoss()(cls, reg, anchors, [torch.tensor([[1.0, 1.0, 15.0, 17.0]]), torch.zeros(0, 4)])
+    loss, logs = MultiBoxLoss()(
+        cls, reg, anchors, [torch.tensor([[1.0, 1.0, 15.0, 17.0]]), torch.zeros(0, 4)]
+    )
     loss.backward()
     assert reg.grad[0, 0].abs().sum() > 0 and reg.grad[1].abs().sum() == 0
-    assert cls.grad[0].abs().sum() > 0 and cls.grad[1].abs().sum() == 0  # no positives -> no negatives
+    assert (
+        cls.grad[0].abs().sum() > 0 and cls.grad[1].abs().sum() == 0
+    )  # no positives -> no negatives
     assert logs["num_pos"] == 0.5
     loss0, _ = MultiBoxLoss()(cls, reg, anchors, [torch.zeros(0, 4), torch.zeros(0, 4)])
     assert loss0.item() == 0.0

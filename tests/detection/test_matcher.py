@@ -38,8 +38,11 @@ def literal_match(gt, anchors, pos_iou=0.35, low_iou=0.1):
     n = sum(counts.values()) // len(faces)
     stage1 = list(assign)
     for j in faces:
-        cands = [a for a in range(A) if stage1[a] == -1 and best_face[a] == j
-                 and low_iou < best_iou[a] < pos_iou]
+        cands = [
+            a
+            for a in range(A)
+            if stage1[a] == -1 and best_face[a] == j and low_iou < best_iou[a] < pos_iou
+        ]
         cands.sort(key=lambda a: (-best_iou[a], a))
         for a in cands[: max(0, n - counts[j])]:
             assign[a] = j
@@ -74,14 +77,14 @@ def test_vectorised_matches_literal_loop():
     rng = random.Random(0)
     anchors = torch.tensor(ANCHORS, dtype=torch.float64)
     compensated = 0
-    for _ in range(40):
+    for _ in range(25):
         batch = [random_faces(rng) for _ in range(rng.randint(1, 3))]
         gts = [torch.tensor(f, dtype=torch.float64).view(-1, 4) for f in batch]
         got = S3FDMatcher()(gts, anchors)
         compensated += not torch.equal(got, S3FDMatcher(compensate=False)(gts, anchors))
         for b, faces in enumerate(batch):
             assert got[b].tolist() == literal_match(faces, ANCHORS)
-    assert compensated >= 5  # the comparison exercises stage 3
+    assert compensated >= 3  # the comparison exercises stage 3
 
 
 def test_scale_compensation_adds_anchors_for_tiny_face():

@@ -16,8 +16,13 @@ class OneFaceModel(nn.Module):
 
     def __init__(self, rel_xy=(0.25, 0.5), in_chans=3):
         super().__init__()
-        self.config = FaceConfig(in_chans=in_chans, input_mean=(0.5,) * in_chans,
-                                 input_std=(0.25,) * in_chans, anchor_strides=(8,), anchor_sizes=(16,))
+        self.config = FaceConfig(
+            in_chans=in_chans,
+            input_mean=(0.5,) * in_chans,
+            input_std=(0.25,) * in_chans,
+            anchor_strides=(8,),
+            anchor_sizes=(16,),
+        )
         self.gen = AnchorGenerator((8,), (16,))
         self.rel_xy = rel_xy
         self.w = nn.Parameter(torch.zeros(()))
@@ -46,13 +51,17 @@ def test_prepare_batch_luma_and_normalise():
     rgb = FaceConfig()
     y = prepare_batch(torch.full((1, 1, 2, 2), 0.5), rgb)  # grey -> 3 channels
     assert y.shape == (1, 3, 2, 2)
-    assert torch.allclose(y[0, :, 0, 0], (0.5 - torch.tensor(rgb.input_mean)) / torch.tensor(rgb.input_std))
+    assert torch.allclose(
+        y[0, :, 0, 0], (0.5 - torch.tensor(rgb.input_mean)) / torch.tensor(rgb.input_std)
+    )
 
 
 def test_to_image_tensor_inputs(tmp_path):
     arr = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     t = to_image_tensor(arr)
-    assert t.shape == (3, 2, 3) and torch.allclose(t[:, 1, 2], torch.tensor(arr[1, 2], dtype=torch.float32) / 255)
+    assert t.shape == (3, 2, 3) and torch.allclose(
+        t[:, 1, 2], torch.tensor(arr[1, 2], dtype=torch.float32) / 255
+    )
     Image.fromarray(arr[:, :, 0]).save(tmp_path / "g.png")
     assert to_image_tensor(tmp_path / "g.png").shape == (1, 2, 3)
     with pytest.raises(FileNotFoundError):
@@ -75,7 +84,9 @@ def test_boxes_mapped_back_to_original_pixels():
     assert len(boxes) == 1 and torch.allclose(boxes, expected)
     assert abs(scores.item() - torch.softmax(torch.tensor([0.0, 5.0]), 0)[1].item()) < 1e-6
     # the input was normalised with the model's mean/std
-    x = torch.nn.functional.interpolate(img[None], size=(80, 160), mode="bilinear", align_corners=False, antialias=True)
+    x = torch.nn.functional.interpolate(
+        img[None], size=(80, 160), mode="bilinear", align_corners=False, antialias=True
+    )
     assert torch.allclose(model.seen[-1], (x - 0.5) / 0.25, atol=1e-5)
 
 

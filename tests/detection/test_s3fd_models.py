@@ -22,44 +22,63 @@ def test_shapes_and_anchor_counts(name):
     m = create_model(name).eval()
     cfg = m.config
     for h, w in ((32, 48), (37, 21)):
-        x = torch.randn(2, cfg.in_chans, h, w)
+        x = torch.randn(1, cfg.in_chans, h, w)
         with torch.no_grad():
             feats = m.backbone(x)
             cls, reg = m(x)
         expected = sum(math.ceil(h / s) * math.ceil(w / s) for s in cfg.anchor_strides)
-        assert cls.shape == (2, expected, 2) and reg.shape == (2, expected, 4)
+        assert cls.shape == (1, expected, 2) and reg.shape == (1, expected, 4)
         assert m.anchors((h, w)).shape == (expected, 4)
         for f, info in zip(feats, m.feature_info):
-            assert f.shape[1:] == (info["num_chs"], math.ceil(h / info["reduction"]),
-                                   math.ceil(w / info["reduction"]))
+            assert f.shape[1:] == (
+                info["num_chs"],
+                math.ceil(h / info["reduction"]),
+                math.ceil(w / info["reduction"]),
+            )
 
 
 def test_paper_layouts():
-    strides = {n: tuple(f["anchor_stride"] for f in create_model(n).feature_info) for n in FACE_MODELS}
+    strides = {
+        n: tuple(f["anchor_stride"] for f in create_model(n).feature_info) for n in FACE_MODELS
+    }
     for n in ("rnnpool_face_a", "rnnpool_face_b", "rnnpool_face_c", "rnnpool_face_quant"):
         assert strides[n] == (4, 8, 16, 32, 64, 128)
     assert strides["rnnpool_face_m4"] == strides["rnnpool_face_qvga"] == (8, 8, 16, 16)
-    assert [f["anchor_size"] for f in create_model("rnnpool_face_m4").feature_info] == [8, 16, 32, 48]
+    assert [f["anchor_size"] for f in create_model("rnnpool_face_m4").feature_info] == [
+        8,
+        16,
+        32,
+        48,
+    ]
     quant = create_model("rnnpool_face_quant")
     n_params = sum(p.numel() for p in quant.parameters())
     assert 60_000 < n_params < 80_000  # SPEC: about 0.07 M
     # 640x480 -> RNNPool output 80x60x32 (SPEC: peak RAM is set by this map).
-    pool = [mod for mod in quant.modules() if isinstance(mod, RNNPool2d)][0]
+    pool = next(mod for mod in quant.modules() if isinstance(mod, RNNPool2d))
     assert pool.out_channels == 32 and pool.output_size((240, 320)) == (60, 80)
     # M4: RNNPool -> 40x30x64 at 320x240, then four bottlenecks 32, 32, 64, 64.
     m4 = create_model("rnnpool_face_m4")
-    pool = [mod for mod in m4.modules() if isinstance(mod, RNNPool2d)][0]
+    pool = next(mod for mod in m4.modules() if isinstance(mod, RNNPool2d))
     assert pool.out_channels == 64 and pool.output_size((120, 160)) == (30, 40)
     assert [f["num_chs"] for f in m4.feature_info] == [32, 32, 64, 64]
 
 
 def test_m4_graph_is_simple_and_takes_hard_cells():
     m = create_model("rnnpool_face_m4", gate="hard_sigmoid", update="hard_tanh")
-    pool = [mod for mod in m.modules() if isinstance(mod, RNNPool2d)][0]
+    pool = next(mod for mod in m.modules() if isinstance(mod, RNNPool2d))
     assert pool.rnn1.gate == "hard_sigmoid" and pool.rnn2.update == "hard_tanh"
     assert not any(isinstance(mod, L2Norm) for mod in m.modules())
-    allowed = (ConvBNAct, InvertedResidual, RNNPool2d, nn.Conv2d, nn.BatchNorm2d, nn.ReLU6,
-               nn.Sequential, nn.ModuleList, nn.Identity)
+    allowed = (
+        ConvBNAct,
+        InvertedResidual,
+        RNNPool2d,
+        nn.Conv2d,
+        nn.BatchNorm2d,
+        nn.ReLU6,
+        nn.Sequential,
+        nn.ModuleList,
+        nn.Identity,
+    )
     top = [m.backbone.layers, m.head.cls_convs, m.head.reg_convs]
     for container in top:
         for mod in container:
@@ -68,7 +87,9 @@ def test_m4_graph_is_simple_and_takes_hard_cells():
 
 def test_l2norm_scales_on_first_three_sources():
     m = create_model("rnnpool_face_c")
-    scales = [n.weight.detach().unique().tolist() if isinstance(n, L2Norm) else None for n in m.head.norms]
+    scales = [
+        n.weight.detach().unique().tolist() if isinstance(n, L2Norm) else None for n in m.head.norms
+    ]
     assert scales == [[10.0], [8.0], [5.0], None, None, None]
 
 

@@ -10,7 +10,7 @@ the order in which :class:`~rnnpool.detection.heads.S3FDHead` flattens its outpu
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -20,7 +20,7 @@ from .boxes import box_convert
 __all__ = ["AnchorGenerator", "feature_map_sizes"]
 
 
-def feature_map_sizes(image_hw: Sequence[int], strides: Sequence[int]) -> List[Tuple[int, int]]:
+def feature_map_sizes(image_hw: Sequence[int], strides: Sequence[int]) -> list[tuple[int, int]]:
     """``[(ceil(H / s), ceil(W / s)) for s in strides]``.
 
     >>> feature_map_sizes((480, 640), (4, 8, 128))
@@ -60,9 +60,9 @@ class AnchorGenerator:
             raise ValueError(f"strides and sizes must be positive, got {strides}, {sizes}")
         self.strides = tuple(int(s) for s in strides)
         self.sizes = tuple(float(a) for a in sizes)
-        self._cache: Dict[tuple, Tensor] = {}
+        self._cache: dict[tuple, Tensor] = {}
 
-    def num_anchors_per_location(self) -> List[int]:
+    def num_anchors_per_location(self) -> list[int]:
         """One anchor per cell on every source (sizes the heads)."""
         return [1] * len(self.strides)
 
@@ -73,7 +73,7 @@ class AnchorGenerator:
     def __call__(
         self,
         image_hw: Sequence[int],
-        device: Optional[torch.device] = None,
+        device: torch.device | None = None,
         dtype: torch.dtype = torch.float32,
         fmt: str = "cxcywh",
     ) -> Tensor:
@@ -89,7 +89,9 @@ class AnchorGenerator:
 
     def _make(self, image_hw, device, dtype) -> Tensor:
         out = []
-        for (fh, fw), s, a in zip(feature_map_sizes(image_hw, self.strides), self.strides, self.sizes):
+        for (fh, fw), s, a in zip(
+            feature_map_sizes(image_hw, self.strides), self.strides, self.sizes
+        ):
             cy = (torch.arange(fh, device=device, dtype=torch.float64) + 0.5) * s
             cx = (torch.arange(fw, device=device, dtype=torch.float64) + 0.5) * s
             yy, xx = torch.meshgrid(cy, cx, indexing="ij")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -36,7 +35,9 @@ class BoxCoder:
         tensor([[1., 2., 0., 0.]])
     """
 
-    def __init__(self, variances: Tuple[float, float] = (0.1, 0.2), clip: float = math.log(1000.0 / 16)):
+    def __init__(
+        self, variances: tuple[float, float] = (0.1, 0.2), clip: float = math.log(1000.0 / 16)
+    ):
         if len(variances) != 2 or min(variances) <= 0:
             raise ValueError(f"variances must be two positive numbers, got {variances}")
         self.variances = (float(variances[0]), float(variances[1]))
@@ -49,8 +50,11 @@ class BoxCoder:
         b = box_convert(boxes.reshape(-1, 4), "xyxy", "cxcywh").reshape(boxes.shape)
         wh = b[..., 2:].clamp(min=torch.finfo(b.dtype).tiny)
         return torch.cat(
-            [(b[..., :2] - anchors[..., :2]) / (v0 * anchors[..., 2:]),
-             torch.log(wh / anchors[..., 2:]) / v1], -1,
+            [
+                (b[..., :2] - anchors[..., :2]) / (v0 * anchors[..., 2:]),
+                torch.log(wh / anchors[..., 2:]) / v1,
+            ],
+            -1,
         )
 
     def decode(self, deltas: Tensor, anchors: Tensor) -> Tensor:

@@ -7,27 +7,42 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "register", "detection_loss_fn", "make_ap_evaluator", "sparsify_rnnpool", "reapply_sparsity",
-    "build_train_set", "draw_detections", "predict_widerface", "M4_SPARSITY",
+    "M4_SPARSITY",
+    "build_train_set",
+    "detection_loss_fn",
+    "draw_detections",
+    "make_ap_evaluator",
+    "predict_widerface",
+    "reapply_sparsity",
+    "register",
+    "sparsify_rnnpool",
 ]
 
 #: SPEC §5, RNNPool-Face-M4: fraction of non-zero entries (RNN1 W, everything else).
 M4_SPARSITY = (0.5, 0.3)
 
 #: TrainConfig defaults of SPEC §5 for face detectors.
-DETECTOR_DEFAULTS = dict(epochs=300, batch_size=32, lr=0.01, warmup_epochs=5.0,
-                         weight_decay=5e-4, metric="val_ap", out_dir="runs/face")
+DETECTOR_DEFAULTS = {
+    "epochs": 300,
+    "batch_size": 32,
+    "lr": 0.01,
+    "warmup_epochs": 5.0,
+    "weight_decay": 5e-4,
+    "metric": "val_ap",
+    "out_dir": "runs/face",
+}
 
 
 # ----------------------------------------------------------------------------- training parts
-def detection_loss_fn(criterion: Optional[Callable] = None) -> Callable:
+def detection_loss_fn(criterion: Callable | None = None) -> Callable:
     """``loss_fn(model, batch, device)`` for :func:`rnnpool.train.fit`: ``batch`` is
     ``(images [B, C, H, W] in [0, 1], targets)`` from ``detection_collate``; images are converted
     and normalised with :func:`~rnnpool.detection.predict.prepare_batch`, anchors come from the
@@ -37,7 +52,9 @@ def detection_loss_fn(criterion: Optional[Callable] = None) -> Callable:
 
     criterion = criterion or MultiBoxLoss()
 
-    def loss_fn(model: nn.Module, batch: Any, device: torch.device) -> Tuple[Tensor, Dict[str, float]]:
+    def loss_fn(
+        model: nn.Module, batch: Any, device: torch.device
+    ) -> tuple[Tensor, dict[str, float]]:
         images, targets = batch
         m = unwrap(model)
         x = prepare_batch(images.to(device, non_blocking=True), m.config)
@@ -48,7 +65,9 @@ def detection_loss_fn(criterion: Optional[Callable] = None) -> Callable:
     return loss_fn
 
 
-def make_ap_evaluator(val_set: Any, max_images: Optional[int] = None, **predictor_kw: Any) -> Callable:
+def make_ap_evaluator(
+    val_set: Any, max_images: int | None = None, **predictor_kw: Any
+) -> Callable:
     """``evaluate(model, device) -> {"val_ap": AP}``: VOC AP at IoU 0.5
     (:func:`rnnpool.detection.evaluation.detection_ap`) of :class:`FacePredictor` detections
     on the first ``max_images`` items of ``val_set`` (items as the data sets return them with
@@ -58,7 +77,7 @@ def make_ap_evaluator(val_set: Any, max_images: Optional[int] = None, **predicto
 
     n = len(val_set) if max_images is None else min(len(val_set), max_images)
 
-    def evaluate(model: nn.Module, device: torch.device) -> Dict[str, float]:
+    def evaluate(model: nn.Module, device: torch.device) -> dict[str, float]:
         pred = FacePredictor(model, device=device, **predictor_kw)
         preds, gts = [], []
         for i in range(n):
@@ -70,13 +89,15 @@ def make_ap_evaluator(val_set: Any, max_images: Optional[int] = None, **predicto
     return evaluate
 
 
-def _pools(model: nn.Module) -> List[nn.Module]:
+def _pools(model: nn.Module) -> list[nn.Module]:
     from ..nn import RNNPool2d
 
     return [m for m in model.modules() if isinstance(m, RNNPool2d)]
 
 
-def sparsify_rnnpool(model: nn.Module, keep_w1: float = M4_SPARSITY[0], keep_other: float = M4_SPARSITY[1]) -> int:
+def sparsify_rnnpool(
+    model: nn.Module, keep_w1: float = M4_SPARSITY[0], keep_other: float = M4_SPARSITY[1]
+) -> int:
     """Hard-threshold every RNNPool2d in ``model``: RNN1's ``W`` keeps ``keep_w1`` of its entries,
     RNN1's ``U`` and RNN2's ``W``, ``U`` keep ``keep_other`` (SPEC §5, M4: 50 % / 30 %).
     Returns the number of RNNPool layers sparsified."""
@@ -94,12 +115,21 @@ def reapply_sparsity(model: nn.Module) -> None:
         p.rnn2.apply_sparsity_()
 
 
-def build_train_set(dataset: str, root: str, size: int, grayscale: bool, split: str = "train") -> Any:
+def build_train_set(
+    dataset: str,
+    root: str,
+    size: int,
+    grayscale: bool,
+    split: str = "train",
+    anchors: Sequence[float] | None = None,
+) -> Any:
     """The training set of ``dataset`` (``"widerface"`` or ``"scut"``) with the SPEC §5
-    augmentation at ``size x size``."""
+    augmentation at ``size x size``; ``anchors`` (the model's anchor sizes in input pixels)
+    steer data-anchor-sampling."""
     from ..data.detection_transforms import train_transform
 
-    t = train_transform(size=size, grayscale=grayscale)
+    kw = {} if anchors is None else {"anchors": tuple(float(a) for a in anchors)}
+    t = train_transform(size=size, grayscale=grayscale, **kw)
     return _dataset(dataset, root, split, t)
 
 
@@ -138,7 +168,10 @@ def _save_image_atomic(image: Any, path: Path) -> Path:
     from PIL import Image
 
     ext = path.suffix.lower()
-    if ext not in Image.registered_extensions() or Image.registered_extensions()[ext] not in Image.SAVE:
+    if (
+        ext not in Image.registered_extensions()
+        or Image.registered_extensions()[ext] not in Image.SAVE
+    ):
         path = path.with_suffix(".png")
     fmt = Image.registered_extensions()[path.suffix.lower()]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,8 +187,15 @@ def _save_image_atomic(image: Any, path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- prediction
-def predict_widerface(predictor: Any, root: str, pred_dir: str, split: str = "val", tta: bool = False,
-                      progress: bool = True, limit: Optional[int] = None) -> int:
+def predict_widerface(
+    predictor: Any,
+    root: str,
+    pred_dir: str,
+    split: str = "val",
+    tta: bool = False,
+    progress: bool = True,
+    limit: int | None = None,
+) -> int:
     """Write the official submission files (``<pred_dir>/<event>/<image>.txt``, boxes by
     decreasing score) for every image of a WIDER-format ``split``; returns the image count."""
     from ..data.detection_transforms import load_rgb
@@ -195,7 +235,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _parse_size(text: Optional[str]) -> Any:
+def _parse_size(text: str | None) -> Any:
     if text is None or text == "auto":
         return "auto"
     if text == "native":
@@ -206,8 +246,10 @@ def _parse_size(text: Optional[str]) -> Any:
             return (int(h), int(w))
         return float(text) if "." in text else int(text)
     except ValueError:
-        raise ValueError(f"--size must be 'auto', 'native', a scale like 0.5, a long side like 640 "
-                         f"or WxH like 320x240, got {text!r}") from None
+        raise ValueError(
+            f"--size must be 'auto', 'native', a scale like 0.5, a long side like 640 "
+            f"or WxH like 320x240, got {text!r}"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -215,56 +257,100 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from ..train.config import add_config_arguments
 
     p = subparsers.add_parser(
-        "train-detector", help="train an RNNPool face (or head) detector",
+        "train-detector",
+        help="train an RNNPool face (or head) detector",
         description="Train a face model (rnnpool_face_*) on WIDER FACE or SCUT-HEAD with the S3FD "
-                    "loss; SGD with warm-up + cosine (SPEC §5 defaults). Multi-GPU: torchrun "
-                    "--nproc_per_node=N -m rnnpool.cli train-detector ...",
+        "loss; SGD with warm-up + cosine (SPEC §5 defaults). Multi-GPU: torchrun "
+        "--nproc_per_node=N -m rnnpool.cli train-detector ...",
     )
-    p.add_argument("--model", required=True, help="model name (see `rnnpool list-models`), e.g. rnnpool_face_quant")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model name (see `rnnpool list-models`), e.g. rnnpool_face_quant",
+    )
     p.add_argument("--data", required=True, help="data set root")
     p.add_argument("--dataset", default="widerface", choices=("widerface", "scut"))
-    p.add_argument("--size", type=int, default=None, help="training crop side (default: the model's, 640 or 320)")
-    p.add_argument("--init", default=None, help="start from the weights of this checkpoint (fine-tuning)")
-    p.add_argument("--sparsity", action="store_true",
-                   help="prune RNNPool matrices (RNN1 W to 50%% non-zero, the others 30%%) and keep "
-                        "them pruned after every step (M4 fine-tune)")
-    p.add_argument("--eval-images", type=int, default=100,
-                   help="val images for the per-epoch AP (0: no evaluation; best.pt then tracks train loss)")
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra model keyword argument, e.g. gate=hard_sigmoid (repeatable)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="training crop side (default: the model's, 640 or 320)",
+    )
+    p.add_argument(
+        "--init", default=None, help="start from the weights of this checkpoint (fine-tuning)"
+    )
+    p.add_argument(
+        "--sparsity",
+        action="store_true",
+        help="prune RNNPool matrices (RNN1 W to 50%% non-zero, the others 30%%) and keep "
+        "them pruned after every step (M4 fine-tune)",
+    )
+    p.add_argument(
+        "--eval-images",
+        type=int,
+        default=100,
+        help="val images for the per-epoch AP (0: no evaluation; best.pt then tracks train loss)",
+    )
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra model keyword argument, e.g. gate=hard_sigmoid (repeatable)",
+    )
     add_config_arguments(p, DETECTOR_DEFAULTS)
     p.set_defaults(func=_train)
 
-    p = subparsers.add_parser("detect", help="draw detected faces on images",
-                              description="Detect faces and save each image with boxes and scores drawn.")
+    p = subparsers.add_parser(
+        "detect",
+        help="draw detected faces on images",
+        description="Detect faces and save each image with boxes and scores drawn.",
+    )
     p.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
     p.add_argument("--weights", required=True, help="checkpoint (from train-detector)")
-    p.add_argument("--model", default=None, help="model name (default: the one stored in the checkpoint)")
+    p.add_argument(
+        "--model", default=None, help="model name (default: the one stored in the checkpoint)"
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--thresh", type=float, default=0.5, help="score threshold (default 0.5)")
-    p.add_argument("--size", default="auto", help="inference size: auto, native, a scale (0.5), a long side (640) or WxH")
+    p.add_argument(
+        "--size",
+        default="auto",
+        help="inference size: auto, native, a scale (0.5), a long side (640) or WxH",
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_detect)
 
-    p = subparsers.add_parser("widerface-predict", help="write WIDER FACE submission files",
-                              description="Run a face model on a WIDER-format split and write one "
-                                          "<event>/<image>.txt per image (official format, sorted by score).")
+    p = subparsers.add_parser(
+        "widerface-predict",
+        help="write WIDER FACE submission files",
+        description="Run a face model on a WIDER-format split and write one "
+        "<event>/<image>.txt per image (official format, sorted by score).",
+    )
     p.add_argument("--weights", required=True)
-    p.add_argument("--model", default=None, help="model name (default: the one stored in the checkpoint)")
-    p.add_argument("--data", required=True, help="WIDER FACE root (WIDER_<split>/, wider_face_split/)")
+    p.add_argument(
+        "--model", default=None, help="model name (default: the one stored in the checkpoint)"
+    )
+    p.add_argument(
+        "--data", required=True, help="WIDER FACE root (WIDER_<split>/, wider_face_split/)"
+    )
     p.add_argument("--out", required=True, help="prediction folder")
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
-    p.add_argument("--tta", action="store_true", help="multi-scale (0.5, 1, 1.5) + flip with box voting")
+    p.add_argument(
+        "--tta", action="store_true", help="multi-scale (0.5, 1, 1.5) + flip with box voting"
+    )
     p.add_argument("--thresh", type=float, default=0.05, help="score threshold (default 0.05)")
     p.add_argument("--size", default="auto", help="as for detect")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
-    p.add_argument("--eval", action="store_true", help="then print the WIDER AP (needs the val .mat files)")
+    p.add_argument(
+        "--eval", action="store_true", help="then print the WIDER AP (needs the val .mat files)"
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_widerface_predict)
 
 
-def _model_args(items: Sequence[str]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
+def _model_args(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--model-arg must be KEY=VALUE, got {item!r}")
@@ -297,31 +383,48 @@ def _train(args: argparse.Namespace) -> int:
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
-            raise ValueError(f"{args.init}: weights do not fit {args.model}: "
-                             f"{str(e).strip().splitlines()[0]}") from None
+            raise ValueError(
+                f"{args.init}: weights do not fit {args.model}: {str(e).strip().splitlines()[0]}"
+            ) from None
     if args.sparsity:
         n = sparsify_rnnpool(model)
         if n == 0:
             raise ValueError(f"--sparsity: {args.model} has no RNNPool layer")
     cfg = model.config
     size = args.size or cfg.train_size
-    train_set = build_train_set(args.dataset, args.data, size, cfg.in_chans == 1)
+    train_set = build_train_set(
+        args.dataset, args.data, size, cfg.in_chans == 1, anchors=cfg.anchor_sizes
+    )
     evaluate = None
-    overrides: Dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
     if args.eval_images > 0:
         val_set = _dataset(args.dataset, args.data, "val", None)
-        evaluate = make_ap_evaluator(val_set, args.eval_images, score_thresh=0.05)
+        evaluate = make_ap_evaluator(val_set, args.eval_images, score_thresh=0.05, pre_nms_top_k=1000)
     elif args.metric == "val_ap":
-        overrides = dict(metric="train_loss", metric_mode="min")
+        overrides = {"metric": "train_loss", "metric_mode": "min"}
     config = train_config.config_from_args(args, **overrides)
-    result = fit(model, train_set, detection_loss_fn(), config, collate_fn=detection_collate,
-                 evaluate=evaluate, after_step=reapply_sparsity if args.sparsity else None,
-                 model_name=args.model, model_args=model_args,
-                 extra={"task": "face_detection", "dataset": args.dataset, "train_size": size,
-                        "sparsity": M4_SPARSITY if args.sparsity else None})
+    result = fit(
+        model,
+        train_set,
+        detection_loss_fn(),
+        config,
+        collate_fn=detection_collate,
+        evaluate=evaluate,
+        after_step=reapply_sparsity if args.sparsity else None,
+        model_name=args.model,
+        model_args=model_args,
+        extra={
+            "task": "face_detection",
+            "dataset": args.dataset,
+            "train_size": size,
+            "sparsity": M4_SPARSITY if args.sparsity else None,
+        },
+    )
     best = result["best_metric"]
-    print(f"done: best {config.metric} = {best if best is None else round(best, 4)}; "
-          f"checkpoints in {config.out_dir}")
+    print(
+        f"done: best {config.metric} = {best if best is None else round(best, 4)}; "
+        f"checkpoints in {config.out_dir}"
+    )
     return 0
 
 
@@ -349,14 +452,26 @@ def _detect(args: argparse.Namespace) -> int:
 def _widerface_predict(args: argparse.Namespace) -> int:
     pred = _predictor(args, score_thresh=args.thresh)
     t0 = time.perf_counter()
-    n = predict_widerface(pred, args.data, args.out, args.split, tta=args.tta,
-                          progress=sys.stderr.isatty(), limit=args.limit)
-    print(f"wrote {n} prediction files to {args.out} ({time.perf_counter() - t0:.1f} s"
-          f"{', TTA' if args.tta else ''})")
+    n = predict_widerface(
+        pred,
+        args.data,
+        args.out,
+        args.split,
+        tta=args.tta,
+        progress=sys.stderr.isatty(),
+        limit=args.limit,
+    )
+    print(
+        f"wrote {n} prediction files to {args.out} ({time.perf_counter() - t0:.1f} s"
+        f"{', TTA' if args.tta else ''})"
+    )
     if args.eval:
         from .evaluation import WIDER_SETTINGS, widerface_evaluate
 
-        res = widerface_evaluate(args.out, Path(args.data) / "wider_face_split",
-                                 missing="empty" if args.limit else "error")
+        res = widerface_evaluate(
+            args.out,
+            Path(args.data) / "wider_face_split",
+            missing="empty" if args.limit else "error",
+        )
         print("AP " + "  ".join(f"{s} {res[s]:.4f}" for s in WIDER_SETTINGS))
     return 0

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["L2Norm", "S3FDHead"]
@@ -78,7 +77,7 @@ class S3FDHead(nn.Module):
         num_anchors: Sequence[int],
         l2norm_scales: Sequence[float] = (),
         maxout_bg: int = 3,
-        head_strides: Optional[Sequence[int]] = None,
+        head_strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         n = len(in_channels)
@@ -102,7 +101,7 @@ class S3FDHead(nn.Module):
             self.cls_convs.append(nn.Conv2d(c, ncls, 3, s, 1))
             self.reg_convs.append(nn.Conv2d(c, a * 4, 3, s, 1))
 
-    def forward(self, features: List[Tensor]) -> Tuple[Tensor, Tensor]:
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         if len(features) != len(self.cls_convs):
             raise ValueError(f"S3FDHead expects {len(self.cls_convs)} sources, got {len(features)}")
         cls_out, reg_out = [], []
@@ -115,7 +114,7 @@ class S3FDHead(nn.Module):
                 h, w = logits.shape[-2:]
                 logits = logits.view(n, a, self.maxout_bg + 1, h, w)
                 bg = logits[:, :, : self.maxout_bg].amax(2, keepdim=True)
-                logits = torch.cat([bg, logits[:, :, self.maxout_bg:]], 2).view(n, a * 2, h, w)
+                logits = torch.cat([bg, logits[:, :, self.maxout_bg :]], 2).view(n, a * 2, h, w)
             cls_out.append(logits.permute(0, 2, 3, 1).reshape(n, -1, 2))
             reg_out.append(self.reg_convs[k](x).permute(0, 2, 3, 1).reshape(n, -1, 4))
         return torch.cat(cls_out, 1), torch.cat(reg_out, 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,9 @@ def hard_negative_mask(bg_loss: Tensor, positive: Tensor, neg_pos_ratio: float =
     )
     loss = bg_loss.detach().masked_fill(positive, float("-inf"))
     order = torch.sort(loss, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(order.shape[1], device=order.device).expand_as(order)
+    )
     return rank < num_neg
 
 
@@ -66,8 +68,8 @@ class MultiBoxLoss:
 
     def __init__(
         self,
-        coder: Optional[BoxCoder] = None,
-        matcher: Optional[S3FDMatcher] = None,
+        coder: BoxCoder | None = None,
+        matcher: S3FDMatcher | None = None,
         neg_pos_ratio: float = 3.0,
     ) -> None:
         self.coder = coder or BoxCoder()
@@ -80,7 +82,7 @@ class MultiBoxLoss:
         bbox_regression: Tensor,
         anchors: Tensor,
         gt_boxes: Sequence[Tensor],
-    ) -> Tuple[Tensor, Dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, float]]:
         """
         Args:
             cls_logits: ``Tensor[B, A, 2]`` (background, face) logits.
@@ -112,9 +114,13 @@ class MultiBoxLoss:
         # Box regression on the positives.
         if num_pos:
             b_idx, a_idx = positive.nonzero(as_tuple=True)
-            offsets = torch.tensor([0] + [len(g) for g in gt_boxes], device=matched.device).cumsum(0)
+            offsets = torch.tensor([0] + [len(g) for g in gt_boxes], device=matched.device).cumsum(
+                0
+            )
             all_gt = torch.cat(gt_boxes)
-            target = self.coder.encode(all_gt[offsets[b_idx] + matched[b_idx, a_idx]], anchors[a_idx])
+            target = self.coder.encode(
+                all_gt[offsets[b_idx] + matched[b_idx, a_idx]], anchors[a_idx]
+            )
             loss_box = F.smooth_l1_loss(bbox_regression[b_idx, a_idx], target, reduction="sum")
         else:
             loss_box = bbox_regression.sum() * 0.0

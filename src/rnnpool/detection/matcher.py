@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from .boxes import box_area, box_iou
+from .boxes import box_iou
 
-__all__ = ["S3FDMatcher", "BACKGROUND"]
+__all__ = ["BACKGROUND", "S3FDMatcher"]
 
 BACKGROUND = -1
 """Matched index of an anchor that matches no face."""
@@ -47,7 +47,9 @@ class S3FDMatcher:
                 [-1, -1, -1]])
     """
 
-    def __init__(self, pos_iou: float = 0.35, low_iou: float = 0.1, compensate: bool = True) -> None:
+    def __init__(
+        self, pos_iou: float = 0.35, low_iou: float = 0.1, compensate: bool = True
+    ) -> None:
         if not 0.0 <= low_iou < pos_iou <= 1.0:
             raise ValueError(f"need 0 <= low_iou < pos_iou <= 1, got {low_iou}, {pos_iou}")
         self.pos_iou, self.low_iou, self.compensate = float(pos_iou), float(low_iou), compensate
@@ -75,7 +77,11 @@ class S3FDMatcher:
         img = torch.repeat_interleave(torch.arange(B, device=device), counts)  # [T]
         first = torch.cumsum(counts, 0) - counts  # global index of each image's first face
         valid = (gt[:, 2] > gt[:, 0]) & (gt[:, 3] > gt[:, 1])
-        gt, img, local = gt[valid], img[valid], (torch.arange(len(valid), device=device) - first[img])[valid]
+        gt, img, local = (
+            gt[valid],
+            img[valid],
+            (torch.arange(len(valid), device=device) - first[img])[valid],
+        )
         T = gt.shape[0]
         if T == 0:
             return matched
@@ -88,7 +94,8 @@ class S3FDMatcher:
         is_best = iou == best_iou[img]
         cand = torch.where(is_best, tidx[:, None], torch.full_like(iou, -1, dtype=torch.long))
         best_t = torch.full((B, A), -1, dtype=torch.long, device=device).scatter_reduce(
-            0, img[:, None].expand(T, A), cand, "amax")
+            0, img[:, None].expand(T, A), cand, "amax"
+        )
         assign = torch.where(best_iou >= self.pos_iou, best_t, torch.full_like(best_t, -1))
 
         # Stage 2: every face's best anchor is positive for it (the later face wins a tie).

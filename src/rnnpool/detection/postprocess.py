@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -17,13 +17,13 @@ def postprocess_detections(
     cls_logits: Tensor,
     bbox_regression: Tensor,
     anchors: Tensor,
-    coder: Optional[BoxCoder] = None,
-    image_hw: Optional[Sequence[int]] = None,
+    coder: BoxCoder | None = None,
+    image_hw: Sequence[int] | None = None,
     score_thresh: float = 0.05,
     nms_thresh: float = 0.3,
     pre_nms_top_k: int = 5000,
     max_detections: int = 750,
-) -> List[Tuple[Tensor, Tensor]]:
+) -> list[tuple[Tensor, Tensor]]:
     """Turn a batch of raw outputs into per-image face detections.
 
     For each image: face probability ``softmax(logits)[..., 1]``; keep the anchors with
@@ -50,7 +50,11 @@ def postprocess_detections(
         ([[6.0, 6.0, 14.0, 14.0]], '0.953')
     """
     coder = coder or BoxCoder()
-    if cls_logits.dim() != 3 or cls_logits.shape[-1] != 2 or bbox_regression.shape[:2] != cls_logits.shape[:2]:
+    if (
+        cls_logits.dim() != 3
+        or cls_logits.shape[-1] != 2
+        or bbox_regression.shape[:2] != cls_logits.shape[:2]
+    ):
         raise ValueError(
             f"expected cls_logits [B, A, 2] and bbox_regression [B, A, 4], got "
             f"{tuple(cls_logits.shape)} and {tuple(bbox_regression.shape)}"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -20,12 +21,12 @@ from torch import Tensor, nn
 
 from .postprocess import postprocess_detections
 
-__all__ = ["FacePredictor", "prepare_batch", "to_image_tensor", "unwrap", "LUMA"]
+__all__ = ["LUMA", "FacePredictor", "prepare_batch", "to_image_tensor", "unwrap"]
 
 #: ITU-R BT.601 luma weights (RGB -> monochrome for the QVGA / M4 models).
 LUMA = (0.299, 0.587, 0.114)
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]  # noqa: UP007
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -59,7 +60,9 @@ def to_image_tensor(image: ImageInput) -> Tensor:
         return t.float() / 255.0 if arr.dtype == np.uint8 else t.float()
     if isinstance(image, Tensor):
         if image.dim() != 3 or image.shape[0] not in (1, 3):
-            raise ValueError(f"image tensor must be [C, H, W] with C = 1 or 3, got {tuple(image.shape)}")
+            raise ValueError(
+                f"image tensor must be [C, H, W] with C = 1 or 3, got {tuple(image.shape)}"
+            )
         return image.float()
     raise TypeError(f"unsupported image type {type(image).__name__}")
 
@@ -75,7 +78,9 @@ def prepare_batch(images: Tensor, config: Any) -> Tensor:
         images = images.expand(-1, 3, -1, -1)
     elif c != config.in_chans:
         raise ValueError(f"model takes {config.in_chans} channels, got images of {c}")
-    mean = torch.tensor(config.input_mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    mean = torch.tensor(config.input_mean, dtype=images.dtype, device=images.device).view(
+        1, -1, 1, 1
+    )
     std = torch.tensor(config.input_std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     return (images - mean) / std
 
@@ -112,18 +117,20 @@ class FacePredictor:
     def __init__(
         self,
         model: nn.Module,
-        size: Union[str, None, float, int, Tuple[int, int]] = "auto",
+        size: str | None | float | tuple[int, int] = "auto",
         score_thresh: float = 0.05,
         nms_thresh: float = 0.3,
         max_detections: int = 750,
         pre_nms_top_k: int = 5000,
         max_pixels: int = 1700 * 1200,
-        device: Optional[Union[str, torch.device]] = None,
+        device: str | torch.device | None = None,
     ) -> None:
         model = unwrap(model)
         if not hasattr(model, "config") or not hasattr(model, "anchors"):
             raise TypeError(f"FacePredictor needs a face model (S3FD), got {type(model).__name__}")
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = (
+            torch.device(device) if device is not None else next(model.parameters()).device
+        )
         self.model = model.to(self.device).eval()
         self.config = model.config
         self.size, self.max_pixels = size, int(max_pixels)
@@ -131,11 +138,12 @@ class FacePredictor:
         self.max_detections, self.pre_nms_top_k = int(max_detections), int(pre_nms_top_k)
 
     @classmethod
-    def from_checkpoint(cls, path: Union[str, os.PathLike], model_name: Optional[str] = None,
-                        **kwargs: Any) -> "FacePredictor":
+    def from_checkpoint(
+        cls, path: str | os.PathLike, model_name: str | None = None, **kwargs: Any
+    ) -> FacePredictor:
         """Build from a training checkpoint (or a plain state dict together with ``model_name``)."""
-        from ..train.checkpoint import load_checkpoint
         from ..models import create_model
+        from ..train.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
         state = ckpt.get("model", ckpt)
@@ -151,7 +159,7 @@ class FacePredictor:
             raise ValueError(f"{path}: weights do not fit {name}: {first}") from None
         return cls(model, **kwargs)
 
-    def input_hw(self, image_hw: Sequence[int]) -> Tuple[int, int]:
+    def input_hw(self, image_hw: Sequence[int]) -> tuple[int, int]:
         """The ``(H, W)`` the model sees for an image of ``image_hw``."""
         h, w = int(image_hw[0]), int(image_hw[1])
         size = self.size
@@ -174,30 +182,40 @@ class FacePredictor:
         return max(1, round(h * s)), max(1, round(w * s))
 
     @torch.no_grad()
-    def raw(self, image: Tensor, input_hw: Tuple[int, int], flip: bool = False) -> List[Tuple[Tensor, Tensor]]:
+    def raw(
+        self, image: Tensor, input_hw: tuple[int, int], flip: bool = False
+    ) -> list[tuple[Tensor, Tensor]]:
         """Detections for a ``[0, 1]`` ``Tensor[C, H, W]`` run at ``input_hw`` (optionally
         mirrored), in original image pixels: ``(boxes, scores)``."""
         h, w = image.shape[-2:]
         x = image.to(self.device)[None]
         if (h, w) != tuple(input_hw):
             shrink = input_hw[0] < h and input_hw[1] < w
-            x = F.interpolate(x, size=tuple(input_hw), mode="bilinear", align_corners=False,
-                              antialias=shrink)
+            x = F.interpolate(
+                x, size=tuple(input_hw), mode="bilinear", align_corners=False, antialias=shrink
+            )
         if flip:
             x = x.flip(-1)
         x = prepare_batch(x.clamp(0, 1), self.config)
         cls, reg = self.model(x)
         boxes, scores = postprocess_detections(
-            cls, reg, self.model.anchors(input_hw), image_hw=input_hw,
-            score_thresh=self.score_thresh, nms_thresh=self.nms_thresh,
-            pre_nms_top_k=self.pre_nms_top_k, max_detections=self.max_detections,
+            cls,
+            reg,
+            self.model.anchors(input_hw),
+            image_hw=input_hw,
+            score_thresh=self.score_thresh,
+            nms_thresh=self.nms_thresh,
+            pre_nms_top_k=self.pre_nms_top_k,
+            max_detections=self.max_detections,
         )[0]
         if flip:
-            boxes = torch.stack([input_hw[1] - boxes[:, 2], boxes[:, 1], input_hw[1] - boxes[:, 0], boxes[:, 3]], 1)
+            boxes = torch.stack(
+                [input_hw[1] - boxes[:, 2], boxes[:, 1], input_hw[1] - boxes[:, 0], boxes[:, 3]], 1
+            )
         scale = torch.tensor([w / input_hw[1], h / input_hw[0]] * 2, device=boxes.device)
         return boxes * scale, scores
 
-    def __call__(self, image: ImageInput) -> Tuple[Tensor, Tensor]:
+    def __call__(self, image: ImageInput) -> tuple[Tensor, Tensor]:
         """Faces in ``image``: ``(boxes Tensor[K, 4] xyxy in the image's pixels, scores Tensor[K])``
         sorted by decreasing score (on the CPU)."""
         t = to_image_tensor(image)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -13,7 +13,9 @@ from .predict import FacePredictor, ImageInput, to_image_tensor
 __all__ = ["box_voting", "tta_predict"]
 
 
-def box_voting(boxes: Tensor, scores: Tensor, iou_thresh: float = 0.3, max_detections: int = 750) -> Tuple[Tensor, Tensor]:
+def box_voting(
+    boxes: Tensor, scores: Tensor, iou_thresh: float = 0.3, max_detections: int = 750
+) -> tuple[Tensor, Tensor]:
     """Merge overlapping detections (S3FD / PyramidBox "bbox vote").
 
     Repeatedly takes the highest-scoring remaining box and the group of remaining boxes with
@@ -58,7 +60,7 @@ def tta_predict(
     scales: Sequence[float] = (0.5, 1.0, 1.5),
     flip: bool = True,
     vote_iou: float = 0.3,
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Multi-scale + flip detection with box voting.
 
     The image runs at each ``scale`` times the predictor's input size (``predictor.input_hw``),

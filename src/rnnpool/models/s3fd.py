@@ -12,8 +12,9 @@ and follow the RNNPool paper's supplementary tables for the face models.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -24,8 +25,15 @@ from ._blocks import ConvBNAct, InvertedResidual
 from ._registry import register_model
 
 __all__ = [
-    "FaceConfig", "FaceBackbone", "S3FD", "rnnpool_face_c", "rnnpool_face_b", "rnnpool_face_a",
-    "rnnpool_face_quant", "rnnpool_face_qvga", "rnnpool_face_m4",
+    "S3FD",
+    "FaceBackbone",
+    "FaceConfig",
+    "rnnpool_face_a",
+    "rnnpool_face_b",
+    "rnnpool_face_c",
+    "rnnpool_face_m4",
+    "rnnpool_face_quant",
+    "rnnpool_face_qvga",
 ]
 
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -48,14 +56,14 @@ class FaceConfig:
     """
 
     in_chans: int = 3
-    input_size: Tuple[int, int] = (480, 640)
+    input_size: tuple[int, int] = (480, 640)
     train_size: int = 640
-    input_mean: Tuple[float, ...] = RGB_MEAN
-    input_std: Tuple[float, ...] = RGB_STD
-    anchor_strides: Tuple[int, ...] = S3FD_STRIDES
-    anchor_sizes: Tuple[float, ...] = S3FD_SIZES
+    input_mean: tuple[float, ...] = RGB_MEAN
+    input_std: tuple[float, ...] = RGB_STD
+    anchor_strides: tuple[int, ...] = S3FD_STRIDES
+    anchor_sizes: tuple[float, ...] = S3FD_SIZES
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -71,14 +79,18 @@ class FaceBackbone(nn.Module):
         ``(N, C, H, W)`` -> list of ``(N, num_chs_k, ceil(H / reduction_k), ceil(W / reduction_k))``.
     """
 
-    def __init__(self, layers: Sequence[nn.Module], source_layers: Sequence[int],
-                 feature_info: List[Dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        layers: Sequence[nn.Module],
+        source_layers: Sequence[int],
+        feature_info: list[dict[str, Any]],
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.source_layers = list(source_layers)
         self.feature_info = feature_info
 
-    def forward(self, x: Tensor) -> List[Tensor]:
+    def forward(self, x: Tensor) -> list[Tensor]:
         out = []
         for i, layer in enumerate(self.layers):
             x = layer(x)
@@ -105,17 +117,24 @@ class S3FD(nn.Module):
             ``anchor_stride`` / ``anchor_size``.
     """
 
-    def __init__(self, backbone: FaceBackbone, head: S3FDHead, anchor_generator: AnchorGenerator,
-                 config: FaceConfig) -> None:
+    def __init__(
+        self,
+        backbone: FaceBackbone,
+        head: S3FDHead,
+        anchor_generator: AnchorGenerator,
+        config: FaceConfig,
+    ) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
         self.anchor_generator, self.config = anchor_generator, config
         self.feature_info = [
-            dict(fi, anchor_stride=s, anchor_size=a) for fi, s, a in
-            zip(backbone.feature_info, anchor_generator.strides, anchor_generator.sizes)
+            dict(fi, anchor_stride=s, anchor_size=a)
+            for fi, s, a in zip(
+                backbone.feature_info, anchor_generator.strides, anchor_generator.sizes
+            )
         ]
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.dim() != 4 or x.shape[1] != self.config.in_chans:
             raise ValueError(
                 f"expected input (N, {self.config.in_chans}, H, W), got {tuple(x.shape)}"
@@ -133,64 +152,86 @@ class _Builder:
 
     def __init__(self, in_chans: int) -> None:
         self.c, self.s = in_chans, 1
-        self.layers: List[nn.Module] = []
-        self.sources: List[int] = []
-        self.info: List[Dict[str, Any]] = []
+        self.layers: list[nn.Module] = []
+        self.sources: list[int] = []
+        self.info: list[dict[str, Any]] = []
 
-    def add(self, layer: nn.Module, out_ch: int, stride: int = 1) -> "_Builder":
+    def add(self, layer: nn.Module, out_ch: int, stride: int = 1) -> _Builder:
         self.layers.append(layer)
         self.c, self.s = out_ch, self.s * stride
         return self
 
-    def conv(self, out_ch: int, k: int = 3, stride: int = 1, n: int = 1) -> "_Builder":
+    def conv(self, out_ch: int, k: int = 3, stride: int = 1, n: int = 1) -> _Builder:
         for i in range(n):
-            self.add(ConvBNAct(self.c, out_ch, k, stride if i == 0 else 1), out_ch, stride if i == 0 else 1)
+            self.add(
+                ConvBNAct(self.c, out_ch, k, stride if i == 0 else 1),
+                out_ch,
+                stride if i == 0 else 1,
+            )
         return self
 
-    def dwsep(self, out_ch: int, stride: int = 1, n: int = 1) -> "_Builder":
+    def dwsep(self, out_ch: int, stride: int = 1, n: int = 1) -> _Builder:
         for i in range(n):
             s = stride if i == 0 else 1
-            block = nn.Sequential(ConvBNAct(self.c, self.c, 3, s, groups=self.c), ConvBNAct(self.c, out_ch, 1))
+            block = nn.Sequential(
+                ConvBNAct(self.c, self.c, 3, s, groups=self.c), ConvBNAct(self.c, out_ch, 1)
+            )
             self.add(block, out_ch, s)
         return self
 
-    def rnnpool(self, hidden: int, kernel: int = 8, stride: int = 4, **rnn_kw: Any) -> "_Builder":
+    def rnnpool(self, hidden: int, kernel: int = 8, stride: int = 4, **rnn_kw: Any) -> _Builder:
         pool = RNNPool2d(self.c, hidden, hidden, kernel, stride, padding="same", **rnn_kw)
         return self.add(pool, pool.out_channels, stride)
 
-    def stack(self, t: float, c: int, n: int, s: int) -> "_Builder":
+    def stack(self, t: float, c: int, n: int, s: int) -> _Builder:
         blocks, cin = [], self.c
         for i in range(n):
             blocks.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
             cin = c
         return self.add(nn.Sequential(*blocks), c, s)
 
-    def source(self) -> "_Builder":
+    def source(self) -> _Builder:
         self.sources.append(len(self.layers) - 1)
         self.info.append({"num_chs": self.c, "reduction": self.s})
         return self
 
-    def build(self, config: FaceConfig, l2norm: bool = True, head_strides: Optional[Sequence[int]] = None) -> S3FD:
+    def build(
+        self, config: FaceConfig, l2norm: bool = True, head_strides: Sequence[int] | None = None
+    ) -> S3FD:
         backbone = FaceBackbone(self.layers, self.sources, self.info)
-        map_strides = [fi["reduction"] * hs for fi, hs in zip(self.info, head_strides or [1] * len(self.info))]
+        map_strides = [
+            fi["reduction"] * hs for fi, hs in zip(self.info, head_strides or [1] * len(self.info))
+        ]
         if tuple(map_strides) != tuple(config.anchor_strides):
-            raise AssertionError(f"head strides {map_strides} != anchor strides {config.anchor_strides}")
+            raise AssertionError(
+                f"head strides {map_strides} != anchor strides {config.anchor_strides}"
+            )
         gen = AnchorGenerator(config.anchor_strides, config.anchor_sizes)
         head = S3FDHead(
-            [fi["num_chs"] for fi in self.info], gen.num_anchors_per_location(),
-            l2norm_scales=(10.0, 8.0, 5.0) if l2norm else (), maxout_bg=3, head_strides=head_strides,
+            [fi["num_chs"] for fi in self.info],
+            gen.num_anchors_per_location(),
+            l2norm_scales=(10.0, 8.0, 5.0) if l2norm else (),
+            maxout_bg=3,
+            head_strides=head_strides,
         )
         return S3FD(backbone, head, gen, config)
 
 
-def _stacks_with_heads(b: _Builder, table: Sequence[Tuple[float, int, int, int]]) -> _Builder:
+def _stacks_with_heads(b: _Builder, table: Sequence[tuple[float, int, int, int]]) -> _Builder:
     for t, c, n, s in table:
         b.stack(t, c, n, s).source()
     return b
 
 
 # (t, c, n, s) tables, RNNPool paper supplementary (face detection architectures).
-FACE_C_STAGES = [(6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 2), (6, 160, 2, 2), (6, 320, 1, 2)]
+FACE_C_STAGES = [
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 2),
+    (6, 160, 2, 2),
+    (6, 320, 1, 2),
+]
 FACE_B_STAGES = [(6, 32, 3, 1), (6, 64, 3, 2), (6, 128, 2, 2), (6, 160, 1, 2), (6, 320, 1, 2)]
 FACE_A_STAGES = [(1, 16, 3, 1), (1, 24, 3, 2), (2, 32, 2, 2), (2, 128, 1, 2), (2, 160, 1, 2)]
 FACE_QUANT_STAGES = [(2, 16, 4, 1), (2, 24, 4, 2), (2, 32, 2, 2), (2, 64, 1, 2), (2, 96, 1, 2)]
@@ -203,8 +244,15 @@ def _rgb() -> FaceConfig:
 
 
 def _mono() -> FaceConfig:
-    return FaceConfig(in_chans=1, input_size=(240, 320), train_size=320, input_mean=MONO_MEAN,
-                      input_std=MONO_STD, anchor_strides=QVGA_STRIDES, anchor_sizes=QVGA_SIZES)
+    return FaceConfig(
+        in_chans=1,
+        input_size=(240, 320),
+        train_size=320,
+        input_mean=MONO_MEAN,
+        input_std=MONO_STD,
+        anchor_strides=QVGA_STRIDES,
+        anchor_sizes=QVGA_SIZES,
+    )
 
 
 def _face_c(**rnn_kw: Any) -> S3FD:
