@@ -280,14 +280,26 @@ def _export_c(args: argparse.Namespace) -> int:
 
 
 def _mcu_report(args: argparse.Namespace) -> int:
+    from ..cli import CLIError
+    from .mcu import MCUError, find_toolchain
     from .report import mcu_report
 
+    if find_toolchain() is None:
+        raise CLIError("the Cortex-M4 toolchain is missing: install gcc-arm-none-eabi, "
+                       "libnewlib-arm-none-eabi and qemu-system-arm")
     model, chw = _load(args)
-    rep = mcu_report(model, chw, model_name=args.model, calib=args.calib,
+    try:
+        rep = _run_report(args, model, chw, mcu_report)
+    except MCUError as e:
+        raise CLIError(str(e)) from None
+    print(rep.format())
+    return 0
+
+
+def _run_report(args, model, chw, mcu_report):
+    return mcu_report(model, chw, model_name=args.model, calib=args.calib,
                      calib_count=args.calib_count, ram_budget=args.ram_budget,
                      stack_bytes=args.stack, n_images=args.images, workdir=args.workdir,
                      timeout=args.timeout, check_host=args.host_check,
                      stream=not args.no_stream, rnnpool_patch=args.rnnpool_kernel == "patch",
                      profile=args.profile)
-    print(rep.format())
-    return 0
