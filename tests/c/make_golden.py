@@ -273,6 +273,8 @@ def write_all(outdir) -> list[tuple[str, str]]:
             emit("test_mbconv_s8", f"mbconv_face_{op.name}", mbconv_case(op, env[op.input], g))
         elif isinstance(op, ir.RNNPoolS8):
             emit("test_rnnpool_s8", f"rnnpool_face_{op.name}", rnnpool_case(op, env[op.input]))
+        elif isinstance(op, ir.Conv2dS8) and op.name.endswith(("layers_0_2", "cls_convs_0")):
+            emit("test_conv2d_s8", f"conv_face_{op.name}", conv_case(op, env[op.input]))
     return done
 
 

@@ -1,5 +1,6 @@
-/* Regular int8 convolution, HWC. See rnnpool_conv.h. */
-#include "../rnnpool_conv.h"
+/* Regular int8 convolution, HWC: per output pixel, four output channels per pass over the
+ * in-bounds taps (padded taps contribute nothing). */
+#include "rnnpool_conv_internal.h"
 
 rnnpool_status rnnpool_conv2d_s8(const rnnpool_context *ctx, const rnnpool_conv_params *params,
                                  const rnnpool_per_channel_quant *quant,
@@ -12,7 +13,9 @@ rnnpool_status rnnpool_conv2d_s8(const rnnpool_context *ctx, const rnnpool_conv_
     const int32_t kh = filter_dims->h, kw = filter_dims->w;
     const int32_t out_h = output_dims->h, out_w = output_dims->w, out_c = output_dims->c;
     const int32_t sh = params->stride_h, sw = params->stride_w;
-    int32_t oy, ox, o;
+    const int32_t off = params->input_offset;
+    const int32_t wsize = kh * kw * in_c;
+    int32_t oy, ox, o, k;
     (void)ctx;
     if (filter_dims->c != in_c || sh < 1 || sw < 1 ||
         out_h != (in_h + params->pad_top + params->pad_bottom - kh) / sh + 1 ||
@@ -27,23 +30,32 @@ rnnpool_status rnnpool_conv2d_s8(const rnnpool_context *ctx, const rnnpool_conv_
             const int32_t x0 = ox * sw - params->pad_left;
             const int32_t kx0 = x0 < 0 ? -x0 : 0;
             const int32_t kx1 = x0 + kw > in_w ? in_w - x0 : kw;
-            for (o = 0; o < out_c; o++) {
-                const int8_t *w = filter + (int32_t)o * kh * kw * in_c;
-                int32_t acc = bias ? bias[o] : 0;
-                int32_t ky, kx, i;
-                for (ky = ky0; ky < ky1; ky++) {
-                    for (kx = kx0; kx < kx1; kx++) {
-                        const int8_t *px = input + ((y0 + ky) * in_w + (x0 + kx)) * in_c;
-                        const int8_t *wk = w + (ky * kw + kx) * in_c;
-                        for (i = 0; i < in_c; i++) {
-                            acc += (int32_t)wk[i] * ((int32_t)px[i] + params->input_offset);
+            /* the in-bounds taps of a row are contiguous in both input and filter */
+            const int32_t run = (kx1 - kx0) * in_c;
+            int32_t ky;
+            for (o = 0; o < out_c; o += 4) {
+                const int32_t nb = out_c - o < 4 ? out_c - o : 4;
+                int32_t acc[4] = {0, 0, 0, 0};
+                const int8_t *w[4];
+                for (k = 0; k < 4; k++) {
+                    w[k] = filter + (o + (k < nb ? k : 0)) * wsize;
+                }
+                for (ky = ky0; ky < ky1 && run > 0; ky++) {
+                    const int8_t *px = input + ((y0 + ky) * in_w + (x0 + kx0)) * in_c;
+                    const int32_t wo = (ky * kw + kx0) * in_c;
+                    if (nb == 4) {
+                        rnnpool_dot4_s8(px, w[0] + wo, w[1] + wo, w[2] + wo, w[3] + wo, run, off, acc);
+                    } else {
+                        for (k = 0; k < nb; k++) {
+                            acc[k] += rnnpool_dot1_s8(px, w[k] + wo, run, off);
                         }
                     }
                 }
-                acc = rnnpool_requantize(acc, quant->multiplier[o], quant->shift[o]);
-                acc += params->output_offset;
-                *output++ = (int8_t)rnnpool_clamp(acc, params->activation.min,
-                                                  params->activation.max);
+                for (k = 0; k < nb; k++) {
+                    *output++ = rnnpool_out_s8(acc[k] + (bias ? bias[o + k] : 0),
+                                               quant->multiplier[o + k], quant->shift[o + k],
+                                               params->output_offset, &params->activation);
+                }
             }
         }
     }
