@@ -212,9 +212,13 @@ def build_firmware(sources: Sequence[Path], out_dir: Path, *, include_dirs: Sequ
     try:
         _run(cmd, what="Cortex-M4 build")
     except MCUError as e:
-        if "overflowed" in str(e):
-            raise MCUError(f"the program does not fit the RAM budget of {ram_budget} bytes "
-                           f"(with a {stack_bytes}-byte stack):\n{e}") from None
+        m = re.search(r"region `(\w+)' overflowed by (\d+) bytes", str(e))
+        if m:
+            what = "RAM budget" if m.group(1) == "RAM" else f"{m.group(1)} region"
+            size = ram_budget if m.group(1) == "RAM" else flash_budget
+            raise MCUError(f"the program does not fit the {what} of {size} bytes "
+                           f"(with a {stack_bytes}-byte stack): {m.group(1)} overflowed by "
+                           f"{m.group(2)} bytes") from None
         raise
     sections = section_sizes(elf, tc)
     text = sum(v for k, v in sections.items() if k in (".text", ".ARM.exidx"))
