@@ -170,3 +170,28 @@ def test_train_detector_bad_model(tmp_path, faces_root, capsys):
         main(["train-detector", "--model", "mobilenetv2_rnnpool", "--data", str(faces_root)]) == 2
     )
     assert "face model" in capsys.readouterr().err
+
+
+def test_scut_head_training_batch(tmp_path):
+    """The SCUT-HEAD path: VOC XML -> augmented crops -> S3FD loss with positives."""
+    from rnnpool.data.detection_transforms import detection_collate
+    from rnnpool.detection.commands import build_train_set, detection_loss_fn
+
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "Annotations").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray((rng.random((60, 80, 3)) * 255).astype(np.uint8)).save(
+            tmp_path / "JPEGImages" / f"{i}.jpg"
+        )
+        (tmp_path / "Annotations" / f"{i}.xml").write_text(
+            "<annotation><size><width>80</width><height>60</height><depth>3</depth></size>"
+            "<object><name>person</name><bndbox><xmin>11</xmin><ymin>11</ymin>"
+            "<xmax>30</xmax><ymax>32</ymax></bndbox></object></annotation>"
+        )
+    model = create_model("rnnpool_face_m4")
+    ds = build_train_set("scut", str(tmp_path), 64, True, anchors=model.config.anchor_sizes)
+    images, targets = detection_collate([ds[i] for i in range(len(ds))])
+    assert images.shape[1:] == (1, 64, 64)
+    loss, logs = detection_loss_fn()(model, (images, targets), torch.device("cpu"))
+    assert torch.isfinite(loss) and logs["num_pos"] > 0

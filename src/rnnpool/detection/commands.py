@@ -59,15 +59,13 @@ def detection_loss_fn(criterion: Callable | None = None) -> Callable:
         m = unwrap(model)
         x = prepare_batch(images.to(device, non_blocking=True), m.config)
         cls, reg = model(x)
-        anchors = m.anchors(tuple(x.shape[-2:]), device=device, dtype=reg.dtype)
+        anchors = m.anchors(tuple(x.shape[-2:]), device=device, dtype=torch.float32)
         return criterion(cls, reg, anchors, [t["boxes"].to(device) for t in targets])
 
     return loss_fn
 
 
-def make_ap_evaluator(
-    val_set: Any, max_images: int | None = None, **predictor_kw: Any
-) -> Callable:
+def make_ap_evaluator(val_set: Any, max_images: int | None = None, **predictor_kw: Any) -> Callable:
     """``evaluate(model, device) -> {"val_ap": AP}``: VOC AP at IoU 0.5
     (:func:`rnnpool.detection.evaluation.detection_ap`) of :class:`FacePredictor` detections
     on the first ``max_images`` items of ``val_set`` (items as the data sets return them with
@@ -399,7 +397,9 @@ def _train(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.eval_images > 0:
         val_set = _dataset(args.dataset, args.data, "val", None)
-        evaluate = make_ap_evaluator(val_set, args.eval_images, score_thresh=0.05, pre_nms_top_k=1000)
+        evaluate = make_ap_evaluator(
+            val_set, args.eval_images, score_thresh=0.05, pre_nms_top_k=1000
+        )
     elif args.metric == "val_ap":
         overrides = {"metric": "train_loss", "metric_mode": "min"}
     config = train_config.config_from_args(args, **overrides)

@@ -159,7 +159,9 @@ def face_demo(
         "lr": lr,
         "crop": crop,
         "batch_size": batch_size,
-        "train_images": round(sum(r["train_images_per_s"] * r["epoch_time_s"] for r in result["history"])),
+        "train_images": round(
+            sum(r["train_images_per_s"] * r["epoch_time_s"] for r in result["history"])
+        ),
         "train_seconds": round(train_seconds, 1),
         "ap": ap,
         "checkpoint": str(work / "run" / "last.pt"),

@@ -104,6 +104,10 @@ class MultiBoxLoss:
                 f"anchors must be [{A}, 4] and gt_boxes a list of {B}, got "
                 f"{tuple(anchors.shape)} and {len(gt_boxes)}"
             )
+        # The loss runs in float32 (or float64) even under autocast: pixel coordinates and
+        # log-scales lose too much in float16.
+        if bbox_regression.dtype in (torch.float16, torch.bfloat16):
+            bbox_regression = bbox_regression.float()
         anchors = anchors.to(bbox_regression)
         gt_boxes = [g.to(bbox_regression) for g in gt_boxes]
         matched = self.matcher(gt_boxes, box_convert(anchors, "cxcywh", "xyxy"))  # [B, A]
