@@ -19,10 +19,11 @@ from rnnpool.deploy.commands import load_model
 from rnnpool.deploy.report import mcu_report
 
 VARIANTS = [
-    # (label, stream, rnnpool_patch, ram budget)
-    ("row-streamed, RNNPool patch by patch (default)", True, True, 128 * 1024),
-    ("row-streamed, RNNPool map kernel per row band", True, False, 128 * 1024),
-    ("layer by layer (no streaming)", False, False, 1024 * 1024),
+    # (label, stream, rnnpool_patch, RNNPool rows per call, ram budget, stack reserved)
+    ("row-streamed, RNNPool patch by patch (default)", True, True, 1, 128 * 1024, 4096),
+    ("row-streamed, RNNPool map kernel, 1 row per call", True, False, 1, 128 * 1024, 4096),
+    ("row-streamed, RNNPool map kernel, 3 rows per call", True, False, 3, 128 * 1024, 1536),
+    ("layer by layer (no streaming)", False, False, 1, 1024 * 1024, 4096),
 ]
 
 
@@ -38,16 +39,18 @@ def main() -> None:
     runs = [("rnnpool_face_m4", face, (1, 240, 320), v) for v in VARIANTS]
     if not args.skip_small:
         small = load_model("fmnist_cnn_rnnpool", None, True)
-        runs.append(("fmnist_cnn_rnnpool", small, (1, 28, 28), VARIANTS[0][:3] + (16 * 1024,)))
+        runs.append(("fmnist_cnn_rnnpool", small, (1, 28, 28),
+                     VARIANTS[0][:4] + (16 * 1024, 4096)))
     print("| model | variant | arena | static RAM | peak stack | total RAM | flash | "
           "instructions / image | bit-exact |")
     print("|---|---|---|---|---|---|---|---|---|")
     profiles = []
-    for name, model, chw, (label, stream, patch, budget) in runs:
+    for name, model, chw, (label, stream, patch, rows, budget, stack) in runs:
         t0 = time.time()
         rep = mcu_report(model, chw, model_name=name, calib=args.calib, calib_count=16,
-                         ram_budget=budget, stack_bytes=4096, n_images=args.images,
-                         stream=stream, rnnpool_patch=patch, profile=True, timeout=1800)
+                         ram_budget=budget, stack_bytes=stack, n_images=args.images,
+                         stream=stream, rnnpool_patch=patch, rnnpool_rows=rows, profile=True,
+                         timeout=1800)
         k = lambda b: f"{b / 1024:.1f} KiB"  # noqa: E731
         print(f"| {name} | {label} | {k(rep.arena_bytes)} | {k(rep.static_ram_bytes)} | "
               f"{rep.stack_bytes} B | {k(rep.total_ram_bytes)} | {k(rep.flash_bytes)} | "

@@ -230,3 +230,17 @@ def test_fixed_point_decode_matches_float_box_coder(tmp_path):
         for want_b, got_b in zip(boxes[:2], r.boxes):
             np.testing.assert_array_equal(got_b, want_b)
         assert min(r.decode_instructions) > 0
+
+
+@pytest.mark.parametrize("patch,rows", [(False, 1), (False, 3)])
+def test_streamed_rnnpool_map_kernel_variants_bit_exact(tmp_path, patch, rows):
+    g, calib = _graph(TinyDetector, (24, 32))
+    _needs_kernels(g)
+    m = codegen.generate_c(g, tmp_path / "c", rnnpool_patch=patch, rnnpool_rows=rows)
+    assert any(u.streamed and any(o.kind == "rnnpool" for o in u.ops) for u in m.units)
+    exe = runner.build_model_host(m, tmp_path / "h")
+    xs = _inputs(g, calib, n_random=2)
+    for x, o in zip(xs, runner.run_model_host(exe, m, xs)):
+        ref = reference.run(g, x)
+        for n in m.output_names:
+            np.testing.assert_array_equal(o[n], ref[n])

@@ -117,7 +117,8 @@ class Unit:
         return len(self.ops) > 1
 
 
-def _schedule(g, ops: list, c_outs: List[str], stream: bool) -> List[Unit]:
+def _schedule(g, ops: list, c_outs: List[str], stream: bool, min_rows: Dict[str, int]
+              ) -> List[Unit]:
     """Group ops into units. A tensor is streamed (kept as a band of rows) when it has exactly
     one consumer, both ends are :data:`STREAMABLE`, and it is neither an input nor an output."""
     producer = {o: op for op in ops for o in op.outputs}
@@ -144,7 +145,7 @@ def _schedule(g, ops: list, c_outs: List[str], stream: bool) -> List[Unit]:
         members.sort(key=lambda o: index[o.name])
         u = Unit(ops=members, root=op.outputs[0])
         if u.streamed:
-            _simulate(g, u, producer, banded)
+            _simulate(g, u, producer, banded, min_rows)
         units.append(u)
     return _outputs_first(units, g.inputs, c_outs)
 
@@ -168,7 +169,7 @@ def _outputs_first(units: List["Unit"], inputs, c_outs) -> List["Unit"]:
     return order
 
 
-def _simulate(g, u: Unit, producer: dict, banded) -> None:
+def _simulate(g, u: Unit, producer: dict, banded, min_rows: Dict[str, int]) -> None:
     """Run the streaming schedule symbolically (the same recursion the C code runs) to size
     every band and the largest kernel call. Raises if a request goes backwards."""
     lo: Dict[str, int] = {}
@@ -188,6 +189,7 @@ def _simulate(g, u: Unit, producer: dict, banded) -> None:
             return
         start = hi[t]
         op = producer[t]
+        b = min(max(b, start + min_rows.get(op.name, 1)), g.tensor(t).shape[0])
         kh, sh, pt = _row_geometry(op)
         for x in dict.fromkeys(op.inputs):
             if x in names and banded(x):
@@ -271,6 +273,7 @@ class _Emitter:
                  rnnpool_patch: bool = True):
         self.g = g
         self.rnnpool_patch = rnnpool_patch  # streamed RNNPool: one patch per call
+        self.min_rows: Dict[str, int] = {}  # op name -> rows computed per call at least
         self.input_name = input_name
         self.output_offsets = output_offsets
         self.data: List[str] = []
@@ -556,6 +559,10 @@ class _Emitter:
         if band:
             L.append(f"    if (b - st->lo[{j}] > {cap}) return (int)RNNPOOL_ARG_ERROR;")
         L.append(f"    start = st->hi[{j}];")
+        r = self.min_rows.get(op.name, 1)
+        if r > 1:  # compute at least r rows per call (fewer calls, larger bands)
+            L.append(f"    if (b < start + {r}) b = start + {r} < {tt.shape[0]} ? start + {r} : "
+                     f"{tt.shape[0]};")
         L.append("    {")
         L.append(f"        const int32_t ia = start * {sh} - {pt}, ib = (b - 1) * {sh} - {pt} + {kh};")
         L.append("        const int32_t ca = ia > 0 ? ia : 0;")
@@ -639,7 +646,7 @@ def _query_scratch(e: _Emitter, weights_h: str, weights_c: str) -> Dict[str, int
 
 
 def build_model(g, *, stream: bool = True, rnnpool_patch: bool = True,
-                decode=None, alignment: int = 4) -> CModel:
+                rnnpool_rows: int = 1, decode=None, alignment: int = 4) -> CModel:
     """Schedule, emit and plan a graph for C.
 
     Args:
@@ -651,6 +658,9 @@ def build_model(g, *, stream: bool = True, rnnpool_patch: bool = True,
         rnnpool_patch: in a streamed group, compute RNNPool patch by patch
             (``rnnpool_rnnpool_patch_s8``: scratch of one patch) instead of with the row-sharing
             ``rnnpool_rnnpool_s8`` (less compute, scratch proportional to the map width).
+        rnnpool_rows: in a streamed group, rows of RNNPool output computed per call of the map
+            kernel (``rnnpool_patch=False``): more rows share more RNN work between vertically
+            overlapping patches, at the cost of larger bands.
         decode: a :class:`~rnnpool.deploy.decode.DecodeSpec` to also generate the float-free
             detector decode ``rnnpool_model_decode``.
         alignment: arena offset alignment in bytes.
@@ -670,9 +680,12 @@ def build_model(g, *, stream: bool = True, rnnpool_patch: bool = True,
     for n in outs:
         offsets[n] = o
         o += g.tensor(n).nbytes
-    units = _schedule(g, ops, outs, stream)
+    min_rows = {op.name: int(rnnpool_rows) for op in ops
+                if op.kind == "rnnpool" and not rnnpool_patch and rnnpool_rows > 1}
+    units = _schedule(g, ops, outs, stream, min_rows)
 
     e = _Emitter(g, inp, offsets, rnnpool_patch)
+    e.min_rows = min_rows
     index = {op.name: i for i, op in enumerate(ops)}
     for k, u in enumerate(units):
         if u.streamed:
@@ -795,20 +808,21 @@ def _header(m: CModel, prefix: str = "rnnpool_model") -> str:
     return "\n".join(lines)
 
 
-def generate_c(g, out_dir, *, stream: bool = True, rnnpool_patch: bool = True, decode=None,
-               model: Optional[CModel] = None) -> CModel:
+def generate_c(g, out_dir, *, stream: bool = True, rnnpool_patch: bool = True,
+               rnnpool_rows: int = 1, decode=None, model: Optional[CModel] = None) -> CModel:
     """Write ``model.h``, ``model_weights.h``, ``model_weights.c`` and ``model.c``.
 
     Args:
         g: the :class:`~rnnpool.quant.ir.QGraph`.
         out_dir: folder to write into (created).
-        stream, rnnpool_patch, decode: see :func:`build_model`.
+        stream, rnnpool_patch, rnnpool_rows, decode: see :func:`build_model`.
         model: an already built :class:`CModel` of ``g`` (built here if None).
 
     Returns:
         The :class:`CModel` with ``files`` set.
     """
-    m = model or build_model(g, stream=stream, rnnpool_patch=rnnpool_patch, decode=decode)
+    m = model or build_model(g, stream=stream, rnnpool_patch=rnnpool_patch,
+                             rnnpool_rows=rnnpool_rows, decode=decode)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m.files = []

@@ -191,6 +191,9 @@ def _add_codegen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rnnpool-kernel", choices=["patch", "map"], default="patch",
                    help="streamed RNNPool: one patch per call (least RAM, default) or the "
                         "row-sharing map kernel (fewer instructions, scratch ~ map width)")
+    p.add_argument("--rnnpool-rows", type=int, default=1, metavar="N",
+                   help="with --rnnpool-kernel map: output rows per call (more rows share more "
+                        "work between overlapping patches, larger bands; default 1)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -265,7 +268,8 @@ def _export_c(args: argparse.Namespace) -> int:
     from .decode import DecodeSpec
 
     m = generate_c(g, args.out, stream=not args.no_stream,
-                   rnnpool_patch=args.rnnpool_kernel == "patch", decode=DecodeSpec.from_model(model))
+                   rnnpool_patch=args.rnnpool_kernel == "patch", rnnpool_rows=args.rnnpool_rows,
+                   decode=DecodeSpec.from_model(model))
     if args.with_kernels:
         (Path(args.out) / "kernels").mkdir(exist_ok=True)
         for f in [*kernel_sources(), *KERNEL_DIR.glob("*.h")]:
@@ -302,4 +306,4 @@ def _run_report(args, model, chw, mcu_report):
                      stack_bytes=args.stack, n_images=args.images, workdir=args.workdir,
                      timeout=args.timeout, check_host=args.host_check,
                      stream=not args.no_stream, rnnpool_patch=args.rnnpool_kernel == "patch",
-                     profile=args.profile)
+                     rnnpool_rows=args.rnnpool_rows, profile=args.profile)
