@@ -55,3 +55,48 @@ def simulate_row_by_row(in_hw, layers):
         for j in range(w):
             compute(n, i, j)
     return peak[0], sizes[-1], sizes
+
+
+def brute_force_min_peak(mid_hw, out_hw, k):
+    """Smallest possible peak of live intermediate nodes over *every* serial order that
+    computes each node once, for a 1-channel chain input -> mid (``mid_hw``) -> out
+    (``out_hw``, valid ``k x k`` convolution, stride 1). The input is not counted. A node
+    is live from its computation until all its readers are computed. Exhaustive search
+    (Dijkstra on the peak) over the sets of computed nodes."""
+    import heapq
+
+    mh, mw = mid_hw
+    oh, ow = out_hw
+    n_mid = mh * mw
+    outs = [(i, j) for i in range(oh) for j in range(ow)]
+    deps = [sum(1 << ((i + a) * mw + (j + b)) for a in range(k) for b in range(k))
+            for i, j in outs]
+    readers = [sum(1 << t for t, d in enumerate(deps) if d >> m & 1) for m in range(n_mid)]
+    full_mid, full_out = (1 << n_mid) - 1, (1 << len(outs)) - 1
+
+    def live(mid, out):
+        return sum(1 for m in range(n_mid) if mid >> m & 1 and readers[m] & ~out)
+
+    start = (0, 0)
+    best = {start: 0}
+    heap = [(0, 0, 0)]
+    while heap:
+        peak, mid, out = heapq.heappop(heap)
+        if out == full_out:
+            return peak
+        if best.get((mid, out), 1 << 30) < peak:
+            continue
+        cur = live(mid, out)
+        moves = []
+        for m in range(n_mid):
+            if not mid >> m & 1 and readers[m] & ~out:
+                moves.append((mid | 1 << m, out, cur + 1))
+        for t, d in enumerate(deps):
+            if not out >> t & 1 and d & mid == d:
+                moves.append((mid, out | 1 << t, cur))  # computing it needs its inputs live
+        for nmid, nout, during in moves:
+            npeak = max(peak, during)
+            if best.get((nmid, nout), 1 << 30) > npeak:
+                best[(nmid, nout)] = npeak
+                heapq.heappush(heap, (npeak, nmid, nout))
+    raise AssertionError("unreachable")

@@ -314,3 +314,15 @@ def test_face_quant_layout_peak_is_the_first_bottleneck():
     assert p.peak_layer == "mb"
     rows = {r.name: r for r in p.layers}
     assert rows["conv1"].act_bytes == 0 and rows["head0"].act_bytes == 0
+
+
+def test_prop1_bound_vs_exhaustive_search():
+    # every serial order of a 1-channel 6x6 -> 4x4 -> 2x2 chain (3x3 valid convolutions)
+    from ._prop1_sim import brute_force_min_peak
+
+    best = brute_force_min_peak((4, 4), (2, 2), 3)
+    bound = prop1_bound([ChainLayer(3, 1, 1, (4, 4)), ChainLayer(3, 1, 1, (2, 2))])
+    row_by_row, _, _ = simulate_row_by_row((6, 6), [(3, 1, 1), (3, 1, 1)])
+    assert bound == 2 * 1 * 1 * (2 - 1)
+    assert bound <= best <= row_by_row
+    assert best == row_by_row == 11  # the row-by-row schedule is optimal here
