@@ -21,7 +21,15 @@ def _candidates(weights: Optional[str]):
     from ..models import list_models
     from .commands import load_model
 
-    yield "rnnpool_face_m4", (lambda: load_model("rnnpool_face_m4", weights, weights is None))
+    def face():
+        if weights is not None:
+            try:
+                return load_model("rnnpool_face_m4", str(weights), False)
+            except (ValueError, FileNotFoundError) as e:
+                print(f"[mcu] cannot use {weights} ({e}); using seeded random weights")
+        return load_model("rnnpool_face_m4", None, True)
+
+    yield "rnnpool_face_m4", face
     for name in _FALLBACKS:
         if name in list_models():
             yield name, (lambda n=name: load_model(n, None, True))
