@@ -1,6 +1,7 @@
 /* Golden test of rnnpool_rnnpool_s8 (whole map) and rnnpool_rnnpool_patch_s8 (every patch). */
 #include "rnnpool_rnn.h"
 #include "check.h"
+#include <string.h>
 #include GOLDEN
 
 static uint32_t scratch[1 << 15];
@@ -36,6 +37,34 @@ int main(void)
         return 2;
     }
     fail |= check_s8("rnnpool", out, g_expected, (long)OUT_H * OUT_W * OUT_C);
+
+    /* Streaming: each input row passes through a one-row buffer (ASan catches any read of
+     * another row); output rows go to their place as bands complete. */
+    {
+        static int8_t row[IN_W * IN_C];
+        static int8_t out2[OUT_H * OUT_W * OUT_C];
+        const int32_t hr = STRIDE_H * (OUT_H - 1) + K_H;
+        int32_t yy, produced = 0;
+        for (yy = 0; yy < hr; yy++) {
+            int32_t iy = yy - PAD_T;
+            const int32_t b = rnnpool_rnnpool_s8_row_output(&p, &out_dims, yy);
+            const int8_t *src = NULL;
+            if (PAD_MODE == 1) {
+                iy = iy < 0 ? 0 : (iy >= IN_H ? IN_H - 1 : iy);
+            }
+            if (iy >= 0 && iy < IN_H) {
+                memcpy(row, g_input + iy * IN_W * IN_C, sizeof row);
+                src = row;
+            }
+            if (rnnpool_rnnpool_s8_row(&ctx, &p, &rnn1, &rnn2, &in_dims, yy, src, &out_dims,
+                                       b >= 0 ? out2 + b * OUT_W * OUT_C : NULL) != RNNPOOL_OK) {
+                return 4;
+            }
+            produced += b >= 0;
+        }
+        fail |= produced != OUT_H;
+        fail |= check_s8("rnnpool_row", out2, g_expected, (long)OUT_H * OUT_W * OUT_C);
+    }
 
     ctx.size = rnnpool_rnnpool_patch_s8_get_buffer_size(&p, &rnn1, &rnn2);
     for (y = 0; y < OUT_H; y++) {

@@ -80,6 +80,28 @@ rnnpool_status rnnpool_rnnpool_s8(const rnnpool_context *ctx, const rnnpool_rnnp
                                   const rnnpool_dims *input_dims, const int8_t *input,
                                   const rnnpool_dims *output_dims, int8_t *output);
 
+/** The output row that input row y (padded coordinates) completes, or -1. */
+int32_t rnnpool_rnnpool_s8_row_output(const rnnpool_rnnpool_params *params,
+                                      const rnnpool_dims *output_dims, int32_t y);
+
+/**
+ * Incremental RNNPool: the same computation as rnnpool_rnnpool_s8, one input row per call, so
+ * the input map never has to be held whole. Feed padded rows y = 0, 1, ..., hr - 1 in order,
+ * hr = stride_h * (H_out - 1) + kernel_h (rows no patch reads may be skipped). The state lives
+ * in ctx->buf between calls (rnnpool_rnnpool_s8_get_buffer_size bytes, must stay untouched).
+ * @param input_dims   {H_in, W_in, C_in} of the whole (unpadded) input map
+ * @param y            padded row index (image row y - pad_top)
+ * @param in_row       int8 [W_in, C_in]: image row y - pad_top (replicate padding: the clamped
+ *                     row), or NULL when the row is zero padding
+ * @param out_row      int8 [W_out, 4 * h2]: written when rnnpool_rnnpool_s8_row_output(y) >= 0
+ *                     (that output row); may be NULL otherwise
+ */
+rnnpool_status rnnpool_rnnpool_s8_row(const rnnpool_context *ctx, const rnnpool_rnnpool_params *params,
+                                      const rnnpool_fastgrnn_params *rnn1,
+                                      const rnnpool_fastgrnn_params *rnn2,
+                                      const rnnpool_dims *input_dims, int32_t y, const int8_t *in_row,
+                                      const rnnpool_dims *output_dims, int8_t *out_row);
+
 /** Scratch bytes for rnnpool_rnnpool_patch_s8. */
 int32_t rnnpool_rnnpool_patch_s8_get_buffer_size(const rnnpool_rnnpool_params *params,
                                                  const rnnpool_fastgrnn_params *rnn1,
