@@ -72,7 +72,7 @@ def brute_force_min_peak(mid_hw, out_hw, k):
     deps = [sum(1 << ((i + a) * mw + (j + b)) for a in range(k) for b in range(k))
             for i, j in outs]
     readers = [sum(1 << t for t, d in enumerate(deps) if d >> m & 1) for m in range(n_mid)]
-    full_mid, full_out = (1 << n_mid) - 1, (1 << len(outs)) - 1
+    full_out = (1 << len(outs)) - 1
 
     def live(mid, out):
         return sum(1 for m in range(n_mid) if mid >> m & 1 and readers[m] & ~out)

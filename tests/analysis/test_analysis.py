@@ -67,7 +67,8 @@ def test_int8_and_compare(mbv2, mbv2_rnnpool):
     assert p8.peak_bytes * 4 == mbv2_rnnpool.peak_bytes
     text = compare(mbv2, mbv2_rnnpool)
     assert "2.30 MB" in text and "0.24 MB" in text and "0.104x" in text
-    assert "peak" in mbv2.table().splitlines()[2 + 1] or "<- peak" in mbv2.table()
+    peak_rows = [line for line in mbv2.table().splitlines() if line.endswith("<- peak")]
+    assert len(peak_rows) == 1 and "blocks.0.0" in peak_rows[0]
 
 
 # ---- hand-counted MAdds and memory on tiny models -----------------------------------------------
@@ -186,8 +187,8 @@ def test_multi_head_model():
     assert rows["h1"].act_bytes == 0 and rows["h2"].act_bytes == 0  # streamed to the output
     # while s2 runs, its input a (8x16x16) and output b (16x8x8) are held
     assert rows["s2"].mem_bytes == 8 * 16 * 16 + 16 * 8 * 8
-    # h2 runs after h1... but a (read by h1) was alive across s2: check s1's map is counted once
-    assert rows["h1"].mem_bytes == 8 * 16 * 16 + 16 * 8 * 8  # b is live across h1
+    # h1 reads a while b (read later by h2 and the sum) is alive
+    assert rows["h1"].mem_bytes == 8 * 16 * 16 + 16 * 8 * 8
     assert p.peak_bytes == max(r.mem_bytes for r in p.layers)
 
 

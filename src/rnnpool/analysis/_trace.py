@@ -79,9 +79,7 @@ class Node:
     madds: int = 0
     executed_madds: int = 0
     params: int = 0
-    leaves: list[tuple[str, tuple[int, int], tuple[int, int], tuple[int, ...], tuple[int, ...]]] = field(
-        default_factory=list
-    )
+    leaves: list[tuple] = field(default_factory=list)
 
 
 @dataclass

@@ -158,7 +158,9 @@ def standard_memory(trace: Trace) -> list[LayerMemory]:
             if not decided:
                 d = None
         p = producer.get(v)
-        if d is not None and not out_bound[v] and p is not None and nodes[p].kind not in _TILE_KINDS:
+        if d is not None and not out_bound[v] and p is not None and (
+            nodes[p].kind not in _TILE_KINDS
+        ):
             d = None  # blocks, RNNPool, linear... are never recomputed
         demand[v] = d
 

@@ -224,7 +224,8 @@ def compare(a: Profile, b: Profile) -> str:
     rows = [
         ("input", f"{a.input_size[1]}x{a.input_size[2]}", f"{b.input_size[1]}x{b.input_size[2]}",
          ""),
-        ("params", f"{a.params / 1e6:.2f} M", f"{b.params / 1e6:.2f} M", _ratio(b.params, a.params)),
+        ("params", f"{a.params / 1e6:.2f} M", f"{b.params / 1e6:.2f} M",
+         _ratio(b.params, a.params)),
         ("MAdds", f"{a.madds / 1e9:.3f} G", f"{b.madds / 1e9:.3f} G", _ratio(b.madds, a.madds)),
         ("executed MAdds", f"{a.executed_madds / 1e9:.3f} G", f"{b.executed_madds / 1e9:.3f} G",
          _ratio(b.executed_madds, a.executed_madds)),

@@ -151,7 +151,10 @@ class GlobalRNNPool2d(RNNPool2d):
         return rnnpool2d(input, self.rnn1.params(), self.rnn2.params(), hw, hw, 0)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, hidden1={self.hidden1}, hidden2={self.hidden2}, kernel=whole map"
+        return (
+            f"{self.in_channels}, hidden1={self.hidden1}, hidden2={self.hidden2}, "
+            "kernel=whole map"
+        )
 
 
 def _rnnpool(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Module:

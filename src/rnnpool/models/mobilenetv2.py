@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
 
-import torch
 from torch import Tensor, nn
 
 from ._blocks import ConvBNAct, InvertedResidual, LayerType, make_divisible
@@ -127,12 +126,16 @@ class MobileNetV2(nn.Module):
         self.blocks = nn.Sequential(*stages)
         self.conv_head = ConvBNAct(c, last_channels, 1, act_layer=act_layer)
         self.num_features = last_channels
-        self.feature_info.append(dict(num_chs=last_channels, reduction=reduction, module="conv_head"))
+        self.feature_info.append(
+            dict(num_chs=last_channels, reduction=reduction, module="conv_head")
+        )
         self.total_stride = reduction
 
         if head_pool == "rnnpool":
             if last_channels % 4:
-                raise ValueError(f"last-layer RNNPool needs last_channels % 4 == 0, got {last_channels}")
+                raise ValueError(
+                    f"last-layer RNNPool needs last_channels % 4 == 0, got {last_channels}"
+                )
             h = last_channels // 4
             self.global_pool: nn.Module = GlobalRNNPool2d(last_channels, h, h)
         else:
@@ -145,7 +148,9 @@ class MobileNetV2(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` (0: features only)."""
         self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.classifier = (
+            nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        )
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, C, H, W) -> (N, last_channels, H / 32, W / 32)``."""
