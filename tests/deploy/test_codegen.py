@@ -195,10 +195,10 @@ def test_cli_export_c_compiles_standalone(tmp_path, capsys):
 
 
 def test_fixed_point_decode_matches_float_box_coder(tmp_path):
-    from rnnpool.detection.anchors import AnchorGenerator
-    from rnnpool.detection.coder import BoxCoder
     from rnnpool.deploy.decode import DecodeSpec
     from rnnpool.deploy.report import dequantize_outputs
+    from rnnpool.detection.anchors import AnchorGenerator
+    from rnnpool.detection.coder import BoxCoder
 
     g, calib = _graph(TinyDetector, (24, 32))
     _needs_kernels(g)

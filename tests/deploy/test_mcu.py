@@ -104,7 +104,8 @@ def test_ram_budget_overflow_fails_the_link(tmp_path):
 
 @needs_tc
 def test_fault_exits_with_code_70(tmp_path):
-    src = _write(tmp_path, "fault.c", "int main(void) { __asm__ volatile(\"udf #0\"); return 0; }\n")
+    src = _write(tmp_path, "fault.c",
+                 "int main(void) { __asm__ volatile(\"udf #0\"); return 0; }\n")
     fw = mcu.build_firmware([src], tmp_path / "b", ram_budget=16384, stack_bytes=1024)
     r = mcu.run_qemu(fw.elf, tmp_path, count_instructions=False, check=False, timeout=30)
     assert r.returncode == 70 and "fault" in r.stdout

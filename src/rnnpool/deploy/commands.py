@@ -88,7 +88,8 @@ def load_model(name: str, weights: Optional[str], random_init: bool = False,
 
 
 def model_input_chw(model, size: Optional[str]) -> Tuple[int, int, int]:
-    """``(C, H, W)`` from ``--input WxH`` or the model's ``config`` (``in_chans``, ``input_size``)."""
+    """``(C, H, W)`` from ``--input WxH`` or the model's ``config`` (``in_chans``,
+    ``input_size``)."""
     cfg = getattr(model, "config", None)
     c = getattr(cfg, "in_chans", None) or getattr(model, "in_chans", None)
     if c is None:
@@ -129,7 +130,8 @@ def calibration_images(spec: str, chw: Tuple[int, int, int], n: int = 16, seed: 
         ds = FashionMNIST(split="train", limit=n)
         x = torch.stack([ds[i][0] for i in range(len(ds))])
         if (c, h, w) != tuple(x.shape[1:]):
-            raise ValueError(f"Fashion-MNIST images are {tuple(x.shape[1:])}, the model takes {chw}")
+            raise ValueError(f"Fashion-MNIST images are {tuple(x.shape[1:])}, "
+                             f"the model takes {chw}")
         mean = torch.tensor(FASHION_MNIST_MEAN).view(1, -1, 1, 1)
         std = torch.tensor(FASHION_MNIST_STD).view(1, -1, 1, 1)
         return (x - mean) / std

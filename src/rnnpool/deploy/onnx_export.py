@@ -74,7 +74,8 @@ def export_onnx(model: torch.nn.Module, input_chw: Sequence[int], f, *, opset: i
         OnnxExportResult.
     """
     if len(input_chw) != 3 or any(int(v) <= 0 for v in input_chw):
-        raise ValueError(f"input shape must be (C, H, W) with positive sizes, got {tuple(input_chw)}")
+        raise ValueError(f"input shape must be (C, H, W) with positive sizes, "
+                         f"got {tuple(input_chw)}")
     model = model.eval()
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, *map(int, input_chw), generator=g)

@@ -106,7 +106,7 @@ class MCUReport:
             lines.append(f"float agreement       {k}: max abs err {v:.4g} "
                          f"(float output range +-{self.float_range.get(k, 0):.3g})")
         if self.decode_instructions is not None:
-            lines.append(f"fixed-point decode    {self.decode_instructions / 1e6:.2f} M instructions "
+            lines.append(f"fixed-point decode    {self.decode_instructions / 1e6:.2f} M instr. "
                          f"({self.decode_boxes} boxes with face logit >= 0, first image)")
         for ops, n in self.profile:
             lines.append(f"  {n / 1e6:9.2f} M  {ops}")
@@ -138,7 +138,8 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
         workdir: keep the build here (default: a temporary folder).
         timeout: emulator timeout in seconds.
         check_host: also build for the host (ASan/UBSan) and compare.
-        stream, rnnpool_patch, rnnpool_rows: code generation options (:func:`~rnnpool.deploy.codegen.build_model`).
+        stream, rnnpool_patch, rnnpool_rows: code generation options
+            (:func:`~rnnpool.deploy.codegen.build_model`).
         profile: also count instructions per unit of the schedule (``MCUReport.profile``).
     """
     import torch
