@@ -582,6 +582,8 @@ class _Emitter:
         L.append(f"        {self._params_type(op)} prm = {p}_params;")
         L.append(f"        const rnnpool_dims id = {{cb - ca, {x0.shape[1]}, {x0.shape[2]}}};")
         L.append(f"        const rnnpool_dims od = {{b - start, {tt.shape[1]}, {tt.shape[2]}}};")
+        if op.kind in ("add", "l2norm"):
+            L.append("        (void)id;  /* element-wise: the output dims describe the slice */")
         if op.kind in ("conv2d", "depthwise_conv2d", "conv2d_1x1", "rnnpool"):
             L.append("        prm.pad_top = ca - ia;")
             L.append("        prm.pad_bottom = ib - cb;")
