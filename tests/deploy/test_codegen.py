@@ -239,11 +239,11 @@ def test_fixed_point_decode_matches_float_box_coder(tmp_path):
         assert min(r.decode_instructions) > 0
 
 
-@pytest.mark.parametrize("patch,rows", [(False, 1), (False, 3)])
-def test_streamed_rnnpool_map_kernel_variants_bit_exact(tmp_path, patch, rows):
+@pytest.mark.parametrize("kernel,rows", [("map", 1), ("map", 3), ("patch", 1)])
+def test_streamed_rnnpool_kernel_variants_bit_exact(tmp_path, kernel, rows):
     g, calib = _graph(TinyDetector, (24, 32))
     _needs_kernels(g)
-    m = codegen.generate_c(g, tmp_path / "c", rnnpool_patch=patch, rnnpool_rows=rows)
+    m = codegen.generate_c(g, tmp_path / "c", rnnpool_kernel=kernel, rnnpool_rows=rows)
     assert any(u.streamed and any(o.kind == "rnnpool" for o in u.ops) for u in m.units)
     exe = runner.build_model_host(m, tmp_path / "h")
     xs = _inputs(g, calib, n_random=2)

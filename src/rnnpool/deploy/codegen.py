@@ -117,8 +117,8 @@ class Unit:
         return len(self.ops) > 1
 
 
-def _schedule(g, ops: list, c_outs: List[str], stream: bool, min_rows: Dict[str, int]
-              ) -> List[Unit]:
+def _schedule(g, ops: list, c_outs: List[str], stream: bool, min_rows: Dict[str, int],
+              row_ops: frozenset = frozenset()) -> List[Unit]:
     """Group ops into units. A tensor is streamed (kept as a band of rows) when it has exactly
     one consumer, both ends are :data:`STREAMABLE`, and it is neither an input nor an output."""
     producer = {o: op for op in ops for o in op.outputs}
@@ -145,7 +145,7 @@ def _schedule(g, ops: list, c_outs: List[str], stream: bool, min_rows: Dict[str,
         members.sort(key=lambda o: index[o.name])
         u = Unit(ops=members, root=op.outputs[0])
         if u.streamed:
-            _simulate(g, u, producer, banded, min_rows)
+            _simulate(g, u, producer, banded, min_rows, row_ops)
         units.append(u)
     return _outputs_first(units, g.inputs, c_outs)
 
@@ -169,11 +169,13 @@ def _outputs_first(units: List["Unit"], inputs, c_outs) -> List["Unit"]:
     return order
 
 
-def _simulate(g, u: Unit, producer: dict, banded, min_rows: Dict[str, int]) -> None:
+def _simulate(g, u: Unit, producer: dict, banded, min_rows: Dict[str, int],
+              row_ops: frozenset = frozenset()) -> None:
     """Run the streaming schedule symbolically (the same recursion the C code runs) to size
     every band and the largest kernel call. Raises if a request goes backwards."""
     lo: Dict[str, int] = {}
     hi: Dict[str, int] = {}
+    nxt: Dict[str, int] = {}  # incremental RNNPool: next padded input row to feed
     names = {o.outputs[0] for o in u.ops}
 
     def make(t: str, a: int, b: int) -> None:
@@ -189,6 +191,12 @@ def _simulate(g, u: Unit, producer: dict, banded, min_rows: Dict[str, int]) -> N
             return
         start = hi[t]
         op = producer[t]
+        if op.name in row_ops:
+            _feed_rows(g, op, t, b, lo, hi, nxt, lambda x: x in names and banded(x), make)
+            u.call_rows[op.name] = 1
+            if band:
+                u.band_rows[t] = max(u.band_rows.get(t, 0), hi[t] - lo[t])
+            return
         b = min(max(b, start + min_rows.get(op.name, 1)), g.tensor(t).shape[0])
         kh, sh, pt = _row_geometry(op)
         for x in dict.fromkeys(op.inputs):
@@ -202,6 +210,39 @@ def _simulate(g, u: Unit, producer: dict, banded, min_rows: Dict[str, int]) -> N
 
     for y in range(g.tensor(u.root).shape[0]):
         make(u.root, y, y + 1)
+
+
+def rnnpool_row_output(kh: int, sh: int, h_out: int, y: int) -> int:
+    """The RNNPool output row that padded input row ``y`` completes, or -1 (the Python twin of
+    ``rnnpool_rnnpool_s8_row_output``)."""
+    first = y - kh + 1
+    if first < 0 or first % sh or first // sh >= h_out:
+        return -1
+    return first // sh
+
+
+def _feed_rows(g, op, t: str, b: int, lo, hi, nxt, internal, make) -> None:
+    """Incremental RNNPool: feed padded input rows until output rows ``[.., b)`` exist."""
+    kh, sh, pt = _row_geometry(op)
+    x = op.inputs[0]
+    h_in, h_out = g.tensor(x).shape[0], g.tensor(t).shape[0]
+    hr = sh * (h_out - 1) + kh
+    nxt.setdefault(t, 0)
+    while hi[t] < b:
+        y = nxt[t]
+        if y >= hr:
+            raise AssertionError(f"streaming {t}: padded row {y} beyond {hr}")
+        r = y - pt
+        if op.padding_mode == "replicate":
+            r = min(max(r, 0), h_in - 1)
+        if 0 <= r < h_in and internal(x):
+            make(x, r, r + 1)
+        oy = rnnpool_row_output(kh, sh, h_out, y)
+        if oy >= 0:
+            if oy != hi[t]:
+                raise AssertionError(f"streaming {t}: row {oy} completed out of order")
+            hi[t] = oy + 1
+        nxt[t] = y + 1
 
 
 @dataclass
@@ -270,9 +311,9 @@ class _Emitter:
     appear as macros (``OFF_*``, ``SCR_*``) defined once the plan is known."""
 
     def __init__(self, g, input_name: str, output_offsets: Dict[str, int],
-                 rnnpool_patch: bool = True):
+                 rnnpool_kernel: str = "row"):
         self.g = g
-        self.rnnpool_patch = rnnpool_patch  # streamed RNNPool: one patch per call
+        self.rnnpool_kernel = rnnpool_kernel  # streamed RNNPool: "row", "patch" or "map"
         self.min_rows: Dict[str, int] = {}  # op name -> rows computed per call at least
         self.input_name = input_name
         self.output_offsets = output_offsets
@@ -502,7 +543,8 @@ class _Emitter:
         slot = {n: j for j, n in enumerate(names)}
         st = f"g{k}_state"
         self.funcs.append(f"typedef struct {{\n    int32_t lo[{len(names)}];\n"
-                          f"    int32_t hi[{len(names)}];\n}} {st};\n")
+                          f"    int32_t hi[{len(names)}];\n"
+                          f"    int32_t nxt[{len(names)}];\n}} {st};\n")
         sig = (f"(g{k}_state *st, const int8_t *input, int8_t *output, int32_t a, int32_t b)")
         for op in u.ops:
             t = op.outputs[0]
@@ -535,7 +577,10 @@ class _Emitter:
         kh, sh, pt = _row_geometry(op)
         x0 = g.tensor(op.inputs[0])
         rows = u.call_rows[op.name]
-        patch = op.kind == "rnnpool" and self.rnnpool_patch
+        if op.kind == "rnnpool" and self.rnnpool_kernel == "row":
+            self._row_func(u, k, op, slot, sig, c, p)
+            return
+        patch = op.kind == "rnnpool" and self.rnnpool_kernel == "patch"
         self.scratch_query(op, c, ((rows - 1) * sh + kh, x0.shape[1], x0.shape[2]),
                            (rows, tt.shape[1], tt.shape[2]), patch)
         L = [f"/* {op.kind} {op.name}: rows [a, b) of {t}"
@@ -612,6 +657,64 @@ class _Emitter:
         L.append("}")
         self.funcs.append("\n".join(L) + "\n")
 
+    def _row_func(self, u: Unit, k: int, op, slot: Dict[str, int], sig: str, c: dict,
+                  p: str) -> None:
+        """Incremental RNNPool (``rnnpool_rnnpool_s8_row``): one padded input row per call, the
+        sweep state kept in the op's scratch between calls, so the input map is consumed row by
+        row and the work equals the whole-map kernel's."""
+        g = self.g
+        t, x = op.outputs[0], op.inputs[0]
+        j = slot[t]
+        band = t != u.root
+        tt, xt = g.tensor(t), g.tensor(x)
+        rb, xrb = int(tt.shape[1]) * int(tt.shape[2]), int(xt.shape[1]) * int(xt.shape[2])
+        kh, sh, pt = _row_geometry(op)
+        hr = sh * (int(tt.shape[0]) - 1) + kh
+        self.dims(f"{p}_idims", xt.shape)
+        self.dims(f"{p}_odims", tt.shape)
+        self.scratch_query(op, c, xt.shape, tt.shape)
+        lo_t = f"st->lo[{j}]" if band else "0"
+        lo_x = f"st->lo[{slot[x]}]" if x in slot and x != u.root else "0"
+        L = [f"/* rnnpool {op.name}: rows [a, b) of {t}, fed one input row at a time */",
+             f"static int g{k}_make_{j}{sig}", "{", "    rnnpool_status status;",
+             "    (void)input;", "    (void)output;", "    (void)a;"]
+        if band:
+            L += [f"    if (a > st->lo[{j}]) {{",
+                  f"        const int32_t keep = st->hi[{j}] - a;",
+                  f"        if (keep > 0) memmove({self.base(t)}, {self.base(t)} + "
+                  f"(a - st->lo[{j}]) * {rb}, (size_t)keep * {rb});",
+                  f"        st->lo[{j}] = a;",
+                  f"        if (st->hi[{j}] < a) st->hi[{j}] = a;",
+                  "    }"]
+        L.append(f"    if (b <= st->hi[{j}]) return 0;")
+        if band:
+            L.append(f"    if (b - st->lo[{j}] > {u.band_rows[t]}) return (int)RNNPOOL_ARG_ERROR;")
+        L += self.ctx_decl(op, "    ")
+        L += [f"    while (st->hi[{j}] < b) {{",
+              f"        const int32_t y = st->nxt[{j}];",
+              f"        int32_t r = y - {pt};",
+              "        const int8_t *row = NULL;",
+              f"        const int32_t oy = rnnpool_rnnpool_s8_row_output(&{p}_params, &{p}_odims, y);",
+              f"        if (y >= {hr}) return (int)RNNPOOL_ARG_ERROR;"]
+        if op.padding_mode == "replicate":
+            L.append(f"        r = r < 0 ? 0 : (r > {xt.shape[0] - 1} ? {xt.shape[0] - 1} : r);")
+        L.append(f"        if (r >= 0 && r < {xt.shape[0]}) {{")
+        if x in slot:
+            L += [f"            status = (rnnpool_status)g{k}_make_{slot[x]}"
+                  "(st, input, output, r, r + 1);",
+                  "            if (status != RNNPOOL_OK) return (int)status;"]
+        L += [f"            row = {self.base(x)} + (r - {lo_x}) * {xrb};", "        }",
+              f"        if (oy >= 0 && oy != st->hi[{j}]) return (int)RNNPOOL_ARG_ERROR;",
+              f"        status = rnnpool_rnnpool_s8_row({self.ctx_ref(op)}, &{p}_params, "
+              f"&{c['r1']}, &{c['r2']}, &{p}_idims, y, row, &{p}_odims, "
+              f"oy >= 0 ? {self.base(t)} + (oy - {lo_t}) * {rb} : NULL);",
+              "        if (status != RNNPOOL_OK) return (int)status;",
+              f"        st->nxt[{j}] = y + 1;",
+              f"        if (oy >= 0) st->hi[{j}] = oy + 1;",
+              "    }", "    return 0;", "}"]
+        self.n_calls += 1
+        self.funcs.append("\n".join(L) + "\n")
+
     @staticmethod
     def _params_type(op) -> str:
         return {"conv2d": "rnnpool_conv_params", "depthwise_conv2d": "rnnpool_conv_params",
@@ -648,7 +751,7 @@ def _query_scratch(e: _Emitter, weights_h: str, weights_c: str) -> Dict[str, int
     return {n: int(v) for n, v in zip(names, out.split())}
 
 
-def build_model(g, *, stream: bool = True, rnnpool_patch: bool = True,
+def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
                 rnnpool_rows: int = 1, decode=None, alignment: int = 4) -> CModel:
     """Schedule, emit and plan a graph for C.
 
@@ -658,12 +761,13 @@ def build_model(g, *, stream: bool = True, rnnpool_patch: bool = True,
             have a single consumer: each intermediate is kept as a band of a few rows (e.g. 3
             rows of an MBConv's expanded map, 8 rows of the map an RNNPool reads) instead of
             whole. Results are bit-identical; only memory and call counts change.
-        rnnpool_patch: in a streamed group, compute RNNPool patch by patch
-            (``rnnpool_rnnpool_patch_s8``: scratch of one patch) instead of with the row-sharing
-            ``rnnpool_rnnpool_s8`` (less compute, scratch proportional to the map width).
-        rnnpool_rows: in a streamed group, rows of RNNPool output computed per call of the map
-            kernel (``rnnpool_patch=False``): more rows share more RNN work between vertically
-            overlapping patches, at the cost of larger bands.
+        rnnpool_kernel: RNNPool in a streamed group: ``"row"`` (default; the incremental
+            ``rnnpool_rnnpool_s8_row`` fed one input row at a time, same work as the whole-map
+            kernel, scratch proportional to the map width), ``"patch"`` (patch by patch,
+            ``rnnpool_rnnpool_patch_s8``: scratch of one patch, no sharing between patches) or
+            ``"map"`` (the whole-map kernel on row slices: sharing only within a call).
+        rnnpool_rows: with ``"map"``, RNNPool output rows per call (more rows share more work
+            between vertically overlapping patches, at the cost of larger bands).
         decode: a :class:`~rnnpool.deploy.decode.DecodeSpec` to also generate the float-free
             detector decode ``rnnpool_model_decode``.
         alignment: arena offset alignment in bytes.
@@ -683,11 +787,15 @@ def build_model(g, *, stream: bool = True, rnnpool_patch: bool = True,
     for n in outs:
         offsets[n] = o
         o += g.tensor(n).nbytes
+    if rnnpool_kernel not in ("row", "patch", "map"):
+        raise ValueError(f"rnnpool_kernel must be 'row', 'patch' or 'map', got {rnnpool_kernel!r}")
     min_rows = {op.name: int(rnnpool_rows) for op in ops
-                if op.kind == "rnnpool" and not rnnpool_patch and rnnpool_rows > 1}
-    units = _schedule(g, ops, outs, stream, min_rows)
+                if op.kind == "rnnpool" and rnnpool_kernel == "map" and rnnpool_rows > 1}
+    row_ops = frozenset(op.name for op in ops
+                        if op.kind == "rnnpool" and rnnpool_kernel == "row")
+    units = _schedule(g, ops, outs, stream, min_rows, row_ops)
 
-    e = _Emitter(g, inp, offsets, rnnpool_patch)
+    e = _Emitter(g, inp, offsets, rnnpool_kernel)
     e.min_rows = min_rows
     index = {op.name: i for i, op in enumerate(ops)}
     for k, u in enumerate(units):
@@ -813,20 +921,20 @@ def _header(m: CModel, prefix: str = "rnnpool_model") -> str:
     return "\n".join(lines)
 
 
-def generate_c(g, out_dir, *, stream: bool = True, rnnpool_patch: bool = True,
+def generate_c(g, out_dir, *, stream: bool = True, rnnpool_kernel: str = "row",
                rnnpool_rows: int = 1, decode=None, model: Optional[CModel] = None) -> CModel:
     """Write ``model.h``, ``model_weights.h``, ``model_weights.c`` and ``model.c``.
 
     Args:
         g: the :class:`~rnnpool.quant.ir.QGraph`.
         out_dir: folder to write into (created).
-        stream, rnnpool_patch, rnnpool_rows, decode: see :func:`build_model`.
+        stream, rnnpool_kernel, rnnpool_rows, decode: see :func:`build_model`.
         model: an already built :class:`CModel` of ``g`` (built here if None).
 
     Returns:
         The :class:`CModel` with ``files`` set.
     """
-    m = model or build_model(g, stream=stream, rnnpool_patch=rnnpool_patch,
+    m = model or build_model(g, stream=stream, rnnpool_kernel=rnnpool_kernel,
                              rnnpool_rows=rnnpool_rows, decode=decode)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -190,9 +190,10 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
 def _add_codegen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-stream", action="store_true",
                    help="hold every feature map whole (no row streaming): more RAM")
-    p.add_argument("--rnnpool-kernel", choices=["patch", "map"], default="patch",
-                   help="streamed RNNPool: one patch per call (least RAM, default) or the "
-                        "row-sharing map kernel (fewer instructions, scratch ~ map width)")
+    p.add_argument("--rnnpool-kernel", choices=["row", "patch", "map"], default="row",
+                   help="streamed RNNPool: incremental row kernel (default; fewest instructions, "
+                        "scratch ~ map width), one patch per call (least RAM), or the map kernel "
+                        "on row slices")
     p.add_argument("--rnnpool-rows", type=int, default=1, metavar="N",
                    help="with --rnnpool-kernel map: output rows per call (more rows share more "
                         "work between overlapping patches, larger bands; default 1)")
@@ -270,7 +271,7 @@ def _export_c(args: argparse.Namespace) -> int:
     from .decode import DecodeSpec
 
     m = generate_c(g, args.out, stream=not args.no_stream,
-                   rnnpool_patch=args.rnnpool_kernel == "patch", rnnpool_rows=args.rnnpool_rows,
+                   rnnpool_kernel=args.rnnpool_kernel, rnnpool_rows=args.rnnpool_rows,
                    decode=DecodeSpec.from_model(model))
     if args.with_kernels:
         (Path(args.out) / "kernels").mkdir(exist_ok=True)
@@ -307,5 +308,5 @@ def _run_report(args, model, chw, mcu_report):
                      calib_count=args.calib_count, ram_budget=args.ram_budget,
                      stack_bytes=args.stack, n_images=args.images, workdir=args.workdir,
                      timeout=args.timeout, check_host=args.host_check,
-                     stream=not args.no_stream, rnnpool_patch=args.rnnpool_kernel == "patch",
+                     stream=not args.no_stream, rnnpool_kernel=args.rnnpool_kernel,
                      rnnpool_rows=args.rnnpool_rows, profile=args.profile)

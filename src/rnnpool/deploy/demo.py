@@ -76,7 +76,7 @@ def mcu_demo(workdir, weights: Optional[str] = None, print_fn=print) -> Optional
             # The configuration that fits Face-M4 in 128 KiB with the fewest instructions.
             rep = mcu_report(model, chw, model_name=name, calib="synthetic", calib_count=8,
                              ram_budget=128 * 1024, stack_bytes=1536, n_images=1,
-                             workdir=work / name, rnnpool_patch=False, rnnpool_rows=3)
+                             workdir=work / name, rnnpool_kernel="row")
         except (UnsupportedLayerError, NotImplementedError, mcu.MCUError) as e:
             print_fn(f"[mcu] {name}: cannot deploy ({str(e).splitlines()[0]})")
             continue

@@ -122,7 +122,7 @@ class MCUReport:
 def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: str = "synthetic",
                calib_count: int = 16, ram_budget: int = 128 * 1024, stack_bytes: int = 4096,
                n_images: int = 1, workdir=None, timeout: float = 1200.0,
-               check_host: bool = False, stream: bool = True, rnnpool_patch: bool = True,
+               check_host: bool = False, stream: bool = True, rnnpool_kernel: str = "row",
                rnnpool_rows: int = 1, profile: bool = False) -> MCUReport:
     """Quantize ``model``, generate C, run it in QEMU and measure (see the module docstring).
 
@@ -138,7 +138,7 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
         workdir: keep the build here (default: a temporary folder).
         timeout: emulator timeout in seconds.
         check_host: also build for the host (ASan/UBSan) and compare.
-        stream, rnnpool_patch, rnnpool_rows: code generation options
+        stream, rnnpool_kernel, rnnpool_rows: code generation options
             (:func:`~rnnpool.deploy.codegen.build_model`).
         profile: also count instructions per unit of the schedule (``MCUReport.profile``).
     """
@@ -159,7 +159,7 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
         from .decode import DecodeSpec
 
         spec = DecodeSpec.from_model(model)
-        m = codegen.generate_c(g, work / "c", stream=stream, rnnpool_patch=rnnpool_patch,
+        m = codegen.generate_c(g, work / "c", stream=stream, rnnpool_kernel=rnnpool_kernel,
                                rnnpool_rows=rnnpool_rows, decode=spec)
         t_in = g.tensor(m.input_name)
         images = x[:max(1, n_images)]
