@@ -36,42 +36,52 @@ static inline int32_t rnnpool_dot_s16(const int16_t *a, const int16_t *b, int32_
     return acc;
 }
 
-/* out[j] = (add ? add[j] : 0) + sum_i m[j * cols + i] * v[i] for j < rows. Two rows per pass
- * share each load of v (Cortex-M4: 2 loads + 2 __smlad per 4 MACs). Exact integer sums: the
+/* out[j] = (add ? add[j] : 0) + sum_i m[j * cols + i] * v[i] for j < rows. Four rows per pass
+ * share each load of v (Cortex-M4: 5 loads + 4 __smlad per 8 MACs). Exact integer sums: the
  * order of additions does not change the result (no partial sum overflows, see rnnpool_rnn.h). */
 static inline void rnnpool_matvec_s16(const int16_t *m, const int16_t *v, int32_t rows,
                                       int32_t cols, const int32_t *add, int32_t *out)
 {
     int32_t j = 0, i;
-    for (; j + 1 < rows; j += 2) {
+    for (; j + 3 < rows; j += 4) {
         const int16_t *r0 = m + j * cols;
-        const int16_t *r1 = r0 + cols;
-        int32_t acc0 = add ? add[j] : 0;
-        int32_t acc1 = add ? add[j + 1] : 0;
+        const int16_t *r1 = r0 + cols, *r2 = r1 + cols, *r3 = r2 + cols;
+        int32_t acc0 = add ? add[j] : 0, acc1 = add ? add[j + 1] : 0;
+        int32_t acc2 = add ? add[j + 2] : 0, acc3 = add ? add[j + 3] : 0;
         i = 0;
 #if defined(__ARM_FEATURE_DSP)
         for (; i + 1 < cols; i += 2) {
-            int32_t x, w0, w1;
+            int32_t x, w;
             memcpy(&x, v + i, sizeof x);
-            memcpy(&w0, r0 + i, sizeof w0);
-            memcpy(&w1, r1 + i, sizeof w1);
-            acc0 = __smlad(w0, x, acc0);
-            acc1 = __smlad(w1, x, acc1);
+            memcpy(&w, r0 + i, sizeof w);
+            acc0 = __smlad(w, x, acc0);
+            memcpy(&w, r1 + i, sizeof w);
+            acc1 = __smlad(w, x, acc1);
+            memcpy(&w, r2 + i, sizeof w);
+            acc2 = __smlad(w, x, acc2);
+            memcpy(&w, r3 + i, sizeof w);
+            acc3 = __smlad(w, x, acc3);
         }
 #else
         for (; i + 1 < cols; i += 2) {
             acc0 += (int32_t)r0[i] * v[i] + (int32_t)r0[i + 1] * v[i + 1];
             acc1 += (int32_t)r1[i] * v[i] + (int32_t)r1[i + 1] * v[i + 1];
+            acc2 += (int32_t)r2[i] * v[i] + (int32_t)r2[i + 1] * v[i + 1];
+            acc3 += (int32_t)r3[i] * v[i] + (int32_t)r3[i + 1] * v[i + 1];
         }
 #endif
         for (; i < cols; i++) {
             acc0 += (int32_t)r0[i] * v[i];
             acc1 += (int32_t)r1[i] * v[i];
+            acc2 += (int32_t)r2[i] * v[i];
+            acc3 += (int32_t)r3[i] * v[i];
         }
         out[j] = acc0;
         out[j + 1] = acc1;
+        out[j + 2] = acc2;
+        out[j + 3] = acc3;
     }
-    if (j < rows) {
+    for (; j < rows; j++) {
         out[j] = (add ? add[j] : 0) + rnnpool_dot_s16(m + j * cols, v, cols);
     }
 }
