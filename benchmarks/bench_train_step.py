@@ -44,7 +44,8 @@ def _step_fn(model, x, y, device, amp):
 
 
 def _rnnpool_layers(model, x) -> List[tuple]:
-    """(module, input shape) of every RNNPool2d, found with forward hooks on one pass."""
+    """(module, input shape at the full batch) of every RNNPool2d, found with forward hooks on
+    a one-image pass."""
     found = []
     hooks = [m.register_forward_hook(lambda m, i, o: found.append((m, tuple(i[0].shape))))
              for m in model.modules() if isinstance(m, RNNPool2d)]
@@ -53,7 +54,7 @@ def _rnnpool_layers(model, x) -> List[tuple]:
     model.train()
     for h in hooks:
         h.remove()
-    return found
+    return [(m, (x.shape[0],) + shape[1:]) for m, shape in found]
 
 
 def main(argv=None) -> int:
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
                     lt.append(time.perf_counter() - t0)
             t = statistics.median(lt)
             share = t / statistics.median(times[name])
-            print(f"  {name}: {layer.__class__.__name__}{tuple(shape)} fwd+bwd "
+            print(f"  {name}: {layer.__class__.__name__} on input {tuple(shape)}: fwd+bwd "
                   f"{1000 * t:.1f} ms = {100 * share:.0f} % of its train step")
     return 0
 

@@ -140,7 +140,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args, **overrides)
     data = build_datasets(spec)
     model_args = {"num_classes": len(spec.classes)}
-    if spec.format == "fashion-mnist" and args.model.startswith("fmnist_") is False:
+    if spec.format == "fashion-mnist" and not args.model.startswith("fmnist_"):
+        # grey 28x28 input for the zoo models (which default to RGB)
         model_args["in_chans"] = 1
     model_args.update(parse_model_args(args.model_arg))
     try:
