@@ -26,11 +26,12 @@ def face_demo(
     model: str = "rnnpool_face_m4",
     num_train: int = 300,
     num_val: int = 50,
-    crop: int = 192,
+    crop: int = 160,
     batch_size: int = 8,
     lr: float | None = None,
     seed: int = 0,
     photos: Sequence[str] | None = None,
+    draw_thresh: float = 0.3,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train a small RNNPool face detector on the synthetic face set and show what it finds.
@@ -42,8 +43,9 @@ def face_demo(
     3. writes official-format predictions for the val split (``workdir/pred``) and reports the
        WIDER-protocol AP (easy / medium / hard of the synthetic set) with
        :func:`rnnpool.detection.evaluation.widerface_evaluate`;
-    4. draws the detections (score >= 0.5) on real photos (``messi5.jpg``, ``basketball1.png``
-       from opencv-doc, or ``skimage``'s astronaut) into ``workdir/detections``.
+    4. draws the detections (score >= ``draw_thresh``) on real photos (``messi5.jpg``,
+       ``basketball1.png`` from opencv-doc, or ``skimage``'s astronaut) into
+       ``workdir/detections``.
 
     ``lr`` defaults to SPEC §5's 0.01 scaled linearly from batch 32 to ``batch_size``.
 
@@ -145,7 +147,7 @@ def face_demo(
         from skimage import data as skdata
 
         images.append(("astronaut.png", Image.fromarray(skdata.astronaut())))
-    shown = FacePredictor(net, score_thresh=0.5)
+    shown = FacePredictor(net, score_thresh=draw_thresh)
     for name, im in images:
         boxes, scores = shown(im)
         drawn.append(
