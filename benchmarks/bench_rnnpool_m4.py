@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "c"))
 sys.path.insert(0, str(ROOT))
 
-import make_golden  # noqa: E402
+import make_golden
 
-from rnnpool.deploy import mcu  # noqa: E402
-from rnnpool.nn import RNNPool2d  # noqa: E402
-from rnnpool.quant import ir  # noqa: E402
-from rnnpool.quant.ptq import quantize_rnnpool  # noqa: E402
+from rnnpool.deploy import mcu
+from rnnpool.nn import RNNPool2d
+from rnnpool.quant import ir
+from rnnpool.quant.ptq import quantize_rnnpool
 
 CSRC = ROOT / "src" / "rnnpool" / "deploy" / "csrc"
 

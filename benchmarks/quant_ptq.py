@@ -27,14 +27,14 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rnnpool.data.fashion_mnist import FashionMNIST  # noqa: E402
-from rnnpool.models import create_model  # noqa: E402
-from rnnpool.models.small import SmallCNN  # noqa: E402
-from rnnpool.nn import RNNPool2d  # noqa: E402
-from rnnpool.quant import ir  # noqa: E402
-from rnnpool.quant.ptq import quantize_model  # noqa: E402
-from rnnpool.quant.qat import convert, prepare_qat  # noqa: E402
-from rnnpool.quant.report import accuracy, format_layer_errors, layer_errors  # noqa: E402
+from rnnpool.data.fashion_mnist import FashionMNIST
+from rnnpool.models import create_model
+from rnnpool.models.small import SmallCNN
+from rnnpool.nn import RNNPool2d
+from rnnpool.quant import ir
+from rnnpool.quant.ptq import quantize_model
+from rnnpool.quant.qat import convert, prepare_qat
+from rnnpool.quant.report import accuracy, format_layer_errors, layer_errors
 
 
 def small_cnn(hard: bool) -> SmallCNN:
@@ -139,7 +139,7 @@ def main() -> None:
                                       "SmallCNN-RNNPool (hard gates), PTQ, 50 test images")]
     # Face M4 per-layer errors.
     sys.path.insert(0, str(ROOT / "tests"))
-    from quant._models import randomize_bn  # noqa: PLC0415
+    from quant._models import randomize_bn
 
     torch.manual_seed(0)
     face = randomize_bn(create_model("rnnpool_face_m4", gate="hard_sigmoid", update="hard_tanh"))

@@ -17,11 +17,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from rnnpool.quant import ir, reference as R  # noqa: E402
-from rnnpool.nn import RNNPool2d  # noqa: E402
-from rnnpool.quant.fixedpoint import quantize_multiplier, quantize_multipliers  # noqa: E402
-from rnnpool.quant.ptq import quantize_rnnpool  # noqa: E402
-from rnnpool.quant.ptq import quantize_model  # noqa: E402
+from rnnpool.nn import RNNPool2d
+from rnnpool.quant import ir
+from rnnpool.quant import reference as R
+from rnnpool.quant.fixedpoint import quantize_multiplier, quantize_multipliers
+from rnnpool.quant.ptq import (
+    quantize_model,
+    quantize_rnnpool,
+)
 
 _CTYPES = {np.int8: "int8_t", np.int16: "int16_t", np.int32: "int32_t"}
 
@@ -43,7 +46,7 @@ def _write(outdir: Path, case: str, text: str) -> None:
 def conv_case(op: ir.Conv2dS8, x: np.ndarray) -> str:
     y = R.conv2d(op, x)
     kind = {"conv2d": 0, "depthwise_conv2d": 1, "conv2d_1x1": 2}[op.kind]
-    c_out, kh, kw, cin_g = op.weight.shape
+    _, kh, kw, _ = op.weight.shape
     t, b, l, r = op.padding
     return (
         _defs(kind=kind, in_h=x.shape[0], in_w=x.shape[1], in_c=x.shape[2], k_h=kh, k_w=kw,
@@ -178,7 +181,7 @@ def _random_convs(rng):
 def tiny_graph():
     """A PTQ-quantized tiny detector (+ its reference run on one input)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from quant._models import TinyDetector, randomize_bn  # noqa: PLC0415
+    from quant._models import TinyDetector, randomize_bn
 
     torch.manual_seed(3)
     model = randomize_bn(TinyDetector())
@@ -191,9 +194,9 @@ def tiny_graph():
 def face_graph():
     """rnnpool_face_m4 (hard gates, random weights) at 32x48, PTQ'd and fused (+ reference run)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from quant._models import randomize_bn  # noqa: PLC0415
+    from quant._models import randomize_bn
 
-    from rnnpool.models import create_model  # noqa: PLC0415
+    from rnnpool.models import create_model
 
     torch.manual_seed(4)
     model = randomize_bn(create_model("rnnpool_face_m4", gate="hard_sigmoid", update="hard_tanh"))

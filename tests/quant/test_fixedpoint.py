@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from rnnpool.quant.fixedpoint import (
-    isqrt64, quantize_multiplier, requantize, rounding_divide_by_pot, rshift_round,
+    isqrt64,
+    quantize_multiplier,
+    requantize,
+    rounding_divide_by_pot,
+    rshift_round,
 )
 
 

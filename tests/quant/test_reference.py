@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from rnnpool.nn import RNNPool2d
-from rnnpool.quant import ir, reference as R
+from rnnpool.quant import ir
+from rnnpool.quant import reference as R
 from rnnpool.quant.fixedpoint import quantize_multipliers
 from rnnpool.quant.ptq import quantize_rnnpool
 

@@ -9,5 +9,12 @@ from . import fixedpoint, ir, reference
 from .fixedpoint import quantize_multiplier, requantize
 from .ir import QGraph, QTensor
 
-__all__ = ["ir", "fixedpoint", "reference", "QGraph", "QTensor", "quantize_multiplier",
-           "requantize"]
+__all__ = [
+    "QGraph",
+    "QTensor",
+    "fixedpoint",
+    "ir",
+    "quantize_multiplier",
+    "reference",
+    "requantize",
+]

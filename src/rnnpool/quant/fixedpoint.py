@@ -26,16 +26,16 @@ from typing import Union
 import numpy as np
 
 __all__ = [
+    "INT32_MAX",
+    "INT32_MIN",
+    "doubling_high_mul",
+    "isqrt64",
     "quantize_multiplier",
     "quantize_multipliers",
     "requantize",
-    "doubling_high_mul",
     "rounding_divide_by_pot",
     "rshift_round",
     "sat",
-    "isqrt64",
-    "INT32_MIN",
-    "INT32_MAX",
 ]
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1

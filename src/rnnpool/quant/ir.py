@@ -62,30 +62,30 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 
 from .fixedpoint import quantize_multiplier
 
 __all__ = [
-    "QTensor",
-    "Conv2dS8",
-    "AddS8",
-    "FastGRNNQ",
-    "RNNPoolS8",
-    "L2NormS8",
-    "AvgPoolS8",
-    "MBConvS8",
-    "DequantizeF32",
-    "QOp",
-    "QGraph",
-    "make_add_params",
-    "c_weight",
-    "scratch_bytes",
-    "fuse_mbconv",
-    "STATE_FRAC_BITS",
     "ADD_LEFT_SHIFT",
+    "STATE_FRAC_BITS",
+    "AddS8",
+    "AvgPoolS8",
+    "Conv2dS8",
+    "DequantizeF32",
+    "FastGRNNQ",
+    "L2NormS8",
+    "MBConvS8",
+    "QGraph",
+    "QOp",
+    "QTensor",
+    "RNNPoolS8",
+    "c_weight",
+    "fuse_mbconv",
+    "make_add_params",
+    "scratch_bytes",
 ]
 
 #: Fractional bits of the int16 RNN state (and of gates / candidates): 1.0 == 2**14.
@@ -245,8 +245,8 @@ class FastGRNNQ:
     frac_bits: int
     zeta_q: int = 1 << STATE_FRAC_BITS
     nu_q: int = 0
-    ih_multiplier: Optional[np.ndarray] = None
-    ih_shift: Optional[np.ndarray] = None
+    ih_multiplier: np.ndarray | None = None
+    ih_shift: np.ndarray | None = None
 
     @property
     def hidden(self) -> int:
@@ -368,10 +368,10 @@ class MBConvS8:
     name: str
     input: str
     output: str
-    expand: Optional[Conv2dS8]
+    expand: Conv2dS8 | None
     depthwise: Conv2dS8
     project: Conv2dS8
-    add: Optional[AddS8] = None
+    add: AddS8 | None = None
 
     kind = "mbconv"
 
@@ -407,7 +407,7 @@ class DequantizeF32:
     inputs: list
     output: str
     row_width: int
-    maxout_bg: Optional[list] = None
+    maxout_bg: list | None = None
 
     kind = "dequantize"
 
@@ -538,7 +538,7 @@ def fuse_mbconv(g: QGraph) -> QGraph:
     return new
 
 
-def scratch_bytes(op, g: Optional["QGraph"] = None) -> int:
+def scratch_bytes(op, g: QGraph | None = None) -> int:
     """Scratch bytes the op's C kernel needs (exactly its ``*_get_buffer_size``); 0 if none.
 
     ``g`` gives tensor shapes (required for ``rnnpool`` and ``mbconv``).
@@ -553,7 +553,7 @@ def scratch_bytes(op, g: Optional["QGraph"] = None) -> int:
         hmax = max(h1, h2)
         wc = sw * (wo - 1) + kw
         nb = (kh + sh - 1) // sh
-        a4 = lambda n: (n + 3) & ~3  # noqa: E731
+        a4 = lambda n: (n + 3) & ~3
         return (wc * h1 * 4 + kh * wo * h2 * 4 + wc * h2 * 4 + kh * h2 * 4
                 + a4(nb * wc * h1 * 2) + a4(2 * hmax * 2))
     if isinstance(op, MBConvS8):

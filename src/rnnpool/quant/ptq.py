@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 import operator
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -40,8 +40,17 @@ from ..nn import functional as RF
 from . import ir
 from .fixedpoint import quantize_multiplier, quantize_multipliers
 
-__all__ = ["QuantConfig", "UnsupportedLayerError", "quantize_model", "calibrate", "trace",
-           "fold_bn", "activation_qparams", "quantize_rnnpool", "is_l2norm"]
+__all__ = [
+    "QuantConfig",
+    "UnsupportedLayerError",
+    "activation_qparams",
+    "calibrate",
+    "fold_bn",
+    "is_l2norm",
+    "quantize_model",
+    "quantize_rnnpool",
+    "trace",
+]
 
 
 class UnsupportedLayerError(ValueError):
@@ -100,7 +109,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
     and ``head`` whose own ``forward`` cannot be traced is traced as ``head(backbone(x))``."""
     try:
         graph = _Tracer().trace(model)
-    except Exception as e:  # noqa: BLE001 - re-raised with context
+    except Exception as e:
         if isinstance(getattr(model, "backbone", None), nn.Module) and isinstance(
                 getattr(model, "head", None), nn.Module):
             return trace(_BackboneHead(model))
@@ -114,7 +123,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
 class _Recorder(fx.Interpreter):
     """Runs the traced model and records each tensor node's range and shape."""
 
-    def __init__(self, gm: fx.GraphModule, stats: dict, keep: Optional[dict] = None):
+    def __init__(self, gm: fx.GraphModule, stats: dict, keep: dict | None = None):
         super().__init__(gm)
         self.stats, self.keep = stats, keep
 
@@ -183,7 +192,7 @@ def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
     return scale, zp
 
 
-def fold_bn(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d]) -> tuple[Tensor, Tensor]:
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]:
     """Weights and bias of ``bn(conv(x))`` as one convolution (float64)."""
     w = conv.weight.detach().double()
     b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0]).double()
@@ -198,7 +207,7 @@ def fold_bn(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d]) -> tuple[Tensor, Tens
     return w * k.view(-1, 1, 1, 1), (b - bn.running_mean.double()) * k + beta
 
 
-def _act_clamp(kind: Optional[str], scale: float, zp: int) -> tuple[int, int]:
+def _act_clamp(kind: str | None, scale: float, zp: int) -> tuple[int, int]:
     lo, hi = -128, 127
     if kind in ("relu", "relu6"):
         lo = max(lo, zp)
@@ -208,7 +217,7 @@ def _act_clamp(kind: Optional[str], scale: float, zp: int) -> tuple[int, int]:
 
 
 def _quantize_conv(name, inp: ir.QTensor, out: ir.QTensor, w: Tensor, b: Tensor, stride,
-                   padding, groups: int, act: Optional[str]) -> ir.Conv2dS8:
+                   padding, groups: int, act: str | None) -> ir.Conv2dS8:
     """Float64 weights ``(C_out, C_in/g, KH, KW)`` and bias -> Conv2dS8 (OHWI int8)."""
     w = w.double()
     c_out = w.shape[0]
@@ -257,7 +266,7 @@ def _cell_q(cell, name: str, max_bits: int, first: bool, in_scale: float = 1.0):
     bias_abs = float(max(np.abs(bz).max(), np.abs(bh).max()))
     f = _frac_bits([u] if first else [u, w], max_bits, bias_abs, name)
     one = 2.0 ** (f + ir.STATE_FRAC_BITS)
-    q16 = lambda m: np.clip(np.round(m * 2.0**f), -32767, 32767).astype(np.int16)  # noqa: E731
+    q16 = lambda m: np.clip(np.round(m * 2.0**f), -32767, 32767).astype(np.int16)
     kw = {}
     if first:
         amax = np.abs(w).max(1)
@@ -320,7 +329,7 @@ _ACT_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
 _PASS_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d)
 
 
-def _act_of(n: fx.Node, modules: dict) -> Optional[str]:
+def _act_of(n: fx.Node, modules: dict) -> str | None:
     if n.op == "call_module":
         return _ACT_MODULES.get(type(modules[n.target]))
     if n.op == "call_function" and n.target in (F.relu, torch.relu):
@@ -350,7 +359,7 @@ class _Converter:
         self.consumed: set = set()
 
     # -- helpers
-    def _tensor(self, node: fx.Node, hwc: tuple, float_node: Optional[str] = None) -> ir.QTensor:
+    def _tensor(self, node: fx.Node, hwc: tuple, float_node: str | None = None) -> ir.QTensor:
         s = self.stats[node.name]
         scale, zp = activation_qparams(s["min"], s["max"])
         t = self.g.add_tensor(ir.QTensor(node.name, tuple(int(v) for v in hwc), "int8", scale, zp))
@@ -374,7 +383,7 @@ class _Converter:
             return (1, 1, shape[1])
         raise UnsupportedLayerError(f"node {node.name!r} has shape {shape}; expected NCHW or (N, C)")
 
-    def _absorb_act(self, n: fx.Node) -> tuple[fx.Node, Optional[str]]:
+    def _absorb_act(self, n: fx.Node) -> tuple[fx.Node, str | None]:
         """Follow a single-user activation after ``n``; returns (last node, activation)."""
         us = self.users[n]
         if len(us) == 1 and _act_of(us[0], self.modules):
@@ -560,7 +569,7 @@ class _Converter:
                                         "flattened head outputs along dim 1 is supported")
         return False
 
-    def _maxout(self, n: fx.Node, v: Optional[_Val], shape) -> bool:
+    def _maxout(self, n: fx.Node, v: _Val | None, shape) -> bool:
         """S3FD max-out background on a ``(N, A, m + 1, H, W)`` view of a head map: slices
         ``[:, :, :m]`` / ``[:, :, m:]``, ``amax(2, keepdim=True)`` and ``cat(.., 2)``."""
         t = n.target
@@ -645,7 +654,7 @@ class _Converter:
                 elif isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)):
                     self.avgpool(n, None, None)
                 elif isinstance(m, nn.AvgPool2d) and m.padding in (0, (0, 0)) and not m.ceil_mode:
-                    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+                    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
                     self.avgpool(n, pair(m.kernel_size), pair(m.stride or m.kernel_size))
                 elif isinstance(m, _PASS_MODULES):
                     self.vals[n] = self.vals[n.args[0]]
@@ -659,13 +668,9 @@ class _Converter:
                     else:
                         raise UnsupportedLayerError(
                             f"unsupported layer for int8 deployment: {_describe(n, self.modules)}")
-            elif n.op == "call_function" and n.target in (operator.add, torch.add):
+            elif n.op == "call_function" and n.target in (operator.add, torch.add) or n.op == "call_method" and n.target == "add":
                 self.add(n)
-            elif n.op == "call_method" and n.target == "add":
-                self.add(n)
-            elif n.op == "call_function" and n.target is F.adaptive_avg_pool2d and n.args[1] in (1, (1, 1)):
-                self.avgpool(n, None, None)
-            elif n.op == "call_method" and n.target == "mean" and tuple(
+            elif n.op == "call_function" and n.target is F.adaptive_avg_pool2d and n.args[1] in (1, (1, 1)) or n.op == "call_method" and n.target == "mean" and tuple(
                 n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", ())
             ) in ((2, 3), (-2, -1)):
                 self.avgpool(n, None, None)
@@ -680,8 +685,8 @@ class _Converter:
         return self.g
 
 
-def quantize_model(model: nn.Module, calibration_images, config: Optional[QuantConfig] = None,
-                   ranges: Optional[dict] = None) -> ir.QGraph:
+def quantize_model(model: nn.Module, calibration_images, config: QuantConfig | None = None,
+                   ranges: dict | None = None) -> ir.QGraph:
     """Post-training quantization of ``model`` to a :class:`~rnnpool.quant.ir.QGraph`.
 
     Args:

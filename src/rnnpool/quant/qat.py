@@ -30,7 +30,6 @@ Example::
 from __future__ import annotations
 
 import copy
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +40,7 @@ from ..nn import functional as RF
 from . import ir
 from .ptq import QuantConfig, _act_of, is_l2norm, quantize_model, trace
 
-__all__ = ["FakeQuant", "fake_quant_weight", "prepare_qat", "convert"]
+__all__ = ["FakeQuant", "convert", "fake_quant_weight", "prepare_qat"]
 
 
 def fake_quant_weight(w: Tensor) -> Tensor:
@@ -96,7 +95,7 @@ class FakeQuant(nn.Module):
 class _QATConv(nn.Module):
     """Conv (+ frozen-statistics BN folded in) with fake-quantized folded weights."""
 
-    def __init__(self, conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d]):
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None):
         super().__init__()
         self.conv, self.bn = conv, bn
 
@@ -223,7 +222,7 @@ def prepare_qat(model: nn.Module) -> nn.Module:
     return gm
 
 
-def convert(qat_model: nn.Module, calibration_images, config: Optional[QuantConfig] = None
+def convert(qat_model: nn.Module, calibration_images, config: QuantConfig | None = None
             ) -> ir.QGraph:
     """The :class:`~rnnpool.quant.ir.QGraph` of a fine-tuned :func:`prepare_qat` model.
 

@@ -19,15 +19,24 @@ Example::
 
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 
 from . import ir
 from .fixedpoint import isqrt64, requantize, rshift_round, sat
 
-__all__ = ["run", "quantize_input", "dequantize", "dequantize_outputs", "conv2d", "add", "rnnpool", "fastgrnn_scan",
-           "l2norm", "avgpool", "rnn1_projection"]
+__all__ = [
+    "add",
+    "avgpool",
+    "conv2d",
+    "dequantize",
+    "dequantize_outputs",
+    "fastgrnn_scan",
+    "l2norm",
+    "quantize_input",
+    "rnn1_projection",
+    "rnnpool",
+    "run",
+]
 
 _ONE = 1 << ir.STATE_FRAC_BITS
 _LIM = 1 << 29
@@ -79,7 +88,7 @@ def conv2d(op: ir.Conv2dS8, x: np.ndarray) -> np.ndarray:
     top, bottom, left, right = op.padding
     xo = np.asarray(x, dtype=np.int64) + op.input_offset
     xo = np.pad(xo, ((top, bottom), (left, right), (0, 0)))  # padded pixels are real zeros
-    c_out, kh, kw, cin_g = op.weight.shape
+    _, kh, kw, _ = op.weight.shape
     win = _windows(xo, kh, kw, *op.stride)
     w = np.asarray(op.weight, dtype=np.int64)
     if op.groups == 1:
@@ -242,7 +251,7 @@ def _exec(op, env: dict, g: ir.QGraph) -> None:
         raise TypeError(f"the integer reference has no implementation for {type(op).__name__}")
 
 
-def run(g: ir.QGraph, x: Union[np.ndarray, dict]) -> dict:
+def run(g: ir.QGraph, x: np.ndarray | dict) -> dict:
     """Execute ``g`` on int8 input(s).
 
     Args:

@@ -25,16 +25,16 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import ir, reference as R
+from . import ir
+from . import reference as R
 from .ptq import _Recorder, trace
 
-__all__ = ["layer_errors", "output_agreement", "accuracy", "format_layer_errors"]
+__all__ = ["accuracy", "format_layer_errors", "layer_errors", "output_agreement"]
 
 
 def _float_acts(gm, x: Tensor) -> dict:
@@ -150,7 +150,7 @@ def accuracy(model: nn.Module, g: ir.QGraph, images: Tensor, labels: Tensor,
             "agreement": float((f_pred == q_pred).mean()), "n": int(y.size)}
 
 
-def format_layer_errors(rows: list[dict], title: Optional[str] = None) -> str:
+def format_layer_errors(rows: list[dict], title: str | None = None) -> str:
     """Markdown table of :func:`layer_errors` rows."""
     lines = [f"**{title}**", ""] if title else []
     lines += ["| tensor | op | shape (HWC) | float range | int8 step | max abs err | mean abs err "
