@@ -43,6 +43,7 @@ def save_checkpoint(obj: Any, path: PathLike) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         try:
