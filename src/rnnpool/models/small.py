@@ -52,6 +52,9 @@ class PoolProbe(nn.Module):
         return self.pool(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        if x.dim() != 4 or x.shape[-2:] != (1, 1):
+            raise ValueError(f"PoolProbe: the pooling op must map the image to 1x1, got "
+                             f"{tuple(x.shape)}; build the model with img_size = the input size")
         x = x.flatten(1)
         return x if pre_logits else self.fc(x)
 
