@@ -114,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
 
         kw = dict(minutes=0.15, num_train=24, num_val=8, crop=128) if args.quick else dict(
             minutes=args.minutes)
-        faces = face_demo(out / "faces-demo", **kw)
+        # Hard gates: the int8 kernels of step 5 implement them (SPEC §6).
+        hard = {"gate": "hard_sigmoid", "update": "hard_tanh"}
+        faces = face_demo(out / "faces-demo", model_args=hard, **kw)
         results["faces"] = faces
         checkpoint = faces.get("checkpoint")
         ap = faces.get("ap", {})

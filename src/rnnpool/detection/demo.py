@@ -24,6 +24,7 @@ def face_demo(
     workdir: str | os.PathLike,
     minutes: float = 3.0,
     model: str = "rnnpool_face_m4",
+    model_args: dict[str, Any] | None = None,
     num_train: int = 300,
     num_val: int = 50,
     crop: int = 160,
@@ -48,6 +49,8 @@ def face_demo(
        ``workdir/detections``.
 
     ``lr`` defaults to SPEC §5's 0.01 scaled linearly from batch 32 to ``batch_size``.
+    ``model_args`` go to ``create_model`` and into the checkpoint (so that it rebuilds), e.g.
+    ``{"gate": "hard_sigmoid", "update": "hard_tanh"}`` for a model to be deployed in int8.
 
     Returns:
         a dict with ``model``, ``params``, ``train_images``, ``train_seconds``, ``ap``
@@ -77,7 +80,8 @@ def face_demo(
         make_faces(data, num_train=num_train, num_val=num_val, seed=seed)
 
     torch.manual_seed(seed)
-    net = create_model(model)
+    model_args = dict(model_args or {})
+    net = create_model(model, **model_args)
     cfg = net.config
     train_set = build_train_set(
         "widerface", str(data), crop, cfg.in_chans == 1, anchors=cfg.anchor_sizes
@@ -103,7 +107,7 @@ def face_demo(
     steps_per_epoch = len(train_set) // batch_size
     epochs = max(1, int(minutes * 60 / (step_s * steps_per_epoch)))
     torch.manual_seed(seed)
-    net = create_model(model)
+    net = create_model(model, **model_args)
 
     lr = 0.01 * batch_size / 32 if lr is None else lr
     config = TrainConfig(
@@ -127,6 +131,7 @@ def face_demo(
         config,
         collate_fn=detection_collate,
         model_name=model,
+        model_args=model_args,
         extra={"task": "face_detection", "dataset": "synthetic", "train_size": crop},
     )
     train_seconds = time.perf_counter() - t0
