@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 from typing import Any, Dict, List, Optional
 
 __all__ = ["register", "run_train", "run_evaluate", "run_make_vww", "parse_model_args"]
@@ -148,8 +149,9 @@ def run_train(args: argparse.Namespace) -> int:
         model = create_model(args.model, **model_args)
     except TypeError as e:
         raise ValueError(f"model {args.model}: {e}") from None
-    print(f"train {args.model} on {spec.format} ({len(data['train'])} train / "
-          f"{len(data['val'])} val images, {len(spec.classes)} classes) -> {config.out_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 talks
+        print(f"train {args.model} on {spec.format} ({len(data['train'])} train / "
+              f"{len(data['val'])} val images, {len(spec.classes)} classes) -> {config.out_dir}")
     out = fit(model, data["train"], classification_loss, config,
               evaluate=make_evaluate(data["val"], args.eval_batch_size, config.workers),
               model_name=args.model, model_args=model_args,
