@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 COMMAND_MODULES = [
     "rnnpool.demo",
+    "rnnpool.models.commands",
     "rnnpool.detection.eval_commands",
     "rnnpool.data.commands",
     "rnnpool.deploy.commands",
