@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from rnnpool.data.classification import DataSpec, build_datasets, detect_format

@@ -1,13 +1,20 @@
-import math
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from rnnpool.data.transforms import (CenterCrop, Compose, Normalize, RandomCrop,
-                                     RandomHorizontalFlip, RandomResizedCrop, Resize, ToTensor,
-                                     center_crop, classification_transforms, resize)
+from rnnpool.data.transforms import (
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    ToTensor,
+    center_crop,
+    classification_transforms,
+    resize,
+)
 
 
 def test_center_crop_takes_the_middle():

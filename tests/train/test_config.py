@@ -2,7 +2,12 @@ import argparse
 
 import pytest
 
-from rnnpool.train.config import TrainConfig, add_config_arguments, config_from_args, config_from_dict
+from rnnpool.train.config import (
+    TrainConfig,
+    add_config_arguments,
+    config_from_args,
+    config_from_dict,
+)
 
 
 def test_flags_derive_from_fields():

@@ -8,7 +8,6 @@ that ``rnnpool evaluate`` rebuilds exactly the evaluation pipeline the model was
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -17,8 +16,15 @@ from torch.utils.data import Dataset
 
 from .fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_ROOT, FASHION_MNIST_STD, FashionMNIST
 from .imagefolder import IMAGENET10_WNIDS, ImageFolder
-from .transforms import (IMAGENET_MEAN, IMAGENET_STD, Compose, Normalize, RandomCrop,
-                         RandomHorizontalFlip, classification_transforms)
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    classification_transforms,
+)
 
 __all__ = ["DataSpec", "detect_format", "build_datasets", "FORMATS"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 __all__ = ["register", "run_train", "run_evaluate", "run_make_vww", "parse_model_args"]
 

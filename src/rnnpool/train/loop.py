@@ -36,8 +36,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distributed import (DistInfo, all_gather_objects, all_reduce_mean, barrier,
-                          cleanup_distributed, setup_distributed)
+from .distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    cleanup_distributed,
+    setup_distributed,
+)
 from .schedule import cosine_lr
 
 __all__ = ["fit", "resolve_device", "LossFn", "EvaluateFn"]
