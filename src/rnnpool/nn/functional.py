@@ -139,19 +139,21 @@ def _cell_matrices(p: FastGRNNParams) -> _CellMatrices:
     )
 
 
-def _scan_forward(proj: Tensor, p: FastGRNNParams, m: _CellMatrices, save: bool):
+def _scan_forward(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices, save: bool):
     """The recurrence. Returns the final state and, if ``save``, per-step ``(h_prev, z, c)``."""
     if m.sigmoid_form:
         gate = update = torch.sigmoid
     else:
         gate, update = GATES[p.gate], UPDATES[p.update]
     plain = m.sigmoid_form or _is_plain(p)
-    xz, xh = proj.split(p.weight_hh.shape[0])
+    hidden = p.weight_hh.shape[0]
     h = m.h0
     saved = []
-    # unbind rather than indexing: under autograd (export, double backward) each index's
-    # backward would write a zero tensor of the full size; unbind's is one stack.
-    for xz_t, xh_t in zip(xz.unbind(1), xh.unbind(1)):
+    for t in range(idx.shape[0]):
+        # Gathered one step at a time: a whole-sweep buffer is T times larger, and buffers past
+        # the allocator's reuse threshold cost page faults on every call.
+        x_t = src.index_select(0, idx[t]).t()  # rows gather fast; addmm reads the transpose
+        xz_t, xh_t = x_t[:hidden], x_t[hidden:]
         if h is None:  # h = 0: no recurrent product, and z * h vanishes
             z, c = gate(xz_t), update(xh_t)
             h_new = (1.0 - z) * c if plain else (p.zeta * (1.0 - z) + p.nu) * c
@@ -180,17 +182,17 @@ class _ScanFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, proj, u_z, u_h, zeta, nu, p, m):  # type: ignore[override]
-        h, saved = _scan_forward(proj, p, m, save=True)
-        ctx.p, ctx.m, ctx.first_zero = p, m, saved[0][0] is None
+    def forward(ctx, src, u_z, u_h, zeta, nu, idx, p, m):  # type: ignore[override]
+        h, saved = _scan_forward(src, idx, p, m, save=True)
+        ctx.p, ctx.m, ctx.first_zero, ctx.src_shape = p, m, saved[0][0] is None, src.shape
         flat = [t for step in saved for t in step if t is not None]
-        ctx.save_for_backward(u_z, u_h, *flat)
+        ctx.save_for_backward(idx, u_z, u_h, *flat)
         return h
 
     @staticmethod
     def backward(ctx, gh):  # type: ignore[override]
         p, m = ctx.p, ctx.m
-        u_z, u_h, *flat = ctx.saved_tensors
+        idx, u_z, u_h, *flat = ctx.saved_tensors
         if ctx.first_zero:
             flat = [None] + flat
         steps = [flat[i : i + 3] for i in range(0, len(flat), 3)]
@@ -198,8 +200,9 @@ class _ScanFunction(torch.autograd.Function):
         hidden, b = gh.shape
         if m.sigmoid_form:
             gh = 2.0 * gh  # h = 2 g - 1
-        dproj = gh.new_empty(2 * hidden, len(steps), b)
-        dxz, dxh = dproj.split(hidden)
+        dsrc = gh.new_zeros(ctx.src_shape[1], ctx.src_shape[0])  # transposed: column scatter
+        dx = gh.new_empty(2 * hidden, b)  # one step's input gradient, scattered into dsrc
+        daz, dah = dx.split(hidden)
         du_z, du_h = torch.zeros_like(u_z), torch.zeros_like(u_h)
         dzeta = gh.new_zeros(()) if isinstance(p.zeta, Tensor) else None
         dnu = gh.new_zeros(()) if isinstance(p.nu, Tensor) else None
@@ -218,60 +221,58 @@ class _ScanFunction(torch.autograd.Function):
                 if dnu is not None:
                     dnu = dnu + (gh * c).sum()
             if m.sigmoid_form or p.gate == "sigmoid":
-                daz = torch.ops.aten.sigmoid_backward(dz, z)
+                torch.ops.aten.sigmoid_backward.grad_input(dz, z, grad_input=daz)
             else:
-                daz = dz * ((z > 0) & (z < 1)).to(dz.dtype) * 0.5
+                torch.mul(dz, ((z > 0) & (z < 1)).to(dz.dtype) * 0.5, out=daz)
             if m.sigmoid_form:
-                dah = torch.ops.aten.sigmoid_backward(dc, c)
+                torch.ops.aten.sigmoid_backward.grad_input(dc, c, grad_input=dah)
             elif p.update == "tanh":
-                dah = torch.ops.aten.tanh_backward(dc, c)
+                torch.ops.aten.tanh_backward.grad_input(dc, c, grad_input=dah)
             else:
-                dah = dc * (c.abs() < 1).to(dc.dtype)
-            dxz[:, t] = daz
-            dxh[:, t] = dah
+                torch.mul(dc, (c.abs() < 1).to(dc.dtype), out=dah)
+            dsrc.index_add_(1, idx[t], dx)
             if h_prev is not None:
                 du_z.addmm_(daz, h_prev.t())
                 du_h.addmm_(dah, h_prev.t())
                 gh = torch.addmm(torch.addmm(gz, u_z.t(), daz), u_h.t(), dah)
-        return dproj, du_z, du_h, dzeta, dnu, None, None
+        return dsrc.t(), du_z, du_h, dzeta, dnu, None, None, None
 
 
-def _scan(proj: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tensor:
+def _scan(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tensor:
     """Final states of FastGRNN sweeps from precomputed input projections.
 
     Args:
-        proj: ``(2h, T, B)``: ``m.w @ x_t + m.b`` for every step ``t`` of every sweep ``b``.
+        src: ``(P, 2h)`` projected inputs ``x @ m.w^T + m.b^T``, one row per input vector.
+        idx: ``(T, B)`` int64: sweep ``b`` reads row ``idx[t, b]`` at step ``t``.
 
     Returns:
         ``(h, B)``.
     """
-    differentiable = [proj, m.u_z, m.u_h, p.zeta, p.nu]
+    differentiable = [src, m.u_z, m.u_h, p.zeta, p.nu]
     if (
         torch.is_grad_enabled()
         and any(isinstance(t, Tensor) and t.requires_grad for t in differentiable)
         and not torch.jit.is_tracing()
         and not torch.onnx.is_in_onnx_export()
+        and not torch.compiler.is_compiling()  # inductor differentiates the plain loop itself
     ):
-        return _ScanFunction.apply(proj, m.u_z, m.u_h, p.zeta, p.nu, p, m)
-    return _scan_forward(proj, p, m, save=False)[0]
+        return _ScanFunction.apply(src, m.u_z, m.u_h, p.zeta, p.nu, idx, p, m)
+    return _scan_forward(src, idx, p, m, save=False)[0]
 
 
 def _scan_groups(src: Tensor, groups: list[Tensor], p: FastGRNNParams, m: _CellMatrices) -> Tensor:
-    """Run the sweeps whose step-``t`` input is column ``index[t, b]`` of ``src``.
+    """Run the sweeps whose step-``t`` input is row ``index[t, b]`` of ``src``.
 
     Args:
-        src: ``(2h, P)`` projected inputs.
-        groups: ``(T_g, B_g)`` int64 column indices; groups of equal ``T`` run as one scan.
+        src: ``(P, 2h)`` projected inputs.
+        groups: ``(T_g, B_g)`` int64 row indices; groups of equal ``T`` run as one scan.
 
     Returns:
         ``(h, sum B_g)`` final states, groups in order.
     """
     if len({g.shape[0] for g in groups}) == 1:
         groups = [torch.cat(groups, 1)]
-    outs = [
-        _scan(src.index_select(1, idx.reshape(-1)).view(src.shape[0], *idx.shape), p, m)
-        for idx in groups
-    ]
+    outs = [_scan(src, idx, p, m) for idx in groups]
     return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
 
 
@@ -376,7 +377,7 @@ def rnnpool2d(
             raise ValueError(f"padding_mode must be 'zeros' or 'replicate', got {padding_mode!r}")
     # Only the rows / columns some patch reads.
     hr, wc = sh * (ho - 1) + kh, sw * (wo - 1) + kw
-    x = input[:, :, :hr, :wc].transpose(0, 1).reshape(c, n * hr * wc)  # pixels as columns
+    x = input[:, :, :hr, :wc].permute(0, 2, 3, 1).reshape(n * hr * wc, c)  # one row per pixel
     h2 = rnn2.weight_hh.shape[0]
     m1, m2 = _cell_matrices(rnn1), _cell_matrices(rnn2)
     ar = partial(torch.arange, device=input.device)
@@ -385,7 +386,7 @@ def rnnpool2d(
     # RNN1. Every pixel is projected once. A row segment (image i, row y, start column ow*sw)
     # reads pixel (i, y, ow*sw + t) at step t; a column segment (i, start row oh*sh, column x)
     # reads (i, oh*sh + t, x). Patches that overlap share segments, so each runs once.
-    proj1 = torch.addmm(m1.b, m1.w, x)  # (2h1, N*hr*wc)
+    proj1 = F.linear(x, m1.w, m1.b[:, 0])  # (N*hr*wc, 2h1)
     y_, x_ = ar(hr)[None, :, None], ar(wc)[None, None, :]
     rows = torch.stack([((i_ * hr + y_) * wc + ow_ * sw + t).reshape(-1) for t in range(kw)])
     cols = torch.stack([((i_ * hr + oh_ * sh + t) * wc + x_).reshape(-1) for t in range(kh)])
@@ -393,7 +394,7 @@ def rnnpool2d(
 
     # RNN2. Each summary is projected once; patch (i, oh, ow) reads the row summaries
     # (i, oh*sh + t, ow) and the column summaries (i, oh, ow*sw + t), forward and reversed.
-    proj2 = torch.addmm(m2.b, m2.w, summaries)
+    proj2 = F.linear(summaries.t(), m2.w, m2.b[:, 0])
     row0 = ((i_ * hr + oh_ * sh) * wo + ow_).reshape(-1)
     col0 = n * hr * wo + ((i_ * ho + oh_) * wc + ow_ * sw).reshape(-1)
     tr, tc = ar(kh)[:, None], ar(kw)[:, None]
