@@ -64,7 +64,7 @@ def test_shipped_weights_are_small_and_load():
     path = weights_path()
     assert path.stat().st_size <= 1 << 20
     ckpt = load_checkpoint(path)
-    assert "optimizer" not in ckpt and ckpt["model_name"] == "fmnist_cnn_rnnpool"
+    assert "optimizer" not in ckpt and ckpt["model_name"] == "fmnist_cnn_rnnpool_hard"
     model = load_model_from_checkpoint(path)
     assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
 

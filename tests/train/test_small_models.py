@@ -10,7 +10,8 @@ ABLATION = [n for n in list_models("fmnist_cnn_*")]
 
 def test_registered():
     assert set(ABLATION) == {"fmnist_cnn_rnnpool", "fmnist_cnn_avgpool", "fmnist_cnn_maxpool",
-                             "fmnist_cnn_convpool", "fmnist_cnn_renet", "fmnist_cnn_base"}
+                             "fmnist_cnn_convpool", "fmnist_cnn_renet", "fmnist_cnn_base",
+                             "fmnist_cnn_rnnpool_hard"}
     assert set(list_models("fmnist_probe_*")) == {"fmnist_probe_rnnpool", "fmnist_probe_conv",
                                                  "fmnist_probe_avg", "fmnist_probe_max"}
 

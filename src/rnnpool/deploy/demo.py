@@ -14,7 +14,7 @@ from typing import Optional
 
 __all__ = ["mcu_demo"]
 
-_FALLBACKS = ("fmnist_cnn_rnnpool",)
+_FALLBACKS = ("fmnist_cnn_rnnpool_hard",)
 
 
 def _candidates(weights: Optional[str]):

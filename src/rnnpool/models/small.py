@@ -150,6 +150,19 @@ def fmnist_cnn_rnnpool(**kwargs: Any) -> SmallCNN:
     return SmallCNN("rnnpool", **kwargs)
 
 
+def _hard_rnnpool(in_channels: int, out_channels: int, kernel_size: int, stride: int) -> nn.Module:
+    h = out_channels // 4
+    return RNNPool2d(in_channels, h, h, kernel_size, stride, padding="same",
+                     gate="hard_sigmoid", update="hard_tanh")
+
+
+@register_model
+def fmnist_cnn_rnnpool_hard(**kwargs: Any) -> SmallCNN:
+    """``fmnist_cnn_rnnpool`` with hard sigmoid / hard tanh cells, as the int8 kernels compute them
+    (the shipped, deployable Fashion-MNIST model)."""
+    return SmallCNN(_hard_rnnpool, **kwargs)
+
+
 @register_model
 def fmnist_cnn_avgpool(**kwargs: Any) -> SmallCNN:
     """SmallCNN with 6x6/4 average pooling + 1x1 ConvBNAct(16->32)."""

@@ -1,7 +1,8 @@
 """Model files shipped with the package (loadable with
 :func:`rnnpool.train.load_model_from_checkpoint`).
 
-``fmnist_rnnpool.pt``: ``fmnist_cnn_rnnpool`` trained on Fashion-MNIST (see docs/experiments.md).
+``fmnist_rnnpool.pt``: ``fmnist_cnn_rnnpool_hard`` (hard sigmoid / tanh cells, as the int8 kernels
+compute them) trained on Fashion-MNIST (see docs/experiments.md).
 """
 
 from __future__ import annotations
