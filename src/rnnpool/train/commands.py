@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_evaluate)
 
     v = sub.add_parser("make-vww", help="write Visual Wake Words labels from COCO annotations",
-                       description="Label each COCO image 1 if a person covers more than 0.5 %% "
+                       description="Label each COCO image 1 if a person covers more than 0.5 % "
                        "of it. Reads DIR/annotations/instances_{train,val}YEAR.json. The minival "
                        "id list (mscoco_minival_ids.txt) is not shipped: pass it with "
                        "--minival-ids; without it train=trainYEAR and val=valYEAR.")
