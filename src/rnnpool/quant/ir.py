@@ -121,8 +121,20 @@ class QTensor:
         return self.numel * (1 if self.dtype == "int8" else 4)
 
 
+class _OneInOneOut:
+    """Ops that read one tensor (``self.input``) and write one (``self.output``)."""
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input]  # type: ignore[attr-defined]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.output]  # type: ignore[attr-defined]
+
+
 @dataclass
-class Conv2dS8:
+class Conv2dS8(_OneInOneOut):
     """Convolution (regular, depthwise when ``groups == C_in == C_out``, 1x1 pointwise).
 
     ``out[y, x, o] = clamp(requantize(bias[o] + sum w[o, ky, kx, i] * (in[..] + input_offset),
@@ -161,14 +173,6 @@ class Conv2dS8:
         if (kh, kw) == (1, 1) and tuple(self.stride) == (1, 1) and not any(self.padding):
             return "conv2d_1x1"
         return "conv2d"
-
-    @property
-    def inputs(self) -> list[str]:
-        return [self.input]
-
-    @property
-    def outputs(self) -> list[str]:
-        return [self.output]
 
 
 @dataclass
@@ -254,7 +258,7 @@ class FastGRNNQ:
 
 
 @dataclass
-class RNNPoolS8:
+class RNNPoolS8(_OneInOneOut):
     """RNNPool layer in fixed point. Input int8 HWC ``(H, W, C)``, output int8 ``(H_out, W_out,
     4 * hidden2)`` with channels ``[row-fwd, row-rev, col-fwd, col-rev]``.
 
@@ -282,17 +286,9 @@ class RNNPoolS8:
 
     kind = "rnnpool"
 
-    @property
-    def inputs(self) -> list[str]:
-        return [self.input]
-
-    @property
-    def outputs(self) -> list[str]:
-        return [self.output]
-
 
 @dataclass
-class L2NormS8:
+class L2NormS8(_OneInOneOut):
     """S3FD L2Norm: ``out[c] = weight[c] * x[c] / ||x||_2`` over channels, per pixel.
 
     Integer semantics per pixel: ``xc = x + input_offset``; ``ss = sum xc**2`` (int32);
@@ -314,17 +310,9 @@ class L2NormS8:
 
     kind = "l2norm"
 
-    @property
-    def inputs(self) -> list[str]:
-        return [self.input]
-
-    @property
-    def outputs(self) -> list[str]:
-        return [self.output]
-
 
 @dataclass
-class AvgPoolS8:
+class AvgPoolS8(_OneInOneOut):
     """Average pooling (global when ``kernel_size`` covers the map), no padding.
 
     ``out = clamp(requantize(sum(x + input_offset), multiplier, shift) + output_offset, ...)``
@@ -345,17 +333,9 @@ class AvgPoolS8:
 
     kind = "avgpool"
 
-    @property
-    def inputs(self) -> list[str]:
-        return [self.input]
-
-    @property
-    def outputs(self) -> list[str]:
-        return [self.output]
-
 
 @dataclass
-class MBConvS8:
+class MBConvS8(_OneInOneOut):
     """A fused inverted-residual block for the row-streaming kernel ``rnnpool_mbconv_s8``.
 
     Computes exactly ``expand`` (optional 1x1) -> ``depthwise`` (3x3) -> ``project`` (1x1) ->
@@ -374,14 +354,6 @@ class MBConvS8:
     add: AddS8 | None = None
 
     kind = "mbconv"
-
-    @property
-    def inputs(self) -> list[str]:
-        return [self.input]
-
-    @property
-    def outputs(self) -> list[str]:
-        return [self.output]
 
     @property
     def sub_ops(self) -> list:
