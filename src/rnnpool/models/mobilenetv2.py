@@ -13,7 +13,9 @@ from typing import Any, Optional, Sequence, Union
 from torch import Tensor, nn
 
 from ._blocks import ConvBNAct, InvertedResidual, LayerType, make_divisible
-from ._pooling import GlobalRNNPool2d, check_input_size, create_pool_layer
+from ._pooling import (
+    ClassifierMixin, check_input_size, create_head_pool, create_pool_layer, init_weights,
+)
 from ._registry import register_model
 
 __all__ = ["MobileNetV2", "MBV2_CFG", "MBV2_RNNPOOL_CFG", "MBV2_RNNPOOL_S8_CFG"]
@@ -41,7 +43,7 @@ def _tuple(v: IntSeq) -> tuple[int, ...]:
     return (v,) if isinstance(v, int) else tuple(v)
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(ClassifierMixin, nn.Module):
     r"""MobileNetV2 with an optional downsampler after the stem and an optional last-layer RNNPool.
 
     ``stem (3x3, s2) -> [pool layers] -> MBConv stages -> 1x1 conv -> global pool -> linear``.
@@ -91,8 +93,6 @@ class MobileNetV2(nn.Module):
         act_layer: LayerType = "relu6",
     ) -> None:
         super().__init__()
-        if head_pool not in ("avg", "rnnpool"):
-            raise ValueError(f"head_pool must be 'avg' or 'rnnpool', got {head_pool!r}")
         self.num_classes, self.drop_rate = num_classes, drop_rate
         self.feature_info: list[dict[str, Any]] = []
         self.stem = ConvBNAct(in_chans, stem_channels, 3, 2, act_layer=act_layer)
@@ -131,52 +131,15 @@ class MobileNetV2(nn.Module):
         )
         self.total_stride = reduction
 
-        if head_pool == "rnnpool":
-            if last_channels % 4:
-                raise ValueError(
-                    f"last-layer RNNPool needs last_channels % 4 == 0, got {last_channels}"
-                )
-            h = last_channels // 4
-            self.global_pool: nn.Module = GlobalRNNPool2d(last_channels, h, h)
-        else:
-            self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
+        self.global_pool = create_head_pool(head_pool, last_channels)
         self.dropout = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(last_channels, num_classes) if num_classes else nn.Identity()
-        _init_weights(self)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0: features only)."""
-        self.num_classes = num_classes
-        self.classifier = (
-            nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        )
+        init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, C, H, W) -> (N, last_channels, H / 32, W / 32)``."""
         check_input_size(x, self.total_stride, type(self).__name__)
         return self.conv_head(self.blocks(self.pools(self.stem(x))))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.dropout(self.flatten(self.global_pool(x)))
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 def _rnnpool_mbv2(num_classes: int, **kwargs: Any) -> MobileNetV2:
