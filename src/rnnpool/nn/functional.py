@@ -360,11 +360,12 @@ def rnnpool2d(
     kh, kw = _pair(kernel_size, "kernel_size")
     sh, sw = _pair(kernel_size if stride is None else stride, "stride")
     if input.dim() != 4:
-        raise ValueError(f"rnnpool2d expects a 4D input (N, C, H, W), got shape {tuple(input.shape)}")
+        raise ValueError(f"RNNPool expects a 4D input (N, C, H, W), got shape {tuple(input.shape)}")
     n, c, h, w = input.shape
     if c != rnn1.weight_ih.shape[1]:
         raise ValueError(
-            f"input has {c} channels but RNN1 expects {rnn1.weight_ih.shape[1]} (in_channels)"
+            f"RNNPool expects {rnn1.weight_ih.shape[1]} input channels, got {c} "
+            f"(input shape {tuple(input.shape)})"
         )
     ho, wo = rnnpool2d_output_size((h, w), (kh, kw), (sh, sw), padding)
     left, right, top, bottom = rnnpool2d_padding((h, w), (kh, kw), (sh, sw), padding)

@@ -171,15 +171,6 @@ class RNNPool2d(nn.Module):
         return self.rnn1.num_params() + self.rnn2.num_params()
 
     def forward(self, input: Tensor) -> Tensor:
-        if input.dim() != 4:
-            raise ValueError(
-                f"RNNPool2d expects a 4D input (N, C, H, W), got shape {tuple(input.shape)}"
-            )
-        if input.shape[1] != self.in_channels:
-            raise ValueError(
-                f"RNNPool2d expects {self.in_channels} input channels, got {input.shape[1]} "
-                f"(input shape {tuple(input.shape)})"
-            )
         return RF.rnnpool2d(
             input, self.rnn1.params(), self.rnn2.params(),
             self.kernel_size, self.stride, self.padding, self.padding_mode,
