@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from rnnpool.deploy import codegen, mcu, runner
+from rnnpool.deploy.decode import decode_sources
 from rnnpool.deploy.planner import peak_live_bytes
 from rnnpool.models._blocks import ConvBNAct, InvertedResidual
 from rnnpool.nn import RNNPool2d
@@ -88,7 +89,14 @@ def _needs_kernels(g):
         pytest.skip(f"kernels not written yet: {sorted(set(missing))}")
 
 
+DETECTOR_SPEC = dict(strides=(4, 8), sizes=(8.0, 16.0))
 MODELS = {"convnet": (ConvNet, (20, 24)), "detector": (TinyDetector, (24, 32))}
+
+
+def _decode_spec(name):
+    from rnnpool.deploy.decode import DecodeSpec
+
+    return DecodeSpec(**DETECTOR_SPEC) if name == "detector" else None
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
@@ -96,18 +104,40 @@ def generated(request, tmp_path_factory):
     cls, hw = MODELS[request.param]
     g, calib = _graph(cls, hw)
     _needs_kernels(g)
-    m = codegen.generate_c(g, tmp_path_factory.mktemp(request.param) / "c")
+    # Few boxes: the kept list is truncated, so order and ties matter in the comparisons.
+    m = codegen.generate_c(g, tmp_path_factory.mktemp(request.param) / "c",
+                           decode=_decode_spec(request.param), max_boxes=6)
     return request.param, g, calib, m
 
 
 def test_plan_is_valid_and_tight(generated):
-    _, g, _, m = generated
+    name, g, _, m = generated
     bufs = m.plan.buffers
     assert m.arena_bytes >= peak_live_bytes(bufs)
     assert m.arena_bytes <= peak_live_bytes(bufs, alignment=4) + 4 * len(bufs)
-    # Neither the input nor the outputs take arena space.
-    names = {b.name for b in bufs}
-    assert m.input_name not in names and not names & set(m.output_names)
+    # The input is a band of rows in the arena (its consumer, the stem, is streamed).
+    sizes = {b.name: b.size for b in bufs}
+    row = m.input_bytes // g.tensor(m.input_name).shape[0]
+    assert sizes[m.input_name] == m.input_arena_bytes == 3 * row  # 3x3 stride-2 stem
+    assert m.units[0].ops[0].kind == "input_rows" and m.units[0].streamed
+    # A detector's head maps are planned in the arena (decoded on the fly); other outputs not.
+    if name == "detector":
+        assert set(m.output_names) <= set(sizes) and m.output_arena_bytes == m.output_bytes
+    else:
+        assert not set(sizes) & set(m.output_names) and m.output_arena_bytes == 0
+
+
+def _check_rows(m, g, xs, outs, rows, boxes, name):
+    """Both APIs bit-exact: outputs == reference; row API == whole-buffer API."""
+    assert len(rows) == len(outs) == len(xs)
+    for i, (x, o) in enumerate(zip(xs, outs)):
+        ref = reference.run(g, x)
+        for n in m.output_names:
+            np.testing.assert_array_equal(o[n], ref[n], err_msg=f"{name}: {n}")
+            if m.decode is None:
+                np.testing.assert_array_equal(rows[i][n], ref[n], err_msg=f"{name} rows: {n}")
+        if m.decode is not None:
+            np.testing.assert_array_equal(rows[i], boxes[i], err_msg=f"{name}: image {i}")
 
 
 def test_host_build_bit_exact_with_sanitizers(generated, tmp_path):
@@ -115,10 +145,34 @@ def test_host_build_bit_exact_with_sanitizers(generated, tmp_path):
     exe = runner.build_model_host(m, tmp_path, sanitize=True)
     xs = _inputs(g, calib, n_random=10)
     outs = runner.run_model_host(exe, m, xs)
-    for x, o in zip(xs, outs):
-        ref = reference.run(g, x)
-        for n in m.output_names:
-            np.testing.assert_array_equal(o[n], ref[n], err_msg=f"{name}: {n}")
+    boxes = runner.read_boxes(tmp_path, len(xs), m.max_boxes) if m.decode is not None else []
+    _check_rows(m, g, xs, outs, runner.read_rows(m, tmp_path, len(xs)), boxes, name)
+    if m.decode is not None:  # the comparison is not vacuous: lists are full and truncated
+        assert sum(len(b) == m.max_boxes for b in boxes) >= len(xs) // 2
+
+
+def test_streamed_decode_equals_whole_decode_of_reference_maps(generated, tmp_path):
+    """detect_rows's boxes = rnnpool_model_decode of the maps of the numpy integer reference
+    (written as a fake model output and decoded by the C function), with K = 1, 6 and all."""
+    name, g, calib, m = generated
+    if m.decode is None:
+        pytest.skip("no decode")
+    xs = _inputs(g, calib, n_random=4)
+    n_cells = sum(int(np.prod(g.tensor(c).shape[:2])) for c, _, _ in decode_sources(g, m.decode))
+    for k in (1, 6, n_cells):
+        mk = codegen.generate_c(g, tmp_path / f"c{k}", decode=m.decode, max_boxes=k)
+        exe = runner.build_model_host(mk, tmp_path / f"h{k}", sanitize=True)
+        outs = runner.run_model_host(exe, mk, xs)
+        want = runner.read_boxes(exe.parent, len(xs), k)
+        got = runner.read_rows(mk, exe.parent, len(xs))
+        for i, x in enumerate(xs):
+            ref = reference.run(g, x)
+            for n in mk.output_names:
+                np.testing.assert_array_equal(outs[i][n], ref[n])
+            np.testing.assert_array_equal(got[i], want[i], err_msg=f"K={k} image {i}")
+            assert len(got[i]) <= k and np.all(np.diff(got[i][:, 4]) <= 0)
+            ties = np.diff(got[i][:, 4]) == 0  # equal logits keep anchor order
+            assert np.all(np.diff(got[i][:, 5])[ties] > 0)
 
 
 @pytest.mark.skipif(mcu.find_toolchain() is None, reason="Cortex-M4 toolchain absent")
@@ -126,13 +180,15 @@ def test_cortex_m4_bit_exact_in_qemu(generated, tmp_path):
     name, g, calib, m = generated
     fw = runner.build_model_m4(m, tmp_path, ram_budget=64 * 1024, stack_bytes=2048)
     assert fw.static_ram_bytes >= m.arena_bytes
+    # Static RAM: the arena, the box list / classifier output, and little else (the frame and
+    # the whole-buffer API's maps are in PSRAM).
+    result = m.max_boxes * 24 if m.decode is not None else m.output_bytes
+    assert m.arena_bytes + result <= fw.static_ram_bytes <= m.arena_bytes + result + 64
     xs = _inputs(g, calib, n_random=2)
     r = runner.run_model_m4(fw, m, xs, timeout=120)
-    for x, o in zip(xs, r.outputs):
-        ref = reference.run(g, x)
-        for n in m.output_names:
-            np.testing.assert_array_equal(o[n], ref[n], err_msg=f"{name}: {n}")
+    _check_rows(m, g, xs, r.outputs, r.rows, r.boxes, name)
     assert len(r.instructions) == len(xs) and min(r.instructions) > 1000
+    assert len(r.rows_instructions) == len(xs) and min(r.rows_instructions) > 1000
     assert 0 < r.stack_used < 2048
 
 
@@ -177,8 +233,12 @@ def test_mcu_report_on_a_small_model(tmp_path):
     assert abs(sum(n for _, n in rep.profile) - rep.instructions[0]) < 200
     # Dequantized int8 logits stay close to the float model's.
     assert rep.max_abs_err["output_0"] < 0.1 * rep.float_range["output_0"] + 1e-3
+    assert rep.rows_bit_exact and len(rep.rows_instructions) == 2
+    # The classifier's row API: input band + activations in the arena, outputs in RAM.
+    assert rep.input_rows_bytes == 3 * 24 and rep.result_bytes == 10
     text = rep.format()
     assert "bit-exact vs integer reference: Cortex-M4 yes" in text
+    assert "row API (outputs == reference): Cortex-M4 yes" in text
 
 
 def test_cli_export_c_compiles_standalone(tmp_path, capsys):
@@ -209,7 +269,7 @@ def test_fixed_point_decode_matches_float_box_coder(tmp_path):
 
     g, calib = _graph(TinyDetector, (24, 32))
     _needs_kernels(g)
-    spec = DecodeSpec(strides=(4, 8), sizes=(8.0, 16.0))
+    spec = DecodeSpec(**DETECTOR_SPEC)
     m = codegen.generate_c(g, tmp_path / "c", decode=spec)
     exe = runner.build_model_host(m, tmp_path / "host")
     xs = _inputs(g, calib, n_random=3)
@@ -239,15 +299,22 @@ def test_fixed_point_decode_matches_float_box_coder(tmp_path):
         assert min(r.decode_instructions) > 0
 
 
-@pytest.mark.parametrize("kernel,rows", [("map", 1), ("map", 3), ("patch", 1)])
-def test_streamed_rnnpool_kernel_variants_bit_exact(tmp_path, kernel, rows):
+@pytest.mark.parametrize("kernel,rows,stream", [("map", 1, True), ("map", 3, True),
+                                               ("patch", 1, True), ("row", 1, False)])
+def test_streamed_rnnpool_kernel_variants_bit_exact(tmp_path, kernel, rows, stream):
+    from rnnpool.deploy.decode import DecodeSpec
+
     g, calib = _graph(TinyDetector, (24, 32))
     _needs_kernels(g)
-    m = codegen.generate_c(g, tmp_path / "c", rnnpool_kernel=kernel, rnnpool_rows=rows)
-    assert any(u.streamed and any(o.kind == "rnnpool" for o in u.ops) for u in m.units)
+    m = codegen.generate_c(g, tmp_path / "c", rnnpool_kernel=kernel, rnnpool_rows=rows,
+                           stream=stream, decode=DecodeSpec(**DETECTOR_SPEC), max_boxes=5)
+    streamed_pool = any(u.streamed and any(o.kind == "rnnpool" for o in u.ops) for u in m.units)
+    assert streamed_pool == stream
+    if not stream:  # layer by layer: the whole input is read into the arena first
+        assert m.units[0].ops[0].kind == "input_rows" and not m.units[0].streamed
+        assert m.input_arena_bytes == m.input_bytes
     exe = runner.build_model_host(m, tmp_path / "h")
     xs = _inputs(g, calib, n_random=2)
-    for x, o in zip(xs, runner.run_model_host(exe, m, xs)):
-        ref = reference.run(g, x)
-        for n in m.output_names:
-            np.testing.assert_array_equal(o[n], ref[n])
+    outs = runner.run_model_host(exe, m, xs)
+    _check_rows(m, g, xs, outs, runner.read_rows(m, exe.parent, len(xs)),
+                runner.read_boxes(exe.parent, len(xs), m.max_boxes), "detector")

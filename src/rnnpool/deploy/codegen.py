@@ -2,7 +2,10 @@
 
 :func:`generate_c` turns a :class:`~rnnpool.quant.ir.QGraph` into three files:
 
-* ``model.h``: the API ``int rnnpool_model_run(const int8_t *input, int8_t *output)`` and size
+* ``model.h``: the API ``int rnnpool_model_run_rows(read_row, ctx, output)`` (the input
+  delivered row by row by a callback), ``int rnnpool_model_run(const int8_t *input, int8_t
+  *output)`` (a whole input buffer, through the same code), for detectors
+  ``rnnpool_model_detect_rows`` (row input, boxes decoded as each head is produced) and size
   macros (``RNNPOOL_MODEL_ARENA_BYTES``, ``RNNPOOL_MODEL_INPUT_BYTES``,
   ``RNNPOOL_MODEL_OUTPUT_BYTES``, and shape / offset / scale / zero point of each output);
 * ``model_weights.c``: every weight, bias, multiplier and parameter struct as ``const`` data
@@ -13,9 +16,10 @@
 The model's outputs are **int8**: the graph's :class:`~rnnpool.quant.ir.DequantizeF32` ops are
 not emitted; their int8 inputs (the raw detection-head or classifier maps, HWC) are written to
 ``output`` one after the other, and dequantising (``scale * (q - zero_point)``) happens on the
-host (:meth:`CModel.unpack`). No float arithmetic is generated. The input image is read in place
-from the caller's buffer (HWC int8) and the outputs are written straight to the caller's buffer,
-so neither occupies the arena.
+host (:meth:`CModel.unpack`). No float arithmetic is generated. The input rows in use live in
+the arena (a band of rows when the input's consumer is streamed); detectors' head maps are
+planned in the arena too, live until their source is decoded (used when no output buffer is
+given); a classifier's outputs go to the caller's buffer.
 
 Example:
     >>> import numpy as np
@@ -26,11 +30,11 @@ Example:
     >>> _ = g.add_tensor(QTensor("y", (2, 2, 4), "int8", 0.4, 0))
     >>> p = make_add_params(0.1, 0, 0.1, 0, 0.2, 0)
     >>> g.ops += [AddS8("a1", "x", "x", "t", *p), AddS8("a2", "t", "t", "y", *p)]
-    >>> build_model(g, stream=False).arena_bytes  # t (16 bytes) held whole
-    16
-    >>> m = build_model(g)  # t streamed: one row (8 bytes) at a time
+    >>> build_model(g, stream=False).arena_bytes  # x and t (16 bytes each) held whole
+    32
+    >>> m = build_model(g)  # x and t streamed: one row (8 bytes) each at a time
     >>> m.arena_bytes, m.output_names, [o.name for o in m.units[0].ops]
-    (8, ['y'], ['a1', 'a2'])
+    (16, ['y'], ['read_input', 'a1', 'a2'])
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import numpy as np
 from .planner import ArenaPlan, Buffer, check_plan, plan_arena
 
 __all__ = ["CModel", "Unit", "build_model", "generate_c", "KERNEL_DIR", "kernel_sources",
-           "STREAMABLE"]
+           "STREAMABLE", "InputRows"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 KERNEL_DIR = CSRC / "kernels"
@@ -66,8 +70,29 @@ def _ident(name: str) -> str:
     return s
 
 
-#: Ops whose kernels can be called on a band of output rows (row streaming).
-STREAMABLE = {"conv2d", "depthwise_conv2d", "conv2d_1x1", "add", "rnnpool", "l2norm"}
+#: Ops whose kernels can be called on a band of output rows (row streaming); ``input_rows``
+#: is the graph input, delivered row by row by the caller (:class:`InputRows`).
+STREAMABLE = {"conv2d", "depthwise_conv2d", "conv2d_1x1", "add", "rnnpool", "l2norm",
+              "input_rows"}
+
+
+@dataclass
+class InputRows:
+    """Pseudo-op at the head of the schedule: the caller's ``read_row(ctx, y, row)`` produces
+    the graph input one int8 HWC row at a time, into an arena buffer planned like any other
+    (a band of rows when the input's only consumer is streamed, else the whole map)."""
+
+    name: str
+    output: str
+    kind: str = "input_rows"
+
+    @property
+    def inputs(self) -> List[str]:
+        return []
+
+    @property
+    def outputs(self) -> List[str]:
+        return [self.output]
 
 
 def _row_geometry(op) -> tuple:
@@ -260,7 +285,8 @@ class CModel:
         sources: generated file name -> text.
         files: written files (after :func:`generate_c`).
         decode: the :class:`~rnnpool.deploy.decode.DecodeSpec` of the generated
-            ``rnnpool_model_decode``, or None.
+            ``rnnpool_model_decode`` / ``rnnpool_model_detect_rows``, or None.
+        max_boxes: ``RNNPOOL_MODEL_MAX_BOXES`` (detectors; 0 otherwise).
     """
 
     graph: object
@@ -273,10 +299,21 @@ class CModel:
     sources: Dict[str, str] = field(default_factory=dict, repr=False)
     files: List[Path] = field(default_factory=list)
     decode: Optional[object] = None
+    max_boxes: int = 0
 
     @property
     def arena_bytes(self) -> int:
         return self.plan.total
+
+    @property
+    def input_arena_bytes(self) -> int:
+        """Arena bytes of the input (a band of rows, or the whole map)."""
+        return next(b.size for b in self.plan.buffers if b.name == self.input_name)
+
+    @property
+    def output_arena_bytes(self) -> int:
+        """Arena bytes of the head maps planned there (detectors; 0 otherwise)."""
+        return sum(b.size for b in self.plan.buffers if b.name in self.output_names)
 
     @property
     def input_bytes(self) -> int:
@@ -311,8 +348,9 @@ class _Emitter:
     appear as macros (``OFF_*``, ``SCR_*``) defined once the plan is known."""
 
     def __init__(self, g, input_name: str, output_offsets: Dict[str, int],
-                 rnnpool_kernel: str = "row"):
+                 rnnpool_kernel: str = "row", arena_outputs: frozenset = frozenset()):
         self.g = g
+        self.arena_outputs = arena_outputs  # outputs also planned in the arena (detectors)
         self.rnnpool_kernel = rnnpool_kernel  # streamed RNNPool: "row", "patch" or "map"
         self.min_rows: Dict[str, int] = {}  # op name -> rows computed per call at least
         self.input_name = input_name
@@ -357,12 +395,23 @@ class _Emitter:
 
     # --- tensors
     def base(self, name: str) -> str:
-        """Pointer to row 0 of a whole tensor, or to the first row of a band."""
-        if name == self.input_name:
-            return "input"
+        """Pointer to row 0 of a whole tensor, or to the first row of a band. Outputs go to
+        ``io->output``; a detector's maps go to the arena when ``io->output`` is NULL."""
+        if name in self.arena_outputs:
+            return f"RNNPOOL_MAP({self.output_offsets[name]}, OFF_{self.cid(name)})"
         if name in self.output_offsets:
-            return f"(output + {self.output_offsets[name]})"
+            return f"(io->output + {self.output_offsets[name]})"
         return f"((int8_t *)(arena + OFF_{self.cid(name)}))"
+
+    def drop_rows(self, t: str, j: int, rb: int) -> List[str]:
+        """C lines of a band's prologue: drop the rows before ``a`` (moved to the band start)."""
+        return [f"    if (a > st->lo[{j}]) {{  /* drop rows no longer needed */",
+                f"        const int32_t keep = st->hi[{j}] - a;",
+                f"        if (keep > 0) memmove({self.base(t)}, {self.base(t)} + "
+                f"(a - st->lo[{j}]) * {rb}, (size_t)keep * {rb});",
+                f"        st->lo[{j}] = a;",
+                f"        if (st->hi[{j}] < a) st->hi[{j}] = a;",
+                "    }"]
 
     # --- per-op constant parameters (shared by whole and streamed calls)
     def conv_consts(self, p: str, op) -> tuple:
@@ -521,6 +570,14 @@ class _Emitter:
 
     # --- units
     def whole(self, op, i: int) -> None:
+        if op.kind == "input_rows":  # the input held whole: read every row
+            t = self.g.tensor(op.output)
+            rb = int(t.shape[1]) * int(t.shape[2])
+            self.body += [f"    /* input {op.output}: every row from read_row */", "    {",
+                          "        int32_t y;", f"        for (y = 0; y < {t.shape[0]}; y++) {{",
+                          f"            if (io->read_row(io->ctx, y, {self.base(op.output)} + "
+                          f"y * {rb}) != 0) return RNNPOOL_MODEL_READ_ERROR;", "        }", "    }"]
+            return
         p = f"op{i}_{_ident(op.name)}"[:48]
         c = self.consts(op, p)
         t_in = self.g.tensor(op.inputs[0])
@@ -545,7 +602,7 @@ class _Emitter:
         self.funcs.append(f"typedef struct {{\n    int32_t lo[{len(names)}];\n"
                           f"    int32_t hi[{len(names)}];\n"
                           f"    int32_t nxt[{len(names)}];\n}} {st};\n")
-        sig = (f"(g{k}_state *st, const int8_t *input, int8_t *output, int32_t a, int32_t b)")
+        sig = f"(g{k}_state *st, const model_io *io, int32_t a, int32_t b)"
         for op in u.ops:
             t = op.outputs[0]
             fname = f"g{k}_make_{slot[t]}"
@@ -560,7 +617,7 @@ class _Emitter:
         self.body.append("        memset(&st, 0, sizeof st);")
         self.body.append(f"        for (y = 0; y < {rt.shape[0]}; y++) {{")
         self.body.append(f"            const int rc = g{k}_make_{slot[u.root]}"
-                         "(&st, input, output, y, y + 1);")
+                         "(&st, io, y, y + 1);")
         self.body.append("            if (rc != 0) return rc;")
         self.body.append("        }")
         self.body.append("    }")
@@ -572,6 +629,9 @@ class _Emitter:
         band = t != u.root
         tt = g.tensor(t)
         rb = int(tt.shape[1]) * int(tt.shape[2])
+        if op.kind == "input_rows":
+            self._input_func(u, k, t, j, sig)
+            return
         p = f"op{i}_{_ident(op.name)}"[:48]
         c = self.consts(op, p)
         kh, sh, pt = _row_geometry(op)
@@ -588,18 +648,11 @@ class _Emitter:
              f"static int g{k}_make_{j}{sig}", "{"]
         L.append("    int32_t start;")
         L.append("    rnnpool_status status;")
-        L.append("    (void)input;")
-        L.append("    (void)output;")
+        L.append("    (void)io;")
         L.append("    (void)a;")
         if band:
             cap = u.band_rows[t]
-            L += [f"    if (a > st->lo[{j}]) {{  /* drop rows no longer needed */",
-                  f"        const int32_t keep = st->hi[{j}] - a;",
-                  f"        if (keep > 0) memmove({self.base(t)}, {self.base(t)} + "
-                  f"(a - st->lo[{j}]) * {rb}, (size_t)keep * {rb});",
-                  f"        st->lo[{j}] = a;",
-                  f"        if (st->hi[{j}] < a) st->hi[{j}] = a;",
-                  "    }"]
+            L += self.drop_rows(t, j, rb)
         L.append(f"    if (b <= st->hi[{j}]) return 0;")
         if band:
             L.append(f"    if (b - st->lo[{j}] > {cap}) return (int)RNNPOOL_ARG_ERROR;")
@@ -617,7 +670,7 @@ class _Emitter:
         for x in op.inputs:
             if x in slot:
                 L.append(f"        status = (rnnpool_status)g{k}_make_{slot[x]}"
-                         "(st, input, output, ca, cb);")
+                         "(st, io, ca, cb);")
                 L.append("        if (status != RNNPOOL_OK) return (int)status;")
         for x in op.inputs:
             xt = g.tensor(x)
@@ -677,15 +730,9 @@ class _Emitter:
         lo_x = f"st->lo[{slot[x]}]" if x in slot and x != u.root else "0"
         L = [f"/* rnnpool {op.name}: rows [a, b) of {t}, fed one input row at a time */",
              f"static int g{k}_make_{j}{sig}", "{", "    rnnpool_status status;",
-             "    (void)input;", "    (void)output;", "    (void)a;"]
+             "    (void)io;", "    (void)a;"]
         if band:
-            L += [f"    if (a > st->lo[{j}]) {{",
-                  f"        const int32_t keep = st->hi[{j}] - a;",
-                  f"        if (keep > 0) memmove({self.base(t)}, {self.base(t)} + "
-                  f"(a - st->lo[{j}]) * {rb}, (size_t)keep * {rb});",
-                  f"        st->lo[{j}] = a;",
-                  f"        if (st->hi[{j}] < a) st->hi[{j}] = a;",
-                  "    }"]
+            L += self.drop_rows(t, j, rb)
         L.append(f"    if (b <= st->hi[{j}]) return 0;")
         if band:
             L.append(f"    if (b - st->lo[{j}] > {u.band_rows[t]}) return (int)RNNPOOL_ARG_ERROR;")
@@ -701,7 +748,7 @@ class _Emitter:
         L.append(f"        if (r >= 0 && r < {xt.shape[0]}) {{")
         if x in slot:
             L += [f"            status = (rnnpool_status)g{k}_make_{slot[x]}"
-                  "(st, input, output, r, r + 1);",
+                  "(st, io, r, r + 1);",
                   "            if (status != RNNPOOL_OK) return (int)status;"]
         L += [f"            row = {self.base(x)} + (r - {lo_x}) * {xrb};", "        }",
               f"        if (oy >= 0 && oy != st->hi[{j}]) return (int)RNNPOOL_ARG_ERROR;",
@@ -713,6 +760,20 @@ class _Emitter:
               f"        if (oy >= 0) st->hi[{j}] = oy + 1;",
               "    }", "    return 0;", "}"]
         self.n_calls += 1
+        self.funcs.append("\n".join(L) + "\n")
+
+    def _input_func(self, u: Unit, k: int, t: str, j: int, sig: str) -> None:
+        """The graph input as a band: rows ``[a, b)`` come from the caller's ``read_row``."""
+        tt = self.g.tensor(t)
+        rb = int(tt.shape[1]) * int(tt.shape[2])
+        L = [f"/* input {t}: rows [a, b) from read_row into a band of {u.band_rows[t]} rows */",
+             f"static int g{k}_make_{j}{sig}", "{", *self.drop_rows(t, j, rb),
+             f"    if (b <= st->hi[{j}]) return 0;",
+             f"    if (b - st->lo[{j}] > {u.band_rows[t]}) return (int)RNNPOOL_ARG_ERROR;",
+             f"    while (st->hi[{j}] < b) {{",
+             f"        if (io->read_row(io->ctx, st->hi[{j}], {self.base(t)} + "
+             f"(st->hi[{j}] - st->lo[{j}]) * {rb}) != 0) return RNNPOOL_MODEL_READ_ERROR;",
+             f"        st->hi[{j}]++;", "    }", "    return 0;", "}"]
         self.funcs.append("\n".join(L) + "\n")
 
     @staticmethod
@@ -752,8 +813,15 @@ def _query_scratch(e: _Emitter, weights_h: str, weights_c: str) -> Dict[str, int
 
 
 def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
-                rnnpool_rows: int = 1, decode=None, alignment: int = 4) -> CModel:
+                rnnpool_rows: int = 1, decode=None, max_boxes: int = 100,
+                alignment: int = 4) -> CModel:
     """Schedule, emit and plan a graph for C.
+
+    The input is always read through the caller's row callback (``rnnpool_model_run_rows``;
+    ``rnnpool_model_run`` copies rows from a whole buffer), into an arena buffer planned like
+    the others: a band of rows when streaming allows, else the whole map. With ``decode``, the
+    head maps are planned in the arena too, live until their source is decoded, so that
+    ``rnnpool_model_detect_rows`` needs neither the frame nor the maps outside the arena.
 
     Args:
         g: a :class:`~rnnpool.quant.ir.QGraph` with one int8 input.
@@ -769,7 +837,9 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
         rnnpool_rows: with ``"map"``, RNNPool output rows per call (more rows share more work
             between vertically overlapping patches, at the cost of larger bands).
         decode: a :class:`~rnnpool.deploy.decode.DecodeSpec` to also generate the float-free
-            detector decode ``rnnpool_model_decode``.
+            detector decode (``rnnpool_model_decode`` and ``rnnpool_model_detect_rows``).
+        max_boxes: ``RNNPOOL_MODEL_MAX_BOXES``, the box list a caller of the decode provides
+            (the harness's size; the functions take any ``max_boxes``).
         alignment: arena offset alignment in bytes.
     """
     g.validate()
@@ -778,11 +848,19 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
     inp = g.inputs[0]
     if g.tensor(inp).dtype != "int8":
         raise ValueError(f"graph input {inp!r} must be int8, got {g.tensor(inp).dtype}")
+    if int(max_boxes) < 1:
+        raise ValueError(f"max_boxes must be >= 1, got {max_boxes}")
     outs = _c_outputs(g)
+    if inp in outs:
+        raise ValueError(f"graph input {inp!r} is also an output")
     ops = [op for op in g.ops if op.kind != "dequantize"]
     for op in ops:
         if len(op.outputs) != 1:
             raise NotImplementedError(f"op {op.name!r} has {len(op.outputs)} outputs")
+    reader = "read_input"
+    while any(op.name == reader for op in ops):
+        reader += "_"
+    ops = [InputRows(reader, inp)] + ops
     offsets, o = {}, 0
     for n in outs:
         offsets[n] = o
@@ -794,8 +872,22 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
     row_ops = frozenset(op.name for op in ops
                         if op.kind == "rnnpool" and rnnpool_kernel == "row")
     units = _schedule(g, ops, outs, stream, min_rows, row_ops)
+    unit_of = {op.outputs[0]: k for k, u in enumerate(units) for op in u.ops}
 
-    e = _Emitter(g, inp, offsets, rnnpool_kernel)
+    # Detectors: source s is decoded after the unit that completes it and all earlier ones.
+    sources: List[tuple] = []
+    decode_after: Dict[int, List[int]] = {}
+    if decode is not None:
+        from .decode import decode_sources
+
+        sources = decode_sources(g, decode)
+        ready = -1
+        for s, (cn, rn, _) in enumerate(sources):
+            ready = max(ready, unit_of[cn], unit_of[rn])
+            decode_after.setdefault(ready, []).append(s)
+    arena_outputs = frozenset(n for cn, rn, _ in sources for n in (cn, rn))
+
+    e = _Emitter(g, inp, offsets, rnnpool_kernel, arena_outputs)
     e.min_rows = min_rows
     index = {op.name: i for i, op in enumerate(ops)}
     for k, u in enumerate(units):
@@ -803,6 +895,11 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
             e.group(u, k, index)
         else:
             e.whole(u.ops[0], index[u.ops[0].name])
+        for s in decode_after.get(k, []):
+            cn, rn, _ = sources[s]
+            e.body += [f"    if (io->dec != NULL) {{  /* source {s} complete: merge its boxes */",
+                       f"        rnnpool_decode_source(&rnnpool_decode_heads[{s}], {e.base(cn)}, "
+                       f"{e.base(rn)}, io->dec);", "    }"]
         e.body.append("    RNNPOOL_PROFILE_MARK();")
     includes = ["#include <stddef.h>", "#include <stdint.h>", "",
                 '#include "rnnpool_conv.h"', '#include "rnnpool_rnn.h"',
@@ -826,7 +923,6 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
             scratch = _query_scratch(e, weights_h, weights_c)
 
     # Lifetimes in units of the schedule.
-    unit_of = {op.name: k for k, u in enumerate(units) for op in u.ops}
     first: Dict[str, int] = {}
     last: Dict[str, int] = {}
     bufs = []
@@ -844,10 +940,13 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
         for op in u.ops:
             if op.name in scratch:
                 bufs.append(Buffer("scratch:" + op.name, scratch[op.name], k, k))
+    for k, ss in decode_after.items():
+        for s in ss:
+            for n in sources[s][:2]:
+                last[n] = max(last[n], k)
     for n, f in first.items():
-        if n not in outs and n != inp:
+        if n not in outs or n in arena_outputs:
             bufs.append(Buffer(n, g.tensor(n).nbytes, f, last[n]))
-    del unit_of
     plan = plan_arena(bufs, alignment=alignment)
     check_plan(plan)
 
@@ -859,9 +958,57 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
                         f"#define SCRSZ_{s} {scratch[b.name[len('scratch:'):]]}"]
         else:
             defines.append(f"#define OFF_{e.cid(b.name)} {plan.offsets[b.name]}")
+    io_struct = ["/* What one run reads and writes (see model.h). */", "typedef struct {",
+                 "    rnnpool_model_row_reader read_row;", "    void *ctx;",
+                 "    int8_t *output; /* NULL: the head maps stay in the arena */"]
+    decode_c_text = ""
+    if decode is not None:
+        from .decode import decode_c
+
+        decode_c_text, dec_h = decode_c(g, decode, offsets)
+        io_struct.append("    rnnpool_decode_state *dec; /* NULL: no decode during the run */")
+    io_struct += ["} model_io;", ""]
+    if arena_outputs:
+        io_struct += ["/* A head map: in the caller's output buffer if given, else in the arena. */",
+                      "#define RNNPOOL_MAP(off, aoff) \\",
+                      "    (io->output != NULL ? io->output + (off) : (int8_t *)(arena + (aoff)))",
+                      ""]
+    row_bytes = int(g.tensor(inp).shape[1]) * int(g.tensor(inp).shape[2])
+    dec_init = ", NULL" if decode is not None else ""
+    api = [
+        "static int model_exec(const model_io *io)", "{", "    (void)io;", *e.body,
+        "    return 0;", "}", "",
+        "int rnnpool_model_run_rows(rnnpool_model_row_reader read_row, void *ctx, int8_t *output)",
+        "{", f"    const model_io io = {{read_row, ctx, output{dec_init}}};",
+        "    if (read_row == NULL || output == NULL) return (int)RNNPOOL_ARG_ERROR;",
+        "    return model_exec(&io);", "}", "",
+        "/* rnnpool_model_run's reader: rows of a whole caller buffer. */",
+        "typedef struct {", "    const int8_t *input;", "} rnnpool_model_frame;", "",
+        "static int rnnpool_model_copy_row(void *ctx, int32_t y, int8_t *row)", "{",
+        "    const rnnpool_model_frame *f = (const rnnpool_model_frame *)ctx;",
+        f"    memcpy(row, f->input + (size_t)y * {row_bytes}u, {row_bytes}u);",
+        "    return 0;", "}", "",
+        "int rnnpool_model_run(const int8_t *input, int8_t *output)", "{",
+        "    rnnpool_model_frame f;",
+        "    if (input == NULL || output == NULL) return (int)RNNPOOL_ARG_ERROR;",
+        "    f.input = input;",
+        "    return rnnpool_model_run_rows(rnnpool_model_copy_row, &f, output);", "}", ""]
+    if decode is not None:
+        api += [
+            "int32_t rnnpool_model_detect_rows(rnnpool_model_row_reader read_row, void *ctx,",
+            "                                  int32_t min_logit_q8, rnnpool_model_box *boxes,",
+            "                                  int32_t max_boxes)", "{",
+            "    rnnpool_decode_state s;", "    model_io io;", "    int rc;",
+            "    if (read_row == NULL || boxes == NULL || max_boxes < 0) "
+            "return (int32_t)RNNPOOL_ARG_ERROR;",
+            "    s.min_logit_q8 = min_logit_q8;", "    s.boxes = boxes;",
+            "    s.max_boxes = max_boxes;", "    s.n = 0;",
+            "    io.read_row = read_row;", "    io.ctx = ctx;", "    io.output = NULL;",
+            "    io.dec = &s;", "    rc = model_exec(&io);", "    return rc != 0 ? rc : s.n;",
+            "}", ""]
     model_c = "\n".join([
-        f"/* Generated by rnnpool.deploy.codegen: rnnpool_model_run, {e.n_calls} kernel call "
-        f"sites, {sum(u.streamed for u in units)} row-streamed groups, one planned arena. */",
+        f"/* Generated by rnnpool.deploy.codegen: rnnpool_model_run(_rows), {e.n_calls} kernel "
+        f"call sites, {sum(u.streamed for u in units)} row-streamed groups, one planned arena. */",
         "#include <string.h>", "", '#include "model.h"', '#include "model_weights.h"', "",
         "/* -DRNNPOOL_MODEL_PROFILE: call harness_mark() after each unit (instruction profile). */",
         "#ifdef RNNPOOL_MODEL_PROFILE", "void harness_mark(void);",
@@ -869,35 +1016,52 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
         "#define RNNPOOL_PROFILE_MARK() ((void)0)", "#endif", "",
         "static uint8_t arena[RNNPOOL_MODEL_ARENA_BYTES > 0 ? RNNPOOL_MODEL_ARENA_BYTES : 1]"
         " __attribute__((aligned(8)));", "", "/* Arena offsets (planned from lifetimes). */",
-        *defines, "", *e.funcs, "",
-        "int rnnpool_model_run(const int8_t *input, int8_t *output)", "{",
-        "    (void)input;", "    (void)output;", *e.body, "    return 0;", "}", ""])
+        *defines, "", decode_c_text, *io_struct, *e.funcs, "", *api])
     m = CModel(graph=g, input_name=inp, output_names=outs, output_offsets=offsets, units=units,
-               plan=plan, scratch=scratch, decode=decode)
+               plan=plan, scratch=scratch, decode=decode,
+               max_boxes=int(max_boxes) if decode is not None else 0)
     header = _header(m)
     if decode is not None:
-        from .decode import decode_c
-
-        dec_c, dec_h, _ = decode_c(g, decode, offsets)
-        model_c += "\n" + dec_c
-        header = header.replace("\n#endif\n", dec_h + "\n#endif\n")
+        header = header.replace("\n#endif\n", dec_h + _detect_header(m) + "\n#endif\n")
     m.sources = {"model.h": header, "model_weights.h": weights_h,
                  "model_weights.c": weights_c, "model.c": model_c}
     return m
+
+
+def _detect_header(m: CModel) -> str:
+    return f"""
+/* Boxes a caller of the decode provides room for (code generation parameter). */
+#define RNNPOOL_MODEL_MAX_BOXES {m.max_boxes}
+
+/**
+ * Runs the detector on one image delivered row by row and decodes it on the fly: each source's
+ * head maps stay in the arena until merged into boxes (no frame, no output buffer). The boxes
+ * equal rnnpool_model_decode(output of rnnpool_model_run, min_logit_q8, boxes, max_boxes).
+ * @return the number of boxes (>= 0), or a negative status (kernel, RNNPOOL_MODEL_READ_ERROR,
+ *         RNNPOOL_ARG_ERROR for NULL read_row / boxes or max_boxes < 0)
+ */
+int32_t rnnpool_model_detect_rows(rnnpool_model_row_reader read_row, void *ctx,
+                                  int32_t min_logit_q8, rnnpool_model_box *boxes,
+                                  int32_t max_boxes);
+"""
 
 
 def _header(m: CModel, prefix: str = "rnnpool_model") -> str:
     g = m.graph
     P = prefix.upper()
     t_in = g.tensor(m.input_name)
+    row_bytes = int(t_in.shape[1]) * int(t_in.shape[2])
     lines = [
         f"/* Generated by rnnpool.deploy.codegen: {g.meta.get('model', 'model')}. Do not edit. */",
         f"#ifndef {P}_H", f"#define {P}_H", "", "#include <stdint.h>", "",
-        "/* Activation arena: one static buffer, offsets planned from tensor lifetimes. */",
+        "/* Activation arena: one static buffer, offsets planned from tensor lifetimes; it holds",
+        " * the input rows in use (and, for detectors, the head maps until decoded). */",
         f"#define {P}_ARENA_BYTES {m.arena_bytes}",
+        f"#define {P}_INPUT_ROWS_BYTES {m.input_arena_bytes}",
         f"/* Input: int8 HWC {tuple(t_in.shape)}, "
         f"real = {t_in.scale!r} * (q - {t_in.zero_point}). */",
         f"#define {P}_INPUT_BYTES {m.input_bytes}",
+        f"#define {P}_INPUT_ROW_BYTES {row_bytes}",
         f"#define {P}_INPUT_H {t_in.shape[0]}", f"#define {P}_INPUT_W {t_in.shape[1]}",
         f"#define {P}_INPUT_C {t_in.shape[2]}",
         f"#define {P}_INPUT_ZERO_POINT {t_in.zero_point}",
@@ -913,29 +1077,44 @@ def _header(m: CModel, prefix: str = "rnnpool_model") -> str:
                   f"#define {P}_OUT{i}_H {t.shape[0]}", f"#define {P}_OUT{i}_W {t.shape[1]}",
                   f"#define {P}_OUT{i}_C {t.shape[2]}",
                   f"#define {P}_OUT{i}_ZERO_POINT {t.zero_point}"]
-    lines += ["", "/**", " * Runs the model on one image.",
+    lines += ["", "/* Returned when read_row returns non-zero. */",
+              f"#define {P}_READ_ERROR (-16)", "",
+              "/**",
+              " * Delivers input row y (int8 HWC, " + f"{P}_INPUT_ROW_BYTES bytes) into row, like",
+              " * a camera's line DMA. Called with increasing y, each row at most once (rows no",
+              " * output depends on may be skipped). Returns 0, or non-zero to abort the run.",
+              " */",
+              f"typedef int (*{prefix}_row_reader)(void *ctx, int32_t y, int8_t *row);", "",
+              "/**", " * Runs the model on one image delivered row by row.",
+              f" * @param output  int8 [{P}_OUTPUT_BYTES], the outputs at their offsets",
+              " * @return 0 on success, else the failing kernel's rnnpool_status (< 0),",
+              f" *         {P}_READ_ERROR, or RNNPOOL_ARG_ERROR for NULL arguments", " */",
+              f"int {prefix}_run_rows({prefix}_row_reader read_row, void *ctx, int8_t *output);",
+              "", "/**",
+              " * Runs the model on one image in a whole buffer (rows copied by a built-in reader).",
               f" * @param input   int8 [{P}_INPUT_BYTES], HWC",
               f" * @param output  int8 [{P}_OUTPUT_BYTES], the outputs at their offsets",
-              " * @return 0 on success, else the failing kernel's rnnpool_status (< 0)", " */",
+              " * @return as rnnpool_model_run_rows", " */",
               f"int {prefix}_run(const int8_t *input, int8_t *output);", "", "#endif", ""]
     return "\n".join(lines)
 
 
 def generate_c(g, out_dir, *, stream: bool = True, rnnpool_kernel: str = "row",
-               rnnpool_rows: int = 1, decode=None, model: Optional[CModel] = None) -> CModel:
+               rnnpool_rows: int = 1, decode=None, max_boxes: int = 100,
+               model: Optional[CModel] = None) -> CModel:
     """Write ``model.h``, ``model_weights.h``, ``model_weights.c`` and ``model.c``.
 
     Args:
         g: the :class:`~rnnpool.quant.ir.QGraph`.
         out_dir: folder to write into (created).
-        stream, rnnpool_kernel, rnnpool_rows, decode: see :func:`build_model`.
+        stream, rnnpool_kernel, rnnpool_rows, decode, max_boxes: see :func:`build_model`.
         model: an already built :class:`CModel` of ``g`` (built here if None).
 
     Returns:
         The :class:`CModel` with ``files`` set.
     """
     m = model or build_model(g, stream=stream, rnnpool_kernel=rnnpool_kernel,
-                             rnnpool_rows=rnnpool_rows, decode=decode)
+                             rnnpool_rows=rnnpool_rows, decode=decode, max_boxes=max_boxes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m.files = []

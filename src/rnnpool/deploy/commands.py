@@ -197,6 +197,9 @@ def _add_codegen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rnnpool-rows", type=int, default=1, metavar="N",
                    help="with --rnnpool-kernel map: output rows per call (more rows share more "
                         "work between overlapping patches, larger bands; default 1)")
+    p.add_argument("--max-boxes", type=int, default=100, metavar="K",
+                   help="detectors: boxes kept by the decode (top K by logit; 24 B each, in RAM; "
+                        "default 100)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -248,13 +251,29 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-def quantize_for_mcu(model, chw, calib: str = "synthetic", calib_count: int = 16):
-    """PTQ of a float model for the C flow; returns the :class:`~rnnpool.quant.ir.QGraph`."""
+def quantize_for_mcu(model, chw, calib="synthetic", calib_count: int = 16):
+    """PTQ of a float model for the C flow.
+
+    Args:
+        calib: a :func:`calibration_images` spec (``calib_count`` images), or an already
+            normalised batch ``(N, C, H, W)`` (used whole).
+
+    Returns:
+        ``(QGraph, calibration batch)``.
+    """
+    import torch
+
     from ..quant.ptq import quantize_model
 
-    x = calibration_images(calib, chw, n=calib_count)
-    if calib not in ("synthetic", "fashion-mnist", "fmnist"):
-        x = _normalise(model, x)
+    if isinstance(calib, str):
+        x = calibration_images(calib, chw, n=calib_count)
+        if calib not in ("synthetic", "fashion-mnist", "fmnist"):
+            x = _normalise(model, x)
+    else:
+        x = torch.as_tensor(calib, dtype=torch.float32)
+        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(chw) or len(x) == 0:
+            raise ValueError(f"calibration batch must be (N, {', '.join(map(str, chw))}), "
+                             f"got {tuple(x.shape)}")
     g = quantize_model(model, x)
     g.meta.setdefault("model", getattr(model, "__class__").__name__)
     return g, x
@@ -272,7 +291,7 @@ def _export_c(args: argparse.Namespace) -> int:
 
     m = generate_c(g, args.out, stream=not args.no_stream,
                    rnnpool_kernel=args.rnnpool_kernel, rnnpool_rows=args.rnnpool_rows,
-                   decode=DecodeSpec.from_model(model))
+                   decode=DecodeSpec.from_model(model), max_boxes=args.max_boxes)
     if args.with_kernels:
         (Path(args.out) / "kernels").mkdir(exist_ok=True)
         for f in [*kernel_sources(), *KERNEL_DIR.glob("*.h")]:
@@ -280,9 +299,12 @@ def _export_c(args: argparse.Namespace) -> int:
         for f in CSRC.glob("rnnpool_*.h"):
             shutil.copy2(f, Path(args.out) / f.name)
     print(f"wrote {', '.join(p.name for p in m.files)} to {args.out}")
-    print(f"arena {m.arena_bytes} B, input {m.input_bytes} B, outputs {m.output_bytes} B "
+    print(f"arena {m.arena_bytes} B (input rows {m.input_arena_bytes} B"
+          + (f", head maps {m.output_arena_bytes} B" if m.decode else "")
+          + f"), input {m.input_bytes} B, outputs {m.output_bytes} B "
           f"({len(m.output_names)} int8 maps)"
-          + (", with the fixed-point box decode rnnpool_model_decode" if m.decode else ""))
+          + (f", with the fixed-point box decode (rnnpool_model_decode, "
+             f"rnnpool_model_detect_rows; {m.max_boxes} boxes)" if m.decode else ""))
     return 0
 
 
@@ -309,4 +331,5 @@ def _run_report(args, model, chw, mcu_report):
                      stack_bytes=args.stack, n_images=args.images, workdir=args.workdir,
                      timeout=args.timeout, check_host=args.host_check,
                      stream=not args.no_stream, rnnpool_kernel=args.rnnpool_kernel,
-                     rnnpool_rows=args.rnnpool_rows, profile=args.profile)
+                     rnnpool_rows=args.rnnpool_rows, profile=args.profile,
+                     max_boxes=args.max_boxes)

@@ -14,6 +14,11 @@ deltas per cell). ``rnnpool_model_decode`` turns them into scored boxes with int
   ``max_boxes``; ties keep anchor order). NMS is left to the caller
   (:func:`rnnpool.detection.boxes.nms` on the host).
 
+One C function, ``rnnpool_decode_source``, merges one source's cells into the kept list; the
+whole-buffer ``rnnpool_model_decode(output, ...)`` calls it for every source in order, and the
+row-source ``rnnpool_model_detect_rows`` calls it as soon as a source's two maps (in the arena)
+and all earlier sources are done, so the boxes are the same, ties and order included.
+
 This is the :class:`~rnnpool.detection.coder.BoxCoder` decode (SSD variances) on the
 :class:`~rnnpool.detection.anchors.AnchorGenerator` grid, in fixed point; tests compare it with
 them on the dequantized outputs.
@@ -27,7 +32,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["DecodeSpec", "decode_c"]
+__all__ = ["DecodeSpec", "decode_c", "decode_sources", "BOX_BYTES"]
+
+#: Bytes of one ``rnnpool_model_box`` (six int32).
+BOX_BYTES = 24
 
 
 @dataclass
@@ -59,7 +67,8 @@ class DecodeSpec:
                    variances=tuple(coder.variances), clip=float(coder.clip))
 
 
-def _heads(g, spec: DecodeSpec):
+def decode_sources(g, spec: DecodeSpec) -> List[Tuple[str, str, int]]:
+    """Per anchor source, in anchor order: ``(classification map, box map, n_bg)``."""
     deq = [op for op in g.ops if op.kind == "dequantize"]
     cls_ops = [op for op in deq if op.row_width == 2]
     reg_ops = [op for op in deq if op.row_width == 4]
@@ -80,17 +89,18 @@ def _heads(g, spec: DecodeSpec):
     return heads
 
 
-def decode_c(g, spec: DecodeSpec, output_offsets: dict) -> Tuple[str, str, List[str]]:
-    """C source of ``rnnpool_model_decode`` for graph ``g``.
+def decode_c(g, spec: DecodeSpec, output_offsets: dict) -> Tuple[str, str]:
+    """C source of the decode for graph ``g``.
 
     Returns:
-        ``(c_text, header_text, const_lines)``: the function (for ``model.c``), its declaration
-        and the box type (for ``model.h``), and const tables (for ``model_weights.c``).
+        ``(c_text, header_text)``: for ``model.c``, the tables, the state type
+        ``rnnpool_decode_state``, ``rnnpool_decode_source`` and ``rnnpool_model_decode``; for
+        ``model.h``, the box type and the declaration of ``rnnpool_model_decode``.
     """
     v0, v1 = spec.variances
     q = np.arange(-128, 128, dtype=np.float64)
-    data, rows = [], []
-    for k, (cn, rn, m) in enumerate(_heads(g, spec)):
+    data, rows, anchor0 = [], [], 0
+    for k, (cn, rn, m) in enumerate(decode_sources(g, spec)):
         tc, tr = g.tensor(cn), g.tensor(rn)
         a, s = float(spec.sizes[k]), int(spec.strides[k])
         d = tr.scale * (q - tr.zero_point)
@@ -103,7 +113,9 @@ def decode_c(g, spec: DecodeSpec, output_offsets: dict) -> Tuple[str, str, List[
         kx = int(round(v0 * a * tr.scale * 65536.0))
         sc = int(round(tc.scale * 65536.0))
         rows.append(f"    {{{tc.shape[0]}, {tc.shape[1]}, {s}, {output_offsets[cn]}, "
-                    f"{output_offsets[rn]}, {m}, {sc}, {int(tr.zero_point)}, {kx}, {name}}},")
+                    f"{output_offsets[rn]}, {m}, {sc}, {int(tr.zero_point)}, {kx}, {anchor0}, "
+                    f"{name}}},")
+        anchor0 += int(tc.shape[0]) * int(tc.shape[1])
     n = len(rows)
     header = """
 /* Float-free decode (see rnnpool.deploy.decode): boxes in Q8 input pixels, logit in Q8
@@ -117,61 +129,86 @@ typedef struct {
 #define RNNPOOL_MODEL_HAS_DECODE 1
 
 /**
- * Scored boxes of the cells whose logit >= min_logit_q8, highest first, at most max_boxes.
+ * Scored boxes of the cells whose logit >= min_logit_q8, highest first, at most max_boxes
+ * (ties keep anchor order).
  * @param output  the output buffer filled by rnnpool_model_run
- * @return the number of boxes written
+ * @return the number of boxes written, or RNNPOOL_ARG_ERROR (< 0): output or boxes NULL,
+ *         max_boxes < 0
  */
 int32_t rnnpool_model_decode(const int8_t *output, int32_t min_logit_q8,
                              rnnpool_model_box *boxes, int32_t max_boxes);
 """
     c_text = "\n".join([
-        "/* ---- float-free detector decode ---- */",
+        "/* ---- detector decode, integers only ---- */",
         "typedef struct {",
-        "    int32_t h, w, stride, cls_off, reg_off, n_bg, cls_scale_q16, reg_zp, kx_q16;",
+        "    int32_t h, w, stride, cls_off, reg_off, n_bg, cls_scale_q16, reg_zp, kx_q16, anchor0;",
         "    const int32_t *exp_q8; /* [256] box side in Q8 pixels by int8 delta */",
         "} rnnpool_decode_head;", "", *data, "",
         f"static const rnnpool_decode_head rnnpool_decode_heads[{n}] = {{", *rows, "};", "",
+        "/* The kept boxes so far: at most max_boxes, by decreasing logit, ties in anchor order. */",
+        "typedef struct {",
+        "    int32_t min_logit_q8;",
+        "    rnnpool_model_box *boxes;",
+        "    int32_t max_boxes;",
+        "    int32_t n;",
+        "} rnnpool_decode_state;", "",
+        "/* Merges the cells of one source (maps cls, reg: HWC int8) into the kept boxes. Called",
+        " * for the sources in order, it gives the same list as decoding them all at once. */",
+        "static void rnnpool_decode_source(const rnnpool_decode_head *hd, const int8_t *cls,",
+        "                                  const int8_t *reg, rnnpool_decode_state *s)",
+        "{",
+        "    rnnpool_model_box *boxes = s->boxes;",
+        "    int32_t anchor = hd->anchor0, i, j;",
+        "    for (i = 0; i < hd->h; i++) {",
+        "        for (j = 0; j < hd->w; j++, anchor++) {",
+        "            const int32_t cell = i * hd->w + j;",
+        "            const int8_t *c = cls + cell * (hd->n_bg + 1);",
+        "            const int8_t *r = reg + cell * 4;",
+        "            int32_t bg = c[0], t, logit, cx, cy, bw, bh, pos;",
+        "            rnnpool_model_box box;",
+        "            for (t = 1; t < hd->n_bg; t++) {",
+        "                if (c[t] > bg) bg = c[t];",
+        "            }",
+        "            logit = ((c[hd->n_bg] - bg) * hd->cls_scale_q16 + 128) >> 8;",
+        "            if (logit < s->min_logit_q8) continue;",
+        "            if (s->n == s->max_boxes && (s->n == 0 || logit <= boxes[s->n - 1].logit)) {",
+        "                continue;",
+        "            }",
+        "            cx = (2 * j + 1) * hd->stride * 128",
+        "                 + (((int32_t)r[0] - hd->reg_zp) * hd->kx_q16 + 128) / 256;",
+        "            cy = (2 * i + 1) * hd->stride * 128",
+        "                 + (((int32_t)r[1] - hd->reg_zp) * hd->kx_q16 + 128) / 256;",
+        "            bw = hd->exp_q8[r[2] + 128];",
+        "            bh = hd->exp_q8[r[3] + 128];",
+        "            box.x1 = cx - bw / 2;",
+        "            box.y1 = cy - bh / 2;",
+        "            box.x2 = cx + bw / 2;",
+        "            box.y2 = cy + bh / 2;",
+        "            box.logit = logit;",
+        "            box.anchor = anchor;",
+        "            pos = s->n < s->max_boxes ? s->n++ : s->n - 1;",
+        "            while (pos > 0 && boxes[pos - 1].logit < logit) {",
+        "                boxes[pos] = boxes[pos - 1];",
+        "                pos--;",
+        "            }",
+        "            boxes[pos] = box;",
+        "        }",
+        "    }",
+        "}", "",
         "int32_t rnnpool_model_decode(const int8_t *output, int32_t min_logit_q8,",
         "                             rnnpool_model_box *boxes, int32_t max_boxes)",
         "{",
-        "    int32_t n = 0, anchor = 0, k;",
+        "    rnnpool_decode_state s;",
+        "    int32_t k;",
+        "    if (output == NULL || boxes == NULL || max_boxes < 0) return (int32_t)RNNPOOL_ARG_ERROR;",
+        "    s.min_logit_q8 = min_logit_q8;",
+        "    s.boxes = boxes;",
+        "    s.max_boxes = max_boxes;",
+        "    s.n = 0;",
         f"    for (k = 0; k < {n}; k++) {{",
         "        const rnnpool_decode_head *hd = &rnnpool_decode_heads[k];",
-        "        int32_t i, j;",
-        "        for (i = 0; i < hd->h; i++) {",
-        "            for (j = 0; j < hd->w; j++, anchor++) {",
-        "                const int32_t cell = i * hd->w + j;",
-        "                const int8_t *c = output + hd->cls_off + cell * (hd->n_bg + 1);",
-        "                const int8_t *r = output + hd->reg_off + cell * 4;",
-        "                int32_t bg = c[0], t, logit, cx, cy, bw, bh, pos;",
-        "                rnnpool_model_box box;",
-        "                for (t = 1; t < hd->n_bg; t++) {",
-        "                    if (c[t] > bg) bg = c[t];",
-        "                }",
-        "                logit = ((c[hd->n_bg] - bg) * hd->cls_scale_q16 + 128) >> 8;",
-        "                if (logit < min_logit_q8) continue;",
-        "                if (n == max_boxes && (n == 0 || logit <= boxes[n - 1].logit)) continue;",
-        "                cx = (2 * j + 1) * hd->stride * 128",
-        "                     + (((int32_t)r[0] - hd->reg_zp) * hd->kx_q16 + 128) / 256;",
-        "                cy = (2 * i + 1) * hd->stride * 128",
-        "                     + (((int32_t)r[1] - hd->reg_zp) * hd->kx_q16 + 128) / 256;",
-        "                bw = hd->exp_q8[r[2] + 128];",
-        "                bh = hd->exp_q8[r[3] + 128];",
-        "                box.x1 = cx - bw / 2;",
-        "                box.y1 = cy - bh / 2;",
-        "                box.x2 = cx + bw / 2;",
-        "                box.y2 = cy + bh / 2;",
-        "                box.logit = logit;",
-        "                box.anchor = anchor;",
-        "                pos = n < max_boxes ? n++ : n - 1;",
-        "                while (pos > 0 && boxes[pos - 1].logit < logit) {",
-        "                    boxes[pos] = boxes[pos - 1];",
-        "                    pos--;",
-        "                }",
-        "                boxes[pos] = box;",
-        "            }",
-        "        }",
+        "        rnnpool_decode_source(hd, output + hd->cls_off, output + hd->reg_off, &s);",
         "    }",
-        "    return n;",
+        "    return s.n;",
         "}", ""])
-    return c_text, header, []
+    return c_text, header

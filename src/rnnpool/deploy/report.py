@@ -2,17 +2,21 @@
 
 Figures (all from the build and the emulator, none estimated):
 
-* arena: the planned activation buffer (``RNNPOOL_MODEL_ARENA_BYTES``);
-* static RAM: .data + .bss of the firmware (the arena plus all other static data);
+* arena: the planned buffer (``RNNPOOL_MODEL_ARENA_BYTES``): the input rows in use, the
+  activations and kernel scratch, and for detectors the head maps until their source is decoded;
+* static RAM: .data + .bss of the firmware: the arena, the box list of the decode (detectors,
+  ``max_boxes`` x 24 B) or the classifier's output buffer, and the harness's own variables;
 * peak stack: the painted stack scanned after the run (whole program, harness included);
-* total RAM = static RAM + peak stack. The input image and the output maps are the caller's
-  buffers (the harness keeps them in the board's external PSRAM) and are listed apart;
+* total RAM = static RAM + peak stack: everything the row API (``rnnpool_model_detect_rows`` /
+  ``rnnpool_model_run_rows``) needs; the harness feeds it rows straight from the input file
+  (semihosting reads), so no frame is resident. The whole-buffer API's frame and output maps
+  are caller buffers (the harness keeps them in the board's PSRAM) and are listed apart;
 * flash: .text (code + const weights) + .data initialisers;
-* instructions per inference: TCG-plugin count between the harness marks around
-  ``rnnpool_model_run``;
-* agreement: the C outputs must equal the numpy integer reference bit for bit; dequantized, they
-  are compared with the float model (max abs error per output, and for detectors the overlap of
-  the top-scoring anchors).
+* instructions per inference: TCG-plugin count between the harness marks around each API call;
+* agreement: the C outputs must equal the numpy integer reference bit for bit, and the row
+  API's result must equal the whole-buffer API's (detectors: the boxes of
+  ``rnnpool_model_decode`` on the maps); dequantized, the outputs are compared with the float
+  model (max abs error per output, and for detectors the overlap of the top-scoring anchors).
 """
 
 from __future__ import annotations
@@ -24,7 +28,23 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .decode import BOX_BYTES
+
 __all__ = ["MCUReport", "mcu_report", "dequantize_outputs"]
+
+
+def _outputs_equal(m, outs: list, refs: list) -> bool:
+    return all(np.array_equal(o[n], r[n]) for o, r in zip(outs, refs) for n in m.output_names)
+
+
+def _rows_equal(m, rows: list, boxes: list, refs: list) -> bool:
+    """The row API's results equal the whole-buffer API's: a detector's boxes those of
+    ``rnnpool_model_decode`` on the (bit-exact) maps, a classifier's outputs the reference."""
+    if len(rows) != len(refs):
+        return False
+    if m.decode is not None:
+        return len(boxes) == len(rows) and all(np.array_equal(a, b) for a, b in zip(rows, boxes))
+    return _outputs_equal(m, rows, refs)
 
 
 def dequantize_outputs(m, outs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -76,32 +96,64 @@ class MCUReport:
     top1_agreement: Optional[float] = None
     n_images: int = 0
     decode_boxes: Optional[int] = None
+    input_rows_bytes: int = 0
+    output_arena_bytes: int = 0
+    result_bytes: int = 0
+    max_boxes: int = 0
+    rows_instructions: List[int] = field(default_factory=list)
+    rows_bit_exact: Optional[bool] = None
+    host_rows_bit_exact: Optional[bool] = None
 
     @property
     def total_ram_bytes(self) -> int:
         return self.static_ram_bytes + self.stack_bytes
 
+    @property
+    def other_static_bytes(self) -> int:
+        """Static RAM besides the arena and the box list / output buffer (the harness's)."""
+        return self.static_ram_bytes - self.arena_bytes - self.result_bytes
+
     def format(self) -> str:
         kib = lambda b: f"{b} B ({b / 1024:.1f} KiB)"  # noqa: E731
-        ins = self.instructions
+        mi = lambda v: f"{min(v) / 1e6:.2f} M" + (  # noqa: E731
+            f" (min; max {max(v) / 1e6:.2f} M over {len(v)} images)" if len(v) > 1 else "")
+        yn = lambda b: "yes" if b else "NO"  # noqa: E731
+        det = self.max_boxes > 0
+        api = "rnnpool_model_detect_rows" if det else "rnnpool_model_run_rows"
         lines = [
             f"model                 {self.model}, input {'x'.join(map(str, self.input_shape))} "
             f"(HWC int8), {self.n_ops} kernel calls",
-            f"arena                 {kib(self.arena_bytes)}",
-            f"static RAM (data+bss) {kib(self.static_ram_bytes)}",
-            f"peak stack (painted)  {kib(self.stack_bytes)} of {self.stack_reserved} reserved",
-            f"total RAM             {kib(self.total_ram_bytes)} "
+            f"RAM of the row API ({api}; rows fed by semihosting reads, no frame resident):",
+            f"  input rows          {kib(self.input_rows_bytes)} (in the arena)",
+            f"  arena               {kib(self.arena_bytes)}: input rows, activations, scratch"
+            + (f", head maps until decoded ({self.output_arena_bytes} B in all)" if det else ""),
+            (f"  boxes               {kib(self.result_bytes)} ({self.max_boxes} x 24 B, top-K "
+             "by logit)" if det else f"  outputs             {kib(self.result_bytes)}"),
+            f"  other static        {kib(self.other_static_bytes)} (harness)",
+            f"  static RAM          {kib(self.static_ram_bytes)} (data+bss)",
+            f"  peak stack          {kib(self.stack_bytes)} of {self.stack_reserved} reserved "
+            "(painted)",
+            f"  total RAM           {kib(self.total_ram_bytes)} "
             f"(budget {kib(self.ram_budget)}; linked with RAM LENGTH = budget)",
-            f"caller I/O buffers    input {kib(self.input_bytes)}, outputs "
-            f"{kib(self.output_bytes)} (not in the figures above)",
+            f"whole-buffer API      rnnpool_model_run also needs the caller's frame "
+            f"{kib(self.input_bytes)} and output maps {kib(self.output_bytes)} (PSRAM in the "
+            "harness): total with them in SRAM "
+            f"{kib(self.total_ram_bytes + self.input_bytes + self.output_bytes)}",
             f"flash (text+data)     {kib(self.flash_bytes)}",
-            f"instructions/image    {min(ins) / 1e6:.2f} M" + (
-                f" (min; max {max(ins) / 1e6:.2f} M over {len(ins)} images)" if len(ins) > 1
-                else "") + " counted in QEMU (TCG plugin)",
-            f"bit-exact vs integer reference: Cortex-M4 {'yes' if self.bit_exact else 'NO'}"
-            + ("" if self.host_bit_exact is None
-               else f", host {'yes' if self.host_bit_exact else 'NO'}"),
+            f"instructions/image    {mi(self.instructions)} rnnpool_model_run (whole buffer), "
+            "counted in QEMU (TCG plugin)",
         ]
+        if self.rows_instructions:
+            lines.append(f"                      {mi(self.rows_instructions)} {api} (row reads"
+                         + (" and decode included)" if det else " included)"))
+        lines.append(
+            f"bit-exact vs integer reference: Cortex-M4 {yn(self.bit_exact)}"
+            + ("" if self.host_bit_exact is None else f", host {yn(self.host_bit_exact)}"))
+        if self.rows_bit_exact is not None:
+            what = "boxes == rnnpool_model_decode of the maps" if det else "outputs == reference"
+            lines.append(f"row API ({what}): Cortex-M4 {yn(self.rows_bit_exact)}"
+                         + ("" if self.host_rows_bit_exact is None
+                            else f", host {yn(self.host_rows_bit_exact)}"))
         for k, v in self.max_abs_err.items():
             lines.append(f"float agreement       {k}: max abs err {v:.4g} "
                          f"(float output range +-{self.float_range.get(k, 0):.3g})")
@@ -123,14 +175,15 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
                calib_count: int = 16, ram_budget: int = 128 * 1024, stack_bytes: int = 4096,
                n_images: int = 1, workdir=None, timeout: float = 1200.0,
                check_host: bool = False, stream: bool = True, rnnpool_kernel: str = "row",
-               rnnpool_rows: int = 1, profile: bool = False) -> MCUReport:
+               rnnpool_rows: int = 1, profile: bool = False, max_boxes: int = 100) -> MCUReport:
     """Quantize ``model``, generate C, run it in QEMU and measure (see the module docstring).
 
     Args:
         model: float model in eval mode.
         chw: input ``(C, H, W)``.
         model_name: shown in the report.
-        calib: ``"synthetic"`` or a folder of calibration images.
+        calib: ``"synthetic"``, a folder of calibration images, or a normalised calibration
+            batch ``(N, C, H, W)``.
         calib_count: calibration images.
         ram_budget: RAM LENGTH of the linker script (the link fails beyond it).
         stack_bytes: stack reserved inside the budget.
@@ -141,6 +194,7 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
         stream, rnnpool_kernel, rnnpool_rows: code generation options
             (:func:`~rnnpool.deploy.codegen.build_model`).
         profile: also count instructions per unit of the schedule (``MCUReport.profile``).
+        max_boxes: detectors: the box list of the decode (``RNNPOOL_MODEL_MAX_BOXES``), in RAM.
     """
     import torch
 
@@ -160,7 +214,7 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
 
         spec = DecodeSpec.from_model(model)
         m = codegen.generate_c(g, work / "c", stream=stream, rnnpool_kernel=rnnpool_kernel,
-                               rnnpool_rows=rnnpool_rows, decode=spec)
+                               rnnpool_rows=rnnpool_rows, decode=spec, max_boxes=max_boxes)
         t_in = g.tensor(m.input_name)
         images = x[:max(1, n_images)]
         qs = [reference.quantize_input(im, t_in) for im in images]
@@ -168,14 +222,17 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
                                    profile=profile)
         res = runner.run_model_m4(fw, m, qs, workdir=work / "m4", timeout=timeout)
         refs = [reference.run(g, q) for q in qs]
-        exact = all(np.array_equal(o[n], r[n]) for o, r in zip(res.outputs, refs)
-                    for n in m.output_names)
-        host_exact = None
+        exact = _outputs_equal(m, res.outputs, refs)
+        rows_exact = _rows_equal(m, res.rows, res.boxes, refs)
+        host_exact = host_rows_exact = None
         if check_host:
             exe = runner.build_model_host(m, work / "host")
             hout = runner.run_model_host(exe, m, qs)
-            host_exact = all(np.array_equal(o[n], r[n]) for o, r in zip(hout, refs)
-                             for n in m.output_names)
+            host_exact = _outputs_equal(m, hout, refs)
+            hboxes = (runner.read_boxes(exe.parent, len(qs), m.max_boxes)
+                      if m.decode is not None else [])
+            host_rows_exact = _rows_equal(m, runner.read_rows(m, exe.parent, len(qs)), hboxes,
+                                          refs)
         errs: Dict[str, float] = {}
         ranges: Dict[str, float] = {}
         overlaps = []
@@ -214,7 +271,11 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
                      for u, n in zip(m.units, res.unit_instructions)],
             decode_instructions=min(res.decode_instructions) if res.decode_instructions else None,
             decode_boxes=len(res.boxes[0]) if res.boxes else None,
-            top1_agreement=float(np.mean(top1)) if top1 else None, n_images=len(qs))
+            top1_agreement=float(np.mean(top1)) if top1 else None, n_images=len(qs),
+            input_rows_bytes=m.input_arena_bytes, output_arena_bytes=m.output_arena_bytes,
+            result_bytes=(m.max_boxes * BOX_BYTES if m.decode is not None else m.output_bytes),
+            max_boxes=m.max_boxes, rows_instructions=res.rows_instructions,
+            rows_bit_exact=rows_exact, host_rows_bit_exact=host_rows_exact)
     finally:
         if tmp is not None:
             tmp.cleanup()
