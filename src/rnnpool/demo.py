@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         _header(step, "Cortex-M4: int8 quantization, generated C, emulated run")
         from .deploy.demo import mcu_demo
 
-        results["mcu"] = mcu_demo(out / "mcu-demo", weights=checkpoint)
+        results["mcu"] = mcu_demo(out / "mcu-demo", weights=checkpoint,
+                                  faces=out / "faces-demo" / "faces" if checkpoint else None)
     print(f"\ndemo finished in {time.perf_counter() - t_start:.0f} s; outputs in {out}/")
     return 0

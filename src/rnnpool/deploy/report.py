@@ -159,7 +159,8 @@ class MCUReport:
                          f"(float output range +-{self.float_range.get(k, 0):.3g})")
         if self.decode_instructions is not None:
             lines.append(f"fixed-point decode    {self.decode_instructions / 1e6:.2f} M instr. "
-                         f"({self.decode_boxes} boxes with face logit >= 0, first image)")
+                         f"rnnpool_model_decode ({self.decode_boxes} boxes kept of at most "
+                         f"{self.max_boxes}, face logit >= 0, first image)")
         for ops, n in self.profile:
             lines.append(f"  {n / 1e6:9.2f} M  {ops}")
         if self.top1_agreement is not None:
