@@ -89,12 +89,14 @@ def face_calibration(model: nn.Module, root, n: int = 32, split: str = "train") 
 
 
 def detector_ap_float_vs_int8(model: nn.Module, g, root, workdir, split: str = "val",
-                              limit: Optional[int] = None,
-                              score_thresh: float = 0.05) -> Dict[str, object]:
+                              limit: Optional[int] = None, score_thresh: float = 0.05,
+                              pre_nms_top_k: int = 750) -> Dict[str, object]:
     """WIDER easy / medium / hard AP of the float model and of its int8 graph ``g`` on a split.
 
     Both run at the model's ``config.input_size`` through the same predictor, with the same
-    thresholds, and are scored by the same evaluator.
+    thresholds, and are scored by the same evaluator. ``pre_nms_top_k`` (750 rather than the
+    predictor's 5000) bounds the quadratic NMS of a briefly trained model with thousands of
+    low-score candidates; it applies to both.
 
     Args:
         model: the float S3FD model (eval mode).
@@ -104,6 +106,7 @@ def detector_ap_float_vs_int8(model: nn.Module, g, root, workdir, split: str = "
         split: the split evaluated.
         limit: evaluate only the first ``limit`` images (the others count as empty for both).
         score_thresh: detection score threshold of the predictor.
+        pre_nms_top_k: highest-scoring anchors kept before NMS.
 
     Returns:
         ``{"float": {"easy", "medium", "hard"}, "int8": {...}, "images": n, "seconds": {"float",
@@ -120,8 +123,10 @@ def detector_ap_float_vs_int8(model: nn.Module, g, root, workdir, split: str = "
         pred = work / f"pred_{name}"
         t0 = time.perf_counter()
         with torch.no_grad():
-            n = predict_widerface(FacePredictor(net, size=size, score_thresh=score_thresh),
-                                  str(root), str(pred), split, progress=False, limit=limit)
+            predictor = FacePredictor(net, size=size, score_thresh=score_thresh,
+                                      pre_nms_top_k=pre_nms_top_k)
+            n = predict_widerface(predictor, str(root), str(pred), split, progress=False,
+                                  limit=limit)
         res = widerface_evaluate(pred, Path(root) / "wider_face_split",
                                  missing="error" if limit is None else "empty")
         out[name] = {s: float(res[s]) for s in WIDER_SETTINGS}
