@@ -318,3 +318,14 @@ def test_streamed_rnnpool_kernel_variants_bit_exact(tmp_path, kernel, rows, stre
     outs = runner.run_model_host(exe, m, xs)
     _check_rows(m, g, xs, outs, runner.read_rows(m, exe.parent, len(xs)),
                 runner.read_boxes(exe.parent, len(xs), m.max_boxes), "detector")
+
+
+def test_bad_max_boxes_is_a_clear_error(tmp_path, capsys):
+    from rnnpool.cli import main
+
+    g, _ = _graph(TinyDetector, (24, 32))
+    with pytest.raises(ValueError, match="max_boxes must be >= 1"):
+        codegen.build_model(g, decode=_decode_spec("detector"), max_boxes=0)
+    assert main(["export-c", "rnnpool_face_m4", "--random-init", "--calib-count", "2",
+                 "--max-boxes", "0", "--out", str(tmp_path / "c")]) == 2
+    assert "max_boxes must be >= 1" in capsys.readouterr().err
