@@ -24,14 +24,15 @@ def test_row_api_contract(tmp_path, stream):
     if shutil.which("gcc") is None:
         pytest.skip("gcc not installed")
     g, _ = _graph(TinyDetector, (24, 32))
-    m = codegen.generate_c(g, tmp_path / "c", stream=stream, max_boxes=6,
+    codegen.generate_c(g, tmp_path / "c", stream=stream, max_boxes=6,
                            decode=DecodeSpec(strides=(4, 8), sizes=(8.0, 16.0)))
     exe = tmp_path / "test_row_api"
     r = subprocess.run(["gcc", *FLAGS, f"-I{codegen.CSRC}", f"-I{tmp_path / 'c'}",
                         str(HERE / "test_row_api.c"), str(tmp_path / "c" / "model.c"),
                         str(tmp_path / "c" / "model_weights.c"),
                         *map(str, codegen.kernel_sources()), "-o", str(exe)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120,
+                       check=False)
     assert r.returncode == 0 and "ok (0 failures)" in r.stdout, r.stdout + r.stderr

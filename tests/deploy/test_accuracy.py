@@ -21,7 +21,7 @@ def face_setup(tmp_path_factory):
 
 
 def test_calibration_matches_model_input(face_setup):
-    _, model, calib, _ = face_setup
+    _, _, calib, _ = face_setup
     assert calib.shape == (4, 1, 240, 320)
     # normalised with the model's statistics: not the raw [0, 1] range
     assert calib.min() < 0 < calib.max()

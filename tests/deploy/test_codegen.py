@@ -89,7 +89,7 @@ def _needs_kernels(g):
         pytest.skip(f"kernels not written yet: {sorted(set(missing))}")
 
 
-DETECTOR_SPEC = dict(strides=(4, 8), sizes=(8.0, 16.0))
+DETECTOR_SPEC = {"strides": (4, 8), "sizes": (8.0, 16.0)}
 MODELS = {"convnet": (ConvNet, (20, 24)), "detector": (TinyDetector, (24, 32))}
 
 
@@ -154,7 +154,7 @@ def test_host_build_bit_exact_with_sanitizers(generated, tmp_path):
 def test_streamed_decode_equals_whole_decode_of_reference_maps(generated, tmp_path):
     """detect_rows's boxes = rnnpool_model_decode of the maps of the numpy integer reference
     (written as a fake model output and decoded by the C function), with K = 1, 6 and all."""
-    name, g, calib, m = generated
+    _, g, calib, m = generated
     if m.decode is None:
         pytest.skip("no decode")
     xs = _inputs(g, calib, n_random=4)

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, Optional
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Int8Detector", "face_calibration", "detector_ap_float_vs_int8"]
+__all__ = ["Int8Detector", "detector_ap_float_vs_int8", "face_calibration"]
 
 
 class Int8Detector(nn.Module):
@@ -89,8 +88,8 @@ def face_calibration(model: nn.Module, root, n: int = 32, split: str = "train") 
 
 
 def detector_ap_float_vs_int8(model: nn.Module, g, root, workdir, split: str = "val",
-                              limit: Optional[int] = None, score_thresh: float = 0.05,
-                              pre_nms_top_k: int = 750) -> Dict[str, object]:
+                              limit: int | None = None, score_thresh: float = 0.05,
+                              pre_nms_top_k: int = 750) -> dict[str, object]:
     """WIDER easy / medium / hard AP of the float model and of its int8 graph ``g`` on a split.
 
     Both run at the model's ``config.input_size`` through the same predictor, with the same
@@ -118,7 +117,7 @@ def detector_ap_float_vs_int8(model: nn.Module, g, root, workdir, split: str = "
 
     work = Path(workdir)
     size = tuple(model.config.input_size)
-    out: Dict[str, object] = {"seconds": {}}
+    out: dict[str, object] = {"seconds": {}}
     for name, net in (("float", model.eval()), ("int8", Int8Detector(model.eval(), g))):
         pred = work / f"pred_{name}"
         t0 = time.perf_counter()
