@@ -8,9 +8,10 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     # dataset-fashion-mnist, opencv-doc: real data that ships offline (training, demo, tests).
+    # g++: the compiled RNNPool CPU kernel (built on first use; without it the torch path runs).
     # gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm: Cortex-M4 build and emulation.
     apt-get install -y -qq --no-install-recommends \
-        dataset-fashion-mnist opencv-doc \
+        dataset-fashion-mnist opencv-doc g++ \
         gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm >/dev/null
 else
     echo "setup.sh: not root or no apt-get; skipping system packages" >&2

@@ -2,8 +2,10 @@
 
 The baseline is the straightforward implementation the reference code uses: unfold the map
 into patches, then run RNN1 over the rows and over the columns of the patch batch (input
-projection inside every step), and RNN2's four sweeps one after the other. Both run in the
-same process, on the same inputs and weights; the table gives times and the speed-up ratio.
+projection inside every step), and RNN2's four sweeps one after the other. RNNPool2d runs with
+its compiled CPU kernel (``backend="native"``, the default where it builds) and, for comparison,
+in torch ops only (``backend="torch"``). All run in the same process, on the same inputs and
+weights; the table gives times and the speed-up ratios over the baseline.
 
     python benchmarks/bench_rnnpool.py                # all shapes, 2 threads
     python benchmarks/bench_rnnpool.py --shapes vww --repeats 5
@@ -21,6 +23,7 @@ from typing import Callable
 import torch
 
 from rnnpool.nn import RNNPool2d
+from rnnpool.nn._native import native_available, native_status
 from rnnpool.nn.functional import rnnpool2d_padding
 from rnnpool.nn.unfold_baseline import unfold_rnnpool2d
 
@@ -60,25 +63,32 @@ def _time(fn: Callable[[], None], repeats: int, device: str) -> float:
     return min(times)
 
 
-def bench(shape: Shape, repeats: int, device: str) -> dict:
+def bench(shape: Shape, repeats: int, device: str, backends: list[str]) -> dict:
     torch.manual_seed(0)
     layer = RNNPool2d(shape.c, shape.h1, shape.h2, shape.k, shape.s, padding="same").to(device)
     x = torch.randn(shape.n, shape.c, shape.h, shape.w, device=device, requires_grad=True)
     pads = rnnpool2d_padding((shape.h, shape.w), shape.k, shape.s, "same")
 
-    def fast():
-        return layer(x)
+    def run_with(backend: str) -> Callable[[], torch.Tensor]:
+        def fn() -> torch.Tensor:
+            layer.backend = backend
+            return layer(x)
+        return fn
 
     def base():
         return unfold_rnnpool2d(x, layer.rnn1.params(), layer.rnn2.params(), shape.k, shape.s, pads)
 
+    fns = {b: run_with(b) for b in backends}
+    fns["base"] = base
     with torch.no_grad():
-        y_fast, y_base = fast(), base()
-    err = (y_fast - y_base).abs().max().item()
-    assert y_fast.shape == y_base.shape and err < 1e-4, f"implementations disagree: {err}"
+        y_base = base()
+        for b in backends:
+            y = fns[b]()
+            err = (y - y_base).abs().max().item()
+            assert y.shape == y_base.shape and err < 1e-4, f"{b} and baseline disagree: {err}"
 
-    res = {"shape": shape, "err": err, "patches": y_fast.shape[0] * y_fast.shape[2] * y_fast.shape[3]}
-    for name, fn in (("fast", fast), ("base", base)):
+    res = {"shape": shape, "patches": y_base.shape[0] * y_base.shape[2] * y_base.shape[3]}
+    for name, fn in fns.items():
         def fwd():
             with torch.no_grad():
                 fn()
@@ -99,23 +109,31 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    backends = ["torch"]
+    if args.device == "cpu":
+        if native_available():
+            backends.insert(0, "native")
+        else:
+            print(f"compiled kernel unavailable ({native_status()}): torch path only")
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
-          f"best of {args.repeats} runs")
-    hdr = (f"{'layer':<12} {'input':<15} {'k/s':>4} {'h1/h2':>6} | {'fwd ms':>8} {'base ms':>8} "
-           f"{'ratio':>6} | {'f+b ms':>8} {'base ms':>8} {'ratio':>6} | {'patches/s fwd':>13}")
+          f"best of {args.repeats} runs (forward+backward: best of {max(1, args.repeats // 2 + 1)})")
+    hdr = (f"{'layer':<12} {'input':<15} {'k/s':>4} {'h1/h2':>6} {'backend':>7} | {'fwd ms':>8} "
+           f"{'base ms':>8} {'ratio':>6} | {'f+b ms':>8} {'base ms':>8} {'ratio':>6} | "
+           f"{'patches/s fwd':>13}")
     print(hdr)
     print("-" * len(hdr))
     for key in args.shapes:
-        r = bench(SHAPES[key], args.repeats, args.device)
+        r = bench(SHAPES[key], args.repeats, args.device, backends)
         s = r["shape"]
-        print(
-            f"{s.name:<12} {f'{s.n}x{s.c}x{s.h}x{s.w}':<15} {f'{s.k}/{s.s}':>4} "
-            f"{f'{s.h1}/{s.h2}':>6} | {r['fast_fwd'] * 1e3:8.1f} {r['base_fwd'] * 1e3:8.1f} "
-            f"{r['base_fwd'] / r['fast_fwd']:5.1f}x | {r['fast_fb'] * 1e3:8.1f} "
-            f"{r['base_fb'] * 1e3:8.1f} {r['base_fb'] / r['fast_fb']:5.1f}x | "
-            f"{r['patches'] / r['fast_fwd']:13.3g}",
-            flush=True,
-        )
+        for b in backends:
+            print(
+                f"{s.name:<12} {f'{s.n}x{s.c}x{s.h}x{s.w}':<15} {f'{s.k}/{s.s}':>4} "
+                f"{f'{s.h1}/{s.h2}':>6} {b:>7} | {r[b + '_fwd'] * 1e3:8.1f} "
+                f"{r['base_fwd'] * 1e3:8.1f} {r['base_fwd'] / r[b + '_fwd']:5.1f}x | "
+                f"{r[b + '_fb'] * 1e3:8.1f} {r['base_fb'] * 1e3:8.1f} "
+                f"{r['base_fb'] / r[b + '_fb']:5.1f}x | {r['patches'] / r[b + '_fwd']:13.3g}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from rnnpool.nn import FastGRNNCell, RNNPool2d, convert_reference_state_dict, load_reference_state_dict
-from rnnpool.nn.functional import _cell_matrices, _scan
+from rnnpool.nn._native import native_available
+from rnnpool.nn.functional import _cell_matrices, _scan_groups
 
 from .reference import cell_step
 
@@ -49,10 +50,13 @@ def test_default_zeta_nu_is_paper_and_trainable_init_close():
     assert torch.allclose(fixed(x), trainable(x), atol=1e-30)
 
 
+@pytest.mark.parametrize("backend", ["torch", "native"])
 @pytest.mark.parametrize(
     "kind", [dict(), dict(gate="hard_sigmoid"), dict(update="hard_tanh"), dict(trainable_zeta_nu=True)]
 )
-def test_scan_equals_repeated_cell_steps(kind):
+def test_scan_equals_repeated_cell_steps(kind, backend):
+    if backend == "native" and not native_available():
+        pytest.skip("no compiled kernel")
     cell = FastGRNNCell(3, 5, **kind).double()
     if kind.get("trainable_zeta_nu"):
         with torch.no_grad():
@@ -65,7 +69,7 @@ def test_scan_equals_repeated_cell_steps(kind):
     m = _cell_matrices(p)
     src = xs.reshape(24, 3) @ m.w.t() + m.b.t()  # row t * 4 + b holds step t of sweep b
     idx = torch.arange(24).view(6, 4)
-    assert torch.allclose(_scan(src, idx, p, m).t(), h, atol=1e-12)
+    assert torch.allclose(_scan_groups(src, [(idx, None)], p, m, backend), h, atol=1e-12)
 
 
 def test_low_rank_effective_matrices():

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnpool.nn import RNNPool2d, rnnpool2d_macs, rnnpool2d_num_params
+from rnnpool.nn._native import native_available
 from rnnpool.nn.functional import rnnpool2d_padding
 
 from .reference import rnnpool_reference
@@ -47,12 +48,17 @@ def configs(draw):
         )
     )
     seed = draw(st.integers(0, 2**16))
-    return (n, c, h, w), (kh, kw), (sh, sw), padding, mode, h1, h2, cell, seed
+    backend = draw(st.sampled_from(BACKENDS))
+    return (n, c, h, w), (kh, kw), (sh, sw), padding, mode, h1, h2, cell, seed, backend
+
+
+# The compiled kernel is tested wherever it builds (test_native_kernel_builds says when it must).
+BACKENDS = ["torch", "native"] if native_available() else ["torch"]
 
 
 def _build(cfg):
-    shape, k, s, padding, mode, h1, h2, cell, seed = cfg
-    m = RNNPool2d(shape[1], h1, h2, k, s, padding, mode, **cell).double()
+    shape, k, s, padding, mode, h1, h2, cell, seed, backend = cfg
+    m = RNNPool2d(shape[1], h1, h2, k, s, padding, mode, backend=backend, **cell).double()
     _randomize(m, seed)
     if cell.get("trainable_zeta_nu"):
         with torch.no_grad():  # keep sigmoid(zeta), sigmoid(nu) away from 1 / 0
@@ -63,7 +69,7 @@ def _build(cfg):
     return m, x, pads
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(configs())
 def test_fast_path_matches_literal_reference(cfg):
     m, x, pads = _build(cfg)
@@ -84,9 +90,47 @@ def test_fast_path_matches_literal_reference(cfg):
         assert torch.allclose(a, b, rtol=0, atol=1e-10), (a - b).abs().max()
 
 
-def test_paper_layer_shape_matches_reference():
+def test_native_kernel_builds():
+    import shutil
+
+    from rnnpool.nn._native import native_status
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler: the torch path is used")
+    assert native_available(), native_status()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", [dict(), dict(gate="hard_sigmoid", update="hard_tanh"),
+                                  dict(trainable_zeta_nu=True)])
+@pytest.mark.parametrize("h1,h2", [(8, 16), (32, 8), (16, 32)])
+def test_paper_hidden_sizes_match_reference(backend, cell, h1, h2):
+    """The hidden sizes the compiled kernel specialises (8, 16, 32), values and gradients."""
+    m = RNNPool2d(3, h1, h2, 4, 2, padding="same", backend=backend, **cell).double()
+    _randomize(m, h1 + h2)
+    with torch.no_grad():
+        for cell_ in (m.rnn1, m.rnn2):
+            for p in cell_.parameters():
+                p.mul_(0.3)  # keep the gates off saturation so every path carries gradient
+        if cell.get("trainable_zeta_nu"):
+            m.rnn1.zeta_raw.fill_(0.7), m.rnn2.nu_raw.fill_(-0.4)
+    x = torch.randn(2, 3, 9, 7, dtype=torch.double, requires_grad=True)
+    xr = x.detach().clone().requires_grad_(True)
+    y = m(x)
+    ref = rnnpool_reference(xr, m.rnn1.params(), m.rnn2.params(), (4, 4), (2, 2),
+                            rnnpool2d_padding((9, 7), 4, 2, "same"))
+    assert torch.allclose(y, ref, rtol=0, atol=1e-10)
+    gy = torch.randn_like(y)
+    params = list(m.parameters())
+    for a, b in zip(torch.autograd.grad(y, [x] + params, gy),
+                    torch.autograd.grad(ref, [xr] + params, gy)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_paper_layer_shape_matches_reference(backend):
     # MobileNetV2-RNNPool's layer shape at a reduced size: patch 6, stride 4, "same" padding.
-    m = RNNPool2d(5, 4, 3, 6, 4, padding="same").double()
+    m = RNNPool2d(5, 4, 3, 6, 4, padding="same", backend=backend).double()
     _randomize(m, 3)
     x = torch.randn(1, 5, 16, 12, dtype=torch.double)
     ref = rnnpool_reference(x, m.rnn1.params(), m.rnn2.params(), (6, 6), (4, 4),
@@ -112,8 +156,10 @@ def test_output_channel_order():
         assert torch.allclose(y[2 * g : 2 * g + 2], e, atol=1e-12)
 
 
-def test_gradcheck_float64():
-    m = RNNPool2d(2, 3, 2, (3, 2), (2, 1), padding=(1, 0), trainable_zeta_nu=True).double()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_float64(backend):
+    m = RNNPool2d(2, 3, 2, (3, 2), (2, 1), padding=(1, 0), trainable_zeta_nu=True,
+                  backend=backend).double()
     _randomize(m, 7)
     with torch.no_grad():
         m.rnn1.zeta_raw.fill_(0.3), m.rnn2.nu_raw.fill_(-0.5)
@@ -183,7 +229,8 @@ def test_executed_macs_counts_the_work_done():
     """executed_macs equals the FLOPs torch's counter sees in the forward, halved."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    m = RNNPool2d(5, 6, 7, 4, 2, padding="same")
+    # The counter sees torch ops only: the compiled kernel runs the same products out of its view.
+    m = RNNPool2d(5, 6, 7, 4, 2, padding="same", backend="torch")
     x = torch.randn(1, 5, 12, 10)
     with FlopCounterMode(display=False) as fc:
         m(x)
@@ -225,12 +272,39 @@ def test_forward_errors():
         m(torch.randn(1, 3, 3, 8))
 
 
-def test_float32_close_to_float64():
-    m = RNNPool2d(4, 8, 8, 8, 4, "same")
-    x = torch.randn(2, 4, 32, 24)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", [dict(), dict(gate="hard_sigmoid", update="hard_tanh"),
+                                  dict(trainable_zeta_nu=True)])
+def test_float32_close_to_float64(backend, cell):
+    m = RNNPool2d(4, 16, 8, 8, 4, "same", backend=backend, **cell)
+    if cell.get("trainable_zeta_nu"):
+        with torch.no_grad():  # a cell that is not the paper's: tanh runs as tanh
+            m.rnn1.zeta_raw.fill_(0.7), m.rnn2.nu_raw.fill_(-0.4)
+    x = torch.randn(2, 4, 32, 24, requires_grad=True)
     y32 = m(x)
-    y64 = m.double()(x.double())
+    (g32,) = torch.autograd.grad(y32.square().sum(), x)
+    x64 = x.detach().double().requires_grad_(True)
+    y64 = m.double()(x64)
+    (g64,) = torch.autograd.grad(y64.square().sum(), x64)
     assert (y32.double() - y64).abs().max() < 1e-5
+    assert (g32.double() - g64).abs().max() < 1e-4 * g64.abs().max()
+
+
+@pytest.mark.skipif(not native_available(), reason="no compiled kernel")
+def test_native_backward_is_deterministic_across_threads():
+    """Parameter gradients are summed in a fixed order, whatever the threads do."""
+    m = RNNPool2d(3, 8, 8, 6, 4, "same", backend="native")
+    x = torch.randn(2, 3, 40, 36, requires_grad=True)
+    grads = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 2, 3):
+            torch.set_num_threads(n)
+            grads.append(torch.autograd.grad(m(x).sum(), [x, *m.parameters()]))
+    finally:
+        torch.set_num_threads(threads)
+    for other in grads[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(grads[0], other))
 
 
 def test_batch_independence():

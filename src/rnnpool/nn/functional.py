@@ -7,12 +7,15 @@ into these. See the module classes for the mathematical definitions.
 from __future__ import annotations
 
 import math
+import functools
 from functools import partial
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from . import _native
 
 __all__ = [
     "FastGRNNParams",
@@ -238,42 +241,66 @@ class _ScanFunction(torch.autograd.Function):
         return dsrc.t(), du_z, du_h, dzeta, dnu, None, None, None
 
 
+BACKENDS = ("auto", "native", "torch")
+
+
+def _use_native(src: Tensor, p: FastGRNNParams, m: _CellMatrices, backend: str) -> bool:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return False
+    update = "sigmoid" if m.sigmoid_form else p.update
+    ok = not _traced() and _native.supports(src, p.gate, update)
+    if backend == "native" and not ok:
+        raise RuntimeError(
+            "backend='native' needs a float32/float64 CPU input outside tracing/compilation and "
+            f"the compiled kernel ({_native.native_status()})"
+        )
+    return ok
+
+
 def _scan(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tensor:
-    """Final states of FastGRNN sweeps from precomputed input projections.
+    """Final states of FastGRNN sweeps from precomputed input projections, in torch ops.
 
     Args:
         src: ``(P, 2h)`` projected inputs ``x @ m.w^T + m.b^T``, one row per input vector.
         idx: ``(T, B)`` int64: sweep ``b`` reads row ``idx[t, b]`` at step ``t``.
 
     Returns:
-        ``(h, B)``.
+        ``(B, h)``.
     """
     differentiable = [src, m.u_z, m.u_h, p.zeta, p.nu]
     if (
         torch.is_grad_enabled()
         and any(isinstance(t, Tensor) and t.requires_grad for t in differentiable)
-        and not torch.jit.is_tracing()
-        and not torch.onnx.is_in_onnx_export()
-        and not torch.compiler.is_compiling()  # inductor differentiates the plain loop itself
+        and not _traced()  # inductor differentiates the plain loop itself
     ):
-        return _ScanFunction.apply(src, m.u_z, m.u_h, p.zeta, p.nu, idx, p, m)
-    return _scan_forward(src, idx, p, m, save=False)[0]
+        return _ScanFunction.apply(src, m.u_z, m.u_h, p.zeta, p.nu, idx, p, m).t()
+    return _scan_forward(src, idx, p, m, save=False)[0].t()
 
 
-def _scan_groups(src: Tensor, groups: list[Tensor], p: FastGRNNParams, m: _CellMatrices) -> Tensor:
-    """Run the sweeps whose step-``t`` input is row ``index[t, b]`` of ``src``.
+def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNNParams,
+                 m: _CellMatrices, backend: str = "auto") -> Tensor:
+    """Run families of sweeps over ``src``, each given as ``(idx, group)``.
 
     Args:
         src: ``(P, 2h)`` projected inputs.
-        groups: ``(T_g, B_g)`` int64 row indices; groups of equal ``T`` run as one scan.
+        families: ``(idx, groups)``: ``idx`` is ``(T, B)`` int64 (sweep ``b`` reads row
+            ``idx[t, b]`` at step ``t``); ``groups`` are offsets of runs of sweeps that alone
+            read their rows (see :func:`rnnpool.nn._native.scan`).
 
     Returns:
-        ``(h, sum B_g)`` final states, groups in order.
+        ``(sum B, h)`` final states, families in order.
     """
-    if len({g.shape[0] for g in groups}) == 1:
-        groups = [torch.cat(groups, 1)]
-    outs = [_scan(src, idx, p, m) for idx in groups]
-    return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+    if _use_native(src, p, m, backend):
+        h0 = m.h0[:, 0] if m.h0 is not None else src.new_zeros(p.weight_hh.shape[0])
+        update = "sigmoid" if m.sigmoid_form else p.update
+        affine = (2.0, -1.0) if m.sigmoid_form else (1.0, 0.0)  # h = 2 g - 1
+        return _native.scan(src, families, m.u_z, m.u_h, h0, p.gate, update, p.zeta, p.nu, affine)
+    # One batched scan per distinct T: fewer, larger torch ops.
+    if len({idx.shape[0] for idx, _ in families}) == 1:
+        return _scan(src, torch.cat([idx for idx, _ in families], 1), p, m)
+    return torch.cat([_scan(src, idx, p, m) for idx, _ in families], 0)
 
 
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
@@ -330,6 +357,107 @@ def rnnpool2d_output_size(
     return (hp - kh) // sh + 1, (wp - kw) // sw + 1
 
 
+def _traced() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
+class _Sweeps(NamedTuple):
+    """Where every sweep of :func:`rnnpool2d` reads, for one input geometry.
+
+    ``rnn1`` and ``rnn2`` are families ``(idx, groups)``: ``idx`` is ``(T, B)`` int64 (sweep
+    ``b`` reads row ``idx[t, b]`` of the projected inputs at step ``t``) and ``groups`` the
+    offsets of the runs of sweeps that alone read their rows (see
+    :func:`rnnpool.nn._native.scan`). ``order`` picks, for output cell ``(i, sweep, oh, ow)``
+    in that order, the row of the RNN2 results.
+    """
+
+    rnn1: list[tuple[Tensor, Tensor]]
+    rnn2: list[tuple[Tensor, Tensor]]
+    order: Tensor
+
+
+_BLOCK = 8  # adjacent columns (or patch columns) whose sweeps run together
+
+
+def _sweep_indices_uncached(n: int, hr: int, wc: int, ho: int, wo: int, kh: int, kw: int,
+                            sh: int, sw: int, device: torch.device) -> _Sweeps:
+    """Build :class:`_Sweeps`.
+
+    RNN1 reads the projected pixels ``(i, y, x)`` (row ``(i * hr + y) * wc + x``): a row segment
+    (image i, row y, start column ow*sw) reads pixel ``(i, y, ow*sw + t)`` at step t, a column
+    segment (i, column x, start row oh*sh) reads ``(i, oh*sh + t, x)``. Its results, the
+    summaries, are the row summaries ``(i, y, ow)`` in that order, then the column summaries.
+    RNN2: patch ``(i, oh, ow)`` sweeps the row summaries ``(i, oh*sh + t, ow)`` and the column
+    summaries ``(i, ow*sw + t, oh)``, forward and reversed.
+
+    Sweeps that read the same rows form a group (an image row of row segments; a block of
+    adjacent image columns of column segments; a block of patch columns of RNN2 row sweeps; a
+    patch row of RNN2 column sweeps), and within a group consecutive sweeps read adjacent
+    memory.
+    """
+    ar = partial(torch.arange, device=device)
+
+    def grid(*sizes: int) -> list[Tensor]:  # flattened coordinates over the product of sizes
+        return [g.reshape(-1) for g in torch.meshgrid(*[ar(k) for k in sizes], indexing="ij")]
+
+    def offsets(group_id: Tensor, count: int) -> Tensor:  # sorted ids -> run offsets
+        counts = torch.bincount(group_id, minlength=count)
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+    # RNN1 rows: (i, y, ow); a group is an image row.
+    i_, y_, ow_ = grid(n, hr, wo)
+    rows = ((i_ * hr + y_) * wc + ow_ * sw) + ar(kw)[:, None]
+    rows_groups = ar(0, n * hr * wo + 1, wo)
+    # RNN1 columns: (i, x // B, oh, x); a group is a block of adjacent columns.
+    nxb = -(-wc // _BLOCK)
+    i_, x_, oh_ = grid(n, wc, ho)
+    gid = i_ * nxb + x_ // _BLOCK
+    perm = torch.argsort((gid * ho + oh_) * wc + x_)
+    i_, x_, oh_, gid = i_[perm], x_[perm], oh_[perm], gid[perm]
+    cols = ((i_ * hr + oh_ * sh) * wc + x_) + ar(kh)[:, None] * wc
+    cols_groups = offsets(gid, n * nxb)
+    col_summary = torch.empty(n * wc * ho, dtype=torch.long, device=device)
+    col_summary[(i_ * wc + x_) * ho + oh_] = n * hr * wo + ar(n * wc * ho)  # (i, x, oh) -> row
+    # RNN2 row sweeps: (i, ow // B, direction, oh, ow); a group is a block of patch columns.
+    nob = -(-wo // _BLOCK)
+    i_, ow_, d_, oh_ = grid(n, wo, 2, ho)
+    gid = i_ * nob + ow_ // _BLOCK
+    perm_r = torch.argsort(((gid * 2 + d_) * ho + oh_) * wo + ow_)
+    i_, ow_, d_, oh_, gid = i_[perm_r], ow_[perm_r], d_[perm_r], oh_[perm_r], gid[perm_r]
+    t_ = ar(kh)[:, None]
+    t_ = torch.where(d_ == 0, t_, kh - 1 - t_)
+    row_sweeps = (i_ * hr + oh_ * sh + t_) * wo + ow_
+    row_groups = offsets(gid, n * nob)
+    # RNN2 column sweeps: (i, oh, direction, ow); a group is a patch row.
+    i_, oh_, d_, ow_ = grid(n, ho, 2, wo)
+    t_ = ar(kw)[:, None]
+    t_ = torch.where(d_ == 0, t_, kw - 1 - t_)
+    col_sweeps = col_summary[(i_ * wc + ow_ * sw + t_) * ho + oh_]
+    col_groups = ar(0, n * ho * 2 * wo + 1, 2 * wo)
+    # Output cell (i, sweep, oh, ow) -> its RNN2 result row.
+    nrow = n * wo * 2 * ho
+    row_pos = torch.empty(nrow, dtype=torch.long, device=device)
+    row_pos[perm_r] = ar(nrow)  # natural (i, ow, d, oh) -> sorted position
+    i_, s_, oh_, ow_ = grid(n, 4, ho, wo)
+    by_rows = row_pos[((i_ * wo + ow_) * 2 + s_.clamp(max=1)) * ho + oh_]
+    by_cols = nrow + ((i_ * ho + oh_) * 2 + (s_ - 2).clamp(min=0)) * wo + ow_
+    order = torch.where(s_ < 2, by_rows, by_cols)
+    return _Sweeps([(rows, rows_groups), (cols, cols_groups)],
+                   [(row_sweeps, row_groups), (col_sweeps, col_groups)], order)
+
+
+# Index tensors depend only on the geometry: cached, so a training step does not rebuild them.
+# They are never written to.
+_sweep_indices_cached = functools.lru_cache(maxsize=32)(_sweep_indices_uncached)
+
+
+def _sweep_indices(n: int, hr: int, wc: int, ho: int, wo: int, kh: int, kw: int, sh: int,
+                   sw: int, device: torch.device, traced: bool) -> _Sweeps:
+    if traced:  # tracers and compilers see the index arithmetic, not cached tensors
+        return _sweep_indices_uncached(n, hr, wc, ho, wo, kh, kw, sh, sw, device)
+    return _sweep_indices_cached(n, hr, wc, ho, wo, kh, kw, sh, sw, device)
+
+
 def rnnpool2d(
     input: Tensor,
     rnn1: FastGRNNParams,
@@ -338,6 +466,7 @@ def rnnpool2d(
     stride: IntPair | None = None,
     padding: Padding = 0,
     padding_mode: str = "zeros",
+    backend: str = "auto",
 ) -> Tensor:
     """RNNPool over every ``kernel_size`` patch of ``input`` (see :class:`~rnnpool.nn.RNNPool2d`).
 
@@ -353,12 +482,18 @@ def rnnpool2d(
         rnn1: parameters of RNN1 (``C -> h1``).
         rnn2: parameters of RNN2 (``h1 -> h2``).
         kernel_size, stride, padding, padding_mode: as in :class:`~rnnpool.nn.RNNPool2d`.
+        backend: ``"auto"`` (default) runs the recurrences in the compiled CPU kernel
+            (:mod:`rnnpool.nn._native`) when it is available and the input is a float32/float64
+            CPU tensor outside tracing and ``torch.compile``, else in torch ops; ``"native"``
+            requires the kernel; ``"torch"`` never uses it. Both give the same numbers.
 
     Returns:
         ``(N, 4 * h2, H_out, W_out)``, channels ``[row-fwd, row-rev, col-fwd, col-rev]``.
     """
     kh, kw = _pair(kernel_size, "kernel_size")
     sh, sw = _pair(kernel_size if stride is None else stride, "stride")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if input.dim() != 4:
         raise ValueError(f"RNNPool expects a 4D input (N, C, H, W), got shape {tuple(input.shape)}")
     n, c, h, w = input.shape
@@ -381,25 +516,13 @@ def rnnpool2d(
     x = input[:, :, :hr, :wc].permute(0, 2, 3, 1).reshape(n * hr * wc, c)  # one row per pixel
     h2 = rnn2.weight_hh.shape[0]
     m1, m2 = _cell_matrices(rnn1), _cell_matrices(rnn2)
-    ar = partial(torch.arange, device=input.device)
-    i_, oh_, ow_ = ar(n)[:, None, None], ar(ho)[None, :, None], ar(wo)[None, None, :]
-
-    # RNN1. Every pixel is projected once. A row segment (image i, row y, start column ow*sw)
-    # reads pixel (i, y, ow*sw + t) at step t; a column segment (i, start row oh*sh, column x)
-    # reads (i, oh*sh + t, x). Patches that overlap share segments, so each runs once.
+    sweeps = _sweep_indices(n, hr, wc, ho, wo, kh, kw, sh, sw, input.device, _traced())
+    # RNN1: every pixel is projected once; each row / column segment runs once.
     proj1 = F.linear(x, m1.w, m1.b[:, 0])  # (N*hr*wc, 2h1)
-    y_, x_ = ar(hr)[None, :, None], ar(wc)[None, None, :]
-    rows = torch.stack([((i_ * hr + y_) * wc + ow_ * sw + t).reshape(-1) for t in range(kw)])
-    cols = torch.stack([((i_ * hr + oh_ * sh + t) * wc + x_).reshape(-1) for t in range(kh)])
-    summaries = _scan_groups(proj1, [rows, cols], rnn1, m1)  # (h1, N*hr*wo + N*ho*wc)
-
-    # RNN2. Each summary is projected once; patch (i, oh, ow) reads the row summaries
-    # (i, oh*sh + t, ow) and the column summaries (i, oh, ow*sw + t), forward and reversed.
-    proj2 = F.linear(summaries.t(), m2.w, m2.b[:, 0])
-    row0 = ((i_ * hr + oh_ * sh) * wo + ow_).reshape(-1)
-    col0 = n * hr * wo + ((i_ * ho + oh_) * wc + ow_ * sw).reshape(-1)
-    tr, tc = ar(kh)[:, None], ar(kw)[:, None]
-    sweeps = [row0 + tr * wo, row0 + (kh - 1 - tr) * wo, col0 + tc, col0 + (kw - 1 - tc)]
-    out = _scan_groups(proj2, [torch.cat(sweeps[:2], 1), torch.cat(sweeps[2:], 1)], rnn2, m2)
-    # (h2, 4 * N*ho*wo) -> (N, 4*h2, ho, wo), channel order [row-fwd, row-rev, col-fwd, col-rev].
-    return out.view(h2, 4, n, ho, wo).permute(2, 1, 0, 3, 4).reshape(n, 4 * h2, ho, wo)
+    summaries = _scan_groups(proj1, sweeps.rnn1, rnn1, m1, backend)  # (N*(hr*wo + wc*ho), h1)
+    # RNN2: each summary is projected once; four sweeps per patch.
+    proj2 = F.linear(summaries, m2.w, m2.b[:, 0])
+    out = _scan_groups(proj2, sweeps.rnn2, rnn2, m2, backend)  # (4*N*ho*wo, h2)
+    # -> (N, 4*h2, ho, wo), channel order [row-fwd, row-rev, col-fwd, col-rev].
+    out = out.index_select(0, sweeps.order).view(n, 4, ho, wo, h2)
+    return out.permute(0, 1, 4, 2, 3).reshape(n, 4 * h2, ho, wo)

@@ -76,6 +76,9 @@ class RNNPool2d(nn.Module):
         padding_mode: ``"zeros"`` or ``"replicate"``. Default: ``"zeros"``.
         gate, update, trainable_zeta_nu, w_rank, u_rank: passed to both
             :class:`FastGRNNCell` s.
+        backend: ``"auto"``, ``"native"`` or ``"torch"``: where the recurrences run (see
+            :func:`~rnnpool.nn.functional.rnnpool2d`). Default: ``"auto"``, the compiled CPU
+            kernel when it applies.
 
     Shape:
         - Input: :math:`(N, C, H_{in}, W_{in})`
@@ -111,8 +114,12 @@ class RNNPool2d(nn.Module):
         trainable_zeta_nu: bool = False,
         w_rank: Optional[int] = None,
         u_rank: Optional[int] = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        if backend not in RF.BACKENDS:
+            raise ValueError(f"backend must be one of {RF.BACKENDS}, got {backend!r}")
+        self.backend = backend
         for name, v in (("in_channels", in_channels), ("hidden1", hidden1), ("hidden2", hidden2)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -173,7 +180,7 @@ class RNNPool2d(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         return RF.rnnpool2d(
             input, self.rnn1.params(), self.rnn2.params(),
-            self.kernel_size, self.stride, self.padding, self.padding_mode,
+            self.kernel_size, self.stride, self.padding, self.padding_mode, self.backend,
         )
 
     def extra_repr(self) -> str:
@@ -185,4 +192,6 @@ class RNNPool2d(nn.Module):
             s += f", padding={self.padding!r}"
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode!r}"
+        if self.backend != "auto":
+            s += f", backend={self.backend!r}"
         return s

@@ -1,0 +1,241 @@
+"""The compiled CPU kernel of the RNNPool sweeps (``csrc/scan.cpp``), built on first use.
+
+The kernel fuses each FastGRNN sweep into one pass over its state (recurrent products, gates
+and update in registers, OpenMP over sweeps), and its backward recomputes the few states of a
+sweep instead of storing them. It is plain C++ without torch headers, compiled once per machine
+with the host ``g++`` into the user cache (``$XDG_CACHE_HOME/rnnpool`` or ``~/.cache/rnnpool``)
+and loaded with :mod:`ctypes`. When no compiler is available the operator runs its pure-torch
+path (same numbers, slower) and :func:`native_status` says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .._cache import cache_dir
+
+__all__ = ["native_available", "native_status", "scan"]
+
+_SOURCE = Path(__file__).with_name("csrc") / "scan.cpp"
+_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared", "-std=c++17"]
+GATE_CODES = {"sigmoid": 0, "hard_sigmoid": 1}
+UPDATE_CODES = {"tanh": 0, "hard_tanh": 1, "sigmoid": 2}
+_CTYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def _cpu_key() -> str:
+    """What ``-march=native`` depends on: the machine and its CPU flags."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = line
+                    break
+    except OSError:
+        pass
+    return platform.machine() + flags
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> tuple[Optional[ctypes.CDLL], str]:
+    """Compile (once, cached on disk) and load the kernel; ``(None, reason)`` if impossible."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        return None, "no C++ compiler (g++) on PATH"
+    src = _SOURCE.read_bytes()
+    key = hashlib.sha256("\0".join([cxx, *_FLAGS, _cpu_key()]).encode() + src).hexdigest()[:20]
+    folder = cache_dir() / "native"
+    lib = folder / f"scan-{key}.so"
+    if not lib.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+            os.close(fd)
+            try:
+                p = subprocess.run([cxx, *_FLAGS, str(_SOURCE), "-o", tmp],
+                                   capture_output=True, text=True)
+                if p.returncode != 0:
+                    return None, f"compiling {_SOURCE.name} failed:\n{p.stderr.strip()}"
+                os.replace(tmp, lib)  # atomic: concurrent builders each write their own file
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError as e:
+            return None, f"cannot build the kernel in {folder}: {e}"
+    try:
+        dll = ctypes.CDLL(str(lib))
+    except OSError as e:
+        return None, f"cannot load {lib}: {e}"
+    ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for dtype, suffix in _SUFFIX.items():
+        scalar = _CTYPES[dtype]
+        # src, nfam, idx[], steps[], B[], H, uz, uh, uzt, uht, h0, gate, update, zeta, nu,
+        # out_scale, out_shift
+        common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, c_int, c_int,
+                  scalar, scalar, scalar, scalar]
+        fwd = getattr(dll, f"rnnpool_scan_forward_{suffix}")
+        fwd.argtypes, fwd.restype = [*common, ptr, c_int], c_int
+        bwd = getattr(dll, f"rnnpool_scan_backward_{suffix}")
+        # groups[], ngroups[], rows, gout, dsrc, duz, duh, dzeta_nu, grad_zeta_nu, threads
+        bwd.argtypes = [*common, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, c_int, c_int]
+        bwd.restype = c_int
+    return dll, f"loaded {lib}"
+
+
+def native_status() -> str:
+    """Where the compiled kernel was loaded from, or why the torch path is used instead."""
+    return _load()[1]
+
+
+def native_available() -> bool:
+    """True when the compiled kernel is built and loaded."""
+    return _load()[0] is not None
+
+
+def supports(src: Tensor, gate: str, update: str) -> bool:
+    """Whether :func:`scan` can run these sweeps (CPU, float32/float64, known activations)."""
+    return (
+        src.device.type == "cpu"
+        and src.dtype in _CTYPES
+        and gate in GATE_CODES
+        and update in UPDATE_CODES
+        and (update != "sigmoid" or gate == "sigmoid")
+        and native_available()
+    )
+
+
+def _scalar(v: Union[Tensor, float]) -> float:
+    return float(v.detach()) if isinstance(v, Tensor) else float(v)
+
+
+class _Call:
+    """The arguments shared by the forward and backward entry points, kept alive with it."""
+
+    def __init__(self, src: Tensor, idx: Sequence[Tensor], u_z: Tensor, u_h: Tensor, h0: Tensor,
+                 gate: str, update: str, zeta, nu, affine: tuple[float, float]) -> None:
+        scalar = _CTYPES[src.dtype]
+        self.dll = _load()[0]
+        self.suffix = _SUFFIX[src.dtype]
+        self.keep = [src.contiguous(), u_z.contiguous(), u_h.contiguous(),
+                     u_z.t().contiguous(), u_h.t().contiguous(), h0.contiguous()]
+        self.idx = [i.contiguous() for i in idx]
+        n = len(self.idx)
+        self.steps = (ctypes.c_int64 * n)(*[i.shape[0] for i in self.idx])
+        self.sweeps = (ctypes.c_int64 * n)(*[i.shape[1] for i in self.idx])
+        self.idx_ptrs = (ctypes.c_void_p * n)(*[i.data_ptr() for i in self.idx])
+        s, uz, uh, uzt, uht, h = self.keep
+        self.args = [s.data_ptr(), n, self.idx_ptrs, self.steps, self.sweeps, u_z.shape[0],
+                     uz.data_ptr(), uh.data_ptr(), uzt.data_ptr(), uht.data_ptr(), h.data_ptr(),
+                     GATE_CODES[gate], UPDATE_CODES[update], scalar(_scalar(zeta)),
+                     scalar(_scalar(nu)), scalar(affine[0]), scalar(affine[1])]
+
+    def forward(self, out: Tensor) -> None:
+        fn = getattr(self.dll, f"rnnpool_scan_forward_{self.suffix}")
+        _check(fn(*self.args, out.data_ptr(), torch.get_num_threads()))
+
+    def backward(self, groups: Sequence[Tensor], gout: Tensor, dsrc: Tensor, du_z: Tensor,
+                 du_h: Tensor, dzn: Tensor, grad_zeta_nu: bool) -> None:
+        fn = getattr(self.dll, f"rnnpool_scan_backward_{self.suffix}")
+        n = len(groups)
+        offsets = (ctypes.c_void_p * n)(*[g.data_ptr() for g in groups])
+        counts = (ctypes.c_int64 * n)(*[g.numel() - 1 for g in groups])
+        _check(fn(*self.args, offsets, counts, dsrc.shape[0], gout.data_ptr(), dsrc.data_ptr(),
+                  du_z.data_ptr(), du_h.data_ptr(), dzn.data_ptr(), int(grad_zeta_nu),
+                  torch.get_num_threads()))
+
+
+_STATUS = {-1: "unknown activation", -2: "bad sizes",
+           -3: "group offsets must run from 0 to the family's sweep count without decreasing"}
+
+
+def _check(rc: int) -> None:
+    if rc != 0:
+        raise RuntimeError(f"rnnpool native scan kernel: {_STATUS.get(rc, 'failed')} (status {rc})")
+
+
+class _Scan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, src, u_z, u_h, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
+        gate, update, affine = cfg
+        idx = idx_groups[0::2]
+        call = _Call(src, idx, u_z, u_h, h0, gate, update, zeta, nu, affine)
+        out = src.new_empty(sum(i.shape[1] for i in idx), u_z.shape[0])
+        call.forward(out)
+        ctx.save_for_backward(src, u_z, u_h, h0, *idx_groups)
+        ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):  # type: ignore[override]
+        src, u_z, u_h, h0, *idx_groups = ctx.saved_tensors
+        idx, groups = idx_groups[0::2], idx_groups[1::2]
+        gate, update, affine = ctx.cfg
+        zeta, nu = ctx.zeta, ctx.nu
+        call = _Call(src, idx, u_z, u_h, h0, gate, update, zeta, nu, affine)
+        dsrc = torch.empty_like(src, memory_format=torch.contiguous_format)  # zeroed by the kernel
+        du_z, du_h = torch.zeros_like(u_z), torch.zeros_like(u_h)
+        dzn = torch.zeros(2, dtype=torch.float64)
+        grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
+        call.backward(groups, gout.contiguous(), dsrc, du_z, du_h, dzn, grad_zeta_nu)
+        dzeta = dzn[0].to(src.dtype) if isinstance(zeta, Tensor) else None
+        dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
+        return (dsrc, du_z, du_h, dzeta, dnu, None, None, *([None] * len(idx_groups)))
+
+
+def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: Tensor,
+         u_h: Tensor, h0: Tensor, gate: str, update: str, zeta: Union[Tensor, float] = 1.0,
+         nu: Union[Tensor, float] = 0.0, affine: tuple[float, float] = (1.0, 0.0)) -> Tensor:
+    """Final states of families of FastGRNN sweeps, computed by the compiled kernel.
+
+    Step ``t`` of sweep ``b`` of a family reads the projected input row ``src[idx[t, b]]``
+    (gate half, then update half) and computes ``z = gate(x_z + u_z h)``,
+    ``c = update(x_h + u_h h)``, ``h' = z h + (zeta (1 - z) + nu) c`` from ``h = h0``.
+    Differentiable in ``src``, ``u_z``, ``u_h``, ``zeta`` and ``nu``.
+
+    Args:
+        src: ``(P, 2H)`` float32 or float64 CPU tensor.
+        families: ``(idx, groups)`` pairs: ``idx`` is ``(T, B)`` int64 row indices into
+            ``src``; ``groups`` is an int64 tensor of offsets ``0 = g_0 <= ... <= g_G = B``
+            cutting the sweeps into runs. The backward adds input gradients into ``src``'s
+            gradient without atomics, one thread per run, so sweeps of different runs must
+            never read the same row (families run one after the other and may share rows).
+            None: one run (one thread).
+        u_z, u_h: ``(H, H)`` recurrent matrices of the gate and the update.
+        h0: ``(H,)`` initial state.
+        gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
+        update: ``"tanh"``, ``"hard_tanh"`` or ``"sigmoid"``.
+        zeta, nu: the cell's scalars (tensors are differentiated).
+        affine: ``(a, b)``: return ``a h_T + b`` (the paper's cell run on ``g = (h + 1) / 2``
+            returns ``2 g - 1``).
+
+    Returns:
+        ``(sum of B, H)``: ``a h_T + b`` of every sweep, families in order.
+    """
+    if not supports(src, gate, update):
+        raise RuntimeError(f"the native scan cannot run this case ({native_status()})")
+    flat = []
+    for idx, groups in families:
+        b = idx.shape[1] if idx.dim() == 2 else -1
+        if groups is None:
+            groups = torch.tensor([0, b])
+        groups = groups.to(torch.int64).contiguous()
+        if idx.dim() != 2 or idx.dtype != torch.int64 or groups.dim() != 1 or groups.numel() < 2:
+            raise ValueError(f"each family needs (T, B) int64 indices and offsets 0 ... B, got "
+                             f"{tuple(idx.shape)} {idx.dtype} and {tuple(groups.shape)}")
+        flat += [idx, groups]  # the kernel checks the offsets (status -3)
+    cfg = (gate, update, (float(affine[0]), float(affine[1])))
+    return _Scan.apply(src, u_z, u_h, zeta, nu, h0, cfg, *flat)
