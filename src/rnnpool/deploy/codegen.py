@@ -145,7 +145,8 @@ class Unit:
 def _schedule(g, ops: list, c_outs: List[str], stream: bool, min_rows: Dict[str, int],
               row_ops: frozenset = frozenset()) -> List[Unit]:
     """Group ops into units. A tensor is streamed (kept as a band of rows) when it has exactly
-    one consumer, both ends are :data:`STREAMABLE`, and it is neither an input nor an output."""
+    one consumer, both ends are :data:`STREAMABLE` (the input's producer is its row reader), and
+    it is not an output."""
     producer = {o: op for op in ops for o in op.outputs}
     consumers: Dict[str, list] = {}
     for op in ops:
