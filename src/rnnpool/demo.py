@@ -42,6 +42,7 @@ def operator_step(quick: bool) -> dict:
     import torch
 
     from .nn import RNNPool2d
+    from .nn._native import native_available, native_status
     from .nn.functional import rnnpool2d_padding
     from .nn.unfold_baseline import unfold_rnnpool2d
 
@@ -70,7 +71,9 @@ def operator_step(quick: bool) -> dict:
           f"{tuple(y.shape)}")
     print(f"  per image: {pool.macs((112, 112)) / 1e6:.1f} M MAdds by the paper's formula, "
           f"{pool.executed_macs((112, 112)) / 1e6:.1f} M executed (shared row/column work)")
-    print(f"  forward {t_fast * 1e3:.1f} ms vs {t_base * 1e3:.1f} ms unfold baseline: "
+    kernel = ("compiled CPU kernel" if native_available()
+              else f"torch ops; compiled kernel unavailable: {native_status()}")
+    print(f"  forward ({kernel}) {t_fast * 1e3:.1f} ms vs {t_base * 1e3:.1f} ms unfold baseline: "
           f"{t_base / t_fast:.1f}x faster (max abs difference {err:.1e}); "
           f"full table: python benchmarks/bench_rnnpool.py")
     return {"speedup": t_base / t_fast, "max_abs_diff": err}
