@@ -34,6 +34,7 @@ GATE_CODES = {"sigmoid": 0, "hard_sigmoid": 1}
 UPDATE_CODES = {"tanh": 0, "hard_tanh": 1, "sigmoid": 2}
 _CTYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+MAX_HIDDEN = 512  # kMaxH in scan.cpp
 
 
 def _cpu_key() -> str:
@@ -107,9 +108,12 @@ def native_available() -> bool:
 
 
 def supports(src: Tensor, gate: str, update: str) -> bool:
-    """Whether :func:`scan` can run these sweeps (CPU, float32/float64, known activations)."""
+    """Whether :func:`scan` can run these sweeps (CPU, float32/float64, known activations,
+    hidden size at most :data:`MAX_HIDDEN`)."""
     return (
         src.device.type == "cpu"
+        and src.dim() == 2
+        and src.shape[1] <= 2 * MAX_HIDDEN
         and src.dtype in _CTYPES
         and gate in GATE_CODES
         and update in UPDATE_CODES

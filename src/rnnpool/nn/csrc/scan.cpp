@@ -97,25 +97,28 @@ struct Cell {
   bool grad_zeta_nu;
 };
 
+// Largest hidden size of the generic (runtime H) kernels: their per-sweep temporaries are
+// fixed-size local arrays, which the compiler keeps in registers or on the stack.
+constexpr int kMaxH = 512;
+
 // One step of S interleaved sweeps: z = gate(x_z + Uz h), c = update(x_h + Uh h).
 // x[s] is sweep s's projected input row; h, z, c are (S, H). first: h = h0 (use k0).
 template <typename T, int HC, int S, int G, int U>
 inline void step(const Cell<T>& p, const T* const* x, const T* h, T* z, T* c, bool first) {
+  constexpr int HM = HC ? HC : kMaxH;
   const int H = HC ? HC : (int)p.H;
-  T az[S * (HC ? HC : 1)], ah[S * (HC ? HC : 1)];
-  T* pz = HC ? az : z;  // with a runtime H the outputs double as accumulators
-  T* ph = HC ? ah : c;
+  T az[S * HM], ah[S * HM];
   if (first) {
     for (int s = 0; s < S; ++s)
       for (int i = 0; i < H; ++i) {
-        pz[s * H + i] = x[s][i] + p.k0[i];
-        ph[s * H + i] = x[s][H + i] + p.k0[H + i];
+        az[s * H + i] = x[s][i] + p.k0[i];
+        ah[s * H + i] = x[s][H + i] + p.k0[H + i];
       }
   } else {
     for (int s = 0; s < S; ++s)
       for (int i = 0; i < H; ++i) {
-        pz[s * H + i] = x[s][i];
-        ph[s * H + i] = x[s][H + i];
+        az[s * H + i] = x[s][i];
+        ah[s * H + i] = x[s][H + i];
       }
     for (int j = 0; j < H; ++j) {
       const T* uzj = p.uzt + (int64_t)j * H;
@@ -124,16 +127,16 @@ inline void step(const Cell<T>& p, const T* const* x, const T* h, T* z, T* c, bo
         const T hj = h[s * H + j];
 #pragma omp simd
         for (int i = 0; i < H; ++i) {
-          pz[s * H + i] += uzj[i] * hj;
-          ph[s * H + i] += uhj[i] * hj;
+          az[s * H + i] += uzj[i] * hj;
+          ah[s * H + i] += uhj[i] * hj;
         }
       }
     }
   }
 #pragma omp simd
   for (int k = 0; k < S * H; ++k) {
-    z[k] = gate_fn<T, G>(pz[k]);
-    c[k] = update_fn<T, U>(ph[k]);
+    z[k] = gate_fn<T, G>(az[k]);
+    c[k] = update_fn<T, U>(ah[k]);
   }
 }
 
@@ -169,22 +172,21 @@ void forward_block(const Cell<T>& p, int64_t b0, T* out, T* work) {
   for (int k = 0; k < S * H; ++k) o[k] = a * h[k] + b;
 }
 
-// Work layout of backward_block (in units of S*H): hs (T+1), zs (T), cs (T), gh, gn (1 each),
-// da (2T: the pre-activation gradients of every step, gate half then update half per sweep).
-inline int64_t backward_work(int64_t steps) { return 5 * steps + 3; }
+// Work layout of backward_block (in units of S*H): hs (T+1), zs (T), cs (T), da (2T: the
+// pre-activation gradients of every step, gate half then update half per sweep).
+inline int64_t backward_work(int64_t steps) { return 5 * steps + 1; }
 
 // Backward of S sweeps starting at b0: adds into dsrc, duz, duh, dzn.
 template <typename T, int HC, int S, int G, int U>
 void backward_block(const Cell<T>& p, int64_t b0, const T* gout, T* dsrc, T* duz, T* duh,
                     double* dzn, T* work) {
+  constexpr int HM = HC ? HC : kMaxH;
   const int H = HC ? HC : (int)p.H;
   const int64_t SH = (int64_t)S * H, TT = p.steps;
   T* hs = work;
   T* zs = hs + (TT + 1) * SH;
   T* cs = zs + TT * SH;
-  T* gh = cs + TT * SH;
-  T* gn = gh + SH;
-  T* da = gn + SH;
+  T* da = cs + TT * SH;
   for (int s = 0; s < S; ++s) std::memcpy(hs + s * H, p.h0, sizeof(T) * H);
   const T* x[S];
   for (int64_t t = 0; t < TT; ++t) {
@@ -192,10 +194,8 @@ void backward_block(const Cell<T>& p, int64_t b0, const T* gout, T* dsrc, T* duz
     step<T, HC, S, G, U>(p, x, hs + t * SH, zs + t * SH, cs + t * SH, t == 0);
     mix(p, (int)SH, hs + t * SH, zs + t * SH, cs + t * SH, hs + (t + 1) * SH);
   }
-  // The state gradient and its next value live in registers when H is fixed.
-  T ghl[S * (HC ? HC : 1)], gnl[S * (HC ? HC : 1)];
-  T* __restrict g_ = HC ? ghl : gh;
-  T* __restrict gn_ = HC ? gnl : gn;
+  // The state gradient and its next value (in registers when H is fixed).
+  T g_[S * HM], gn_[S * HM];
   for (int k = 0; k < S * H; ++k) g_[k] = p.out_scale * gout[b0 * H + k];
   const T zeta = p.zeta, nu = p.nu;
   T dzeta = 0, dnu = 0;
@@ -233,7 +233,10 @@ void backward_block(const Cell<T>& p, int64_t b0, const T* gout, T* dsrc, T* duz
       for (int s = 0; s < S; ++s) {
         const T dzi = dat[2 * s * H + i], dhi = dat[2 * s * H + H + i];
 #pragma omp simd
-        for (int j = 0; j < H; ++j) gn_[s * H + j] += uzi[j] * dzi + uhi[j] * dhi;
+        for (int j = 0; j < H; ++j) {
+          gn_[s * H + j] += uzi[j] * dzi;
+          gn_[s * H + j] += uhi[j] * dhi;
+        }
       }
     }
     std::memcpy(g_, gn_, sizeof(T) * SH);
@@ -241,11 +244,8 @@ void backward_block(const Cell<T>& p, int64_t b0, const T* gout, T* dsrc, T* duz
   // dU += sum over steps and sweeps of da h_prev^T (all T*S rows at once, row i of dU in
   // registers while it accumulates).
   for (int i = 0; i < H; ++i) {
-    T accz[HC ? HC : 1], acch[HC ? HC : 1];
-    T* az = HC ? accz : duz + (int64_t)i * H;
-    T* ah = HC ? acch : duh + (int64_t)i * H;
-    if (HC)
-      for (int j = 0; j < H; ++j) az[j] = ah[j] = T(0);
+    T az[HM], ah[HM];
+    for (int j = 0; j < H; ++j) az[j] = ah[j] = T(0);
     for (int64_t t = 0; t < TT; ++t)
       for (int s = 0; s < S; ++s) {
         const T* hps = hs + t * SH + s * H;
@@ -256,11 +256,10 @@ void backward_block(const Cell<T>& p, int64_t b0, const T* gout, T* dsrc, T* duz
           ah[j] += dhi * hps[j];
         }
       }
-    if (HC)
-      for (int j = 0; j < H; ++j) {
-        duz[(int64_t)i * H + j] += az[j];
-        duh[(int64_t)i * H + j] += ah[j];
-      }
+    for (int j = 0; j < H; ++j) {
+      duz[(int64_t)i * H + j] += az[j];
+      duh[(int64_t)i * H + j] += ah[j];
+    }
   }
   dzn[0] += (double)dzeta;
   dzn[1] += (double)dnu;
@@ -380,7 +379,7 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
         const int64_t* const* groups, const int64_t* ngroups, int nfam, int gate, int update,
         bool fwd, T* out, int64_t rows, const T* gout, T* dsrc, T* duz, T* duh, double* dzn,
         int threads) {
-  if (p.H <= 0 || nfam <= 0 || threads <= 0) return -2;
+  if (p.H <= 0 || p.H > kMaxH || nfam <= 0 || threads <= 0) return -2;
   std::vector<Family> fam(nfam);
   for (int f = 0; f < nfam; ++f) {
     if (steps[f] <= 0 || B[f] < 0) return -2;
