@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from .._cache import cache_dir as _user_cache_dir
+
 __all__ = [
     "CSRC_DIR", "HARNESS_DIR", "Toolchain", "find_toolchain", "M4_CFLAGS", "Firmware",
     "build_firmware", "build_host", "build_icount_plugin", "QemuRun", "run_qemu", "section_sizes",
@@ -99,7 +101,7 @@ def _compile_cached(cc: str, flags: Sequence[str], sources: Sequence[Path],
 
     kernel_incs = [CSRC_DIR, CSRC_DIR / "kernels"]
     digests = {"kernel": header_digest(kernel_incs), "other": header_digest(include_dirs)}
-    cache = _cache_dir() / "obj"
+    cache = _user_cache_dir() / "obj"
     cache.mkdir(parents=True, exist_ok=True)
     objs = []
     for src in sources:
@@ -249,11 +251,6 @@ def build_host(sources: Sequence[Path], out_dir: Path, *, include_dirs: Sequence
     return exe
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "rnnpool"
-
-
 def build_icount_plugin(cache_dir: Optional[Path] = None) -> Path:
     """Compile the instruction-counting TCG plugin with the host gcc (cached by source hash).
 
@@ -262,7 +259,7 @@ def build_icount_plugin(cache_dir: Optional[Path] = None) -> Path:
     """
     src = PLUGIN_SRC.read_bytes()
     digest = hashlib.sha256(src).hexdigest()[:16]
-    cache = Path(cache_dir) if cache_dir is not None else _cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else _user_cache_dir()
     so = cache / f"icount-{digest}.so"
     if so.exists():
         return so
