@@ -84,9 +84,9 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
     ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for dtype, suffix in _SUFFIX.items():
         scalar = _CTYPES[dtype]
-        # src, nfam, idx[], steps[], B[], H, uz, uh, uzt, uht, h0, gate, update, zeta, nu,
+        # src, nfam, idx[], steps[], B[], H, uz, uh, uzt, uht, h0, bias, gate, update, zeta, nu,
         # out_scale, out_shift
-        common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, c_int, c_int,
+        common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, c_int, c_int,
                   scalar, scalar, scalar, scalar]
         fwd = getattr(dll, f"rnnpool_scan_forward_{suffix}")
         fwd.argtypes, fwd.restype = [*common, ptr, c_int], c_int
@@ -107,14 +107,13 @@ def native_available() -> bool:
     return _load()[0] is not None
 
 
-def supports(src: Tensor, gate: str, update: str) -> bool:
-    """Whether :func:`scan` can run these sweeps (CPU, float32/float64, known activations,
-    hidden size at most :data:`MAX_HIDDEN`)."""
+def supports(x: Tensor, hidden: int, gate: str, update: str) -> bool:
+    """Whether :func:`scan` can run sweeps of ``hidden`` units on tensors like ``x`` (CPU,
+    float32/float64, known activations, ``hidden`` at most :data:`MAX_HIDDEN`)."""
     return (
-        src.device.type == "cpu"
-        and src.dim() == 2
-        and src.shape[1] <= 2 * MAX_HIDDEN
-        and src.dtype in _CTYPES
+        x.device.type == "cpu"
+        and x.dtype in _CTYPES
+        and 0 < hidden <= MAX_HIDDEN
         and gate in GATE_CODES
         and update in UPDATE_CODES
         and (update != "sigmoid" or gate == "sigmoid")
@@ -130,21 +129,23 @@ class _Call:
     """The arguments shared by the forward and backward entry points, kept alive with it."""
 
     def __init__(self, src: Tensor, idx: Sequence[Tensor], u_z: Tensor, u_h: Tensor, h0: Tensor,
-                 gate: str, update: str, zeta, nu, affine: tuple[float, float]) -> None:
+                 bias: Tensor, gate: str, update: str, zeta, nu,
+                 affine: tuple[float, float]) -> None:
         scalar = _CTYPES[src.dtype]
         self.dll = _load()[0]
         self.suffix = _SUFFIX[src.dtype]
         self.keep = [src.contiguous(), u_z.contiguous(), u_h.contiguous(),
-                     u_z.t().contiguous(), u_h.t().contiguous(), h0.contiguous()]
+                     u_z.t().contiguous(), u_h.t().contiguous(), h0.contiguous(),
+                     bias.contiguous()]
         self.idx = [i.contiguous() for i in idx]
         n = len(self.idx)
         self.steps = (ctypes.c_int64 * n)(*[i.shape[0] for i in self.idx])
         self.sweeps = (ctypes.c_int64 * n)(*[i.shape[1] for i in self.idx])
         self.idx_ptrs = (ctypes.c_void_p * n)(*[i.data_ptr() for i in self.idx])
-        s, uz, uh, uzt, uht, h = self.keep
+        s, uz, uh, uzt, uht, h, b = self.keep
         self.args = [s.data_ptr(), n, self.idx_ptrs, self.steps, self.sweeps, u_z.shape[0],
                      uz.data_ptr(), uh.data_ptr(), uzt.data_ptr(), uht.data_ptr(), h.data_ptr(),
-                     GATE_CODES[gate], UPDATE_CODES[update], scalar(_scalar(zeta)),
+                     b.data_ptr(), GATE_CODES[gate], UPDATE_CODES[update], scalar(_scalar(zeta)),
                      scalar(_scalar(nu)), scalar(affine[0]), scalar(affine[1])]
 
     def forward(self, out: Tensor) -> None:
@@ -173,23 +174,23 @@ def _check(rc: int) -> None:
 
 class _Scan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, src, u_z, u_h, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
+    def forward(ctx, src, bias, u_z, u_h, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
         gate, update, affine = cfg
         idx = idx_groups[0::2]
-        call = _Call(src, idx, u_z, u_h, h0, gate, update, zeta, nu, affine)
+        call = _Call(src, idx, u_z, u_h, h0, bias, gate, update, zeta, nu, affine)
         out = src.new_empty(sum(i.shape[1] for i in idx), u_z.shape[0])
         call.forward(out)
-        ctx.save_for_backward(src, u_z, u_h, h0, *idx_groups)
+        ctx.save_for_backward(src, bias, u_z, u_h, h0, *idx_groups)
         ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
         return out
 
     @staticmethod
     def backward(ctx, gout):  # type: ignore[override]
-        src, u_z, u_h, h0, *idx_groups = ctx.saved_tensors
+        src, bias, u_z, u_h, h0, *idx_groups = ctx.saved_tensors
         idx, groups = idx_groups[0::2], idx_groups[1::2]
         gate, update, affine = ctx.cfg
         zeta, nu = ctx.zeta, ctx.nu
-        call = _Call(src, idx, u_z, u_h, h0, gate, update, zeta, nu, affine)
+        call = _Call(src, idx, u_z, u_h, h0, bias, gate, update, zeta, nu, affine)
         dsrc = torch.empty_like(src, memory_format=torch.contiguous_format)  # zeroed by the kernel
         du_z, du_h = torch.zeros_like(u_z), torch.zeros_like(u_h)
         dzn = torch.zeros(2, dtype=torch.float64)
@@ -197,18 +198,20 @@ class _Scan(torch.autograd.Function):
         call.backward(groups, gout.contiguous(), dsrc, du_z, du_h, dzn, grad_zeta_nu)
         dzeta = dzn[0].to(src.dtype) if isinstance(zeta, Tensor) else None
         dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
-        return (dsrc, du_z, du_h, dzeta, dnu, None, None, *([None] * len(idx_groups)))
+        dbias = dsrc.sum(0) if ctx.needs_input_grad[1] else None
+        return (dsrc, dbias, du_z, du_h, dzeta, dnu, None, None, *([None] * len(idx_groups)))
 
 
 def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: Tensor,
          u_h: Tensor, h0: Tensor, gate: str, update: str, zeta: Union[Tensor, float] = 1.0,
-         nu: Union[Tensor, float] = 0.0, affine: tuple[float, float] = (1.0, 0.0)) -> Tensor:
+         nu: Union[Tensor, float] = 0.0, affine: tuple[float, float] = (1.0, 0.0),
+         bias: Optional[Tensor] = None) -> Tensor:
     """Final states of families of FastGRNN sweeps, computed by the compiled kernel.
 
-    Step ``t`` of sweep ``b`` of a family reads the projected input row ``src[idx[t, b]]``
-    (gate half, then update half) and computes ``z = gate(x_z + u_z h)``,
+    Step ``t`` of sweep ``b`` of a family reads the projected input row
+    ``x = src[idx[t, b]] + bias`` (gate half, then update half) and computes ``z = gate(x_z + u_z h)``,
     ``c = update(x_h + u_h h)``, ``h' = z h + (zeta (1 - z) + nu) c`` from ``h = h0``.
-    Differentiable in ``src``, ``u_z``, ``u_h``, ``zeta`` and ``nu``.
+    Differentiable in ``src``, ``bias``, ``u_z``, ``u_h``, ``zeta`` and ``nu``.
 
     Args:
         src: ``(P, 2H)`` float32 or float64 CPU tensor.
@@ -225,11 +228,13 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: 
         zeta, nu: the cell's scalars (tensors are differentiated).
         affine: ``(a, b)``: return ``a h_T + b`` (the paper's cell run on ``g = (h + 1) / 2``
             returns ``2 g - 1``).
+        bias: ``(2H,)`` added to every row read (None: zero). Adding it here rather than in the
+            projection saves a pass over ``src``.
 
     Returns:
         ``(sum of B, H)``: ``a h_T + b`` of every sweep, families in order.
     """
-    if not supports(src, gate, update):
+    if not supports(src, u_z.shape[0], gate, update):
         raise RuntimeError(f"the native scan cannot run this case ({native_status()})")
     flat = []
     for idx, groups in families:
@@ -242,4 +247,6 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: 
                              f"{tuple(idx.shape)} {idx.dtype} and {tuple(groups.shape)}")
         flat += [idx, groups]  # the kernel checks the offsets (status -3)
     cfg = (gate, update, (float(affine[0]), float(affine[1])))
-    return _Scan.apply(src, u_z, u_h, zeta, nu, h0, cfg, *flat)
+    if bias is None:
+        bias = src.new_zeros(src.shape[1])
+    return _Scan.apply(src, bias, u_z, u_h, zeta, nu, h0, cfg, *flat)

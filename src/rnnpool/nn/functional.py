@@ -244,13 +244,13 @@ class _ScanFunction(torch.autograd.Function):
 BACKENDS = ("auto", "native", "torch")
 
 
-def _use_native(src: Tensor, p: FastGRNNParams, m: _CellMatrices, backend: str) -> bool:
+def _use_native(x: Tensor, p: FastGRNNParams, m: _CellMatrices, backend: str) -> bool:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return False
     update = "sigmoid" if m.sigmoid_form else p.update
-    ok = not _traced() and _native.supports(src, p.gate, update)
+    ok = not _traced() and _native.supports(x, p.weight_hh.shape[0], p.gate, update)
     if backend == "native" and not ok:
         raise RuntimeError(
             "backend='native' needs a float32/float64 CPU input outside tracing/compilation and "
@@ -280,14 +280,15 @@ def _scan(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tens
 
 
 def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNNParams,
-                 m: _CellMatrices, backend: str = "auto") -> Tensor:
-    """Run families of sweeps over ``src``, each given as ``(idx, group)``.
+                 m: _CellMatrices, backend: str = "auto", bias: Optional[Tensor] = None) -> Tensor:
+    """Run families of sweeps over ``src``, each given as ``(idx, groups)``.
 
     Args:
-        src: ``(P, 2h)`` projected inputs.
+        src: ``(P, 2h)`` projected inputs (``x W^T``, plus ``b`` unless given as ``bias``).
         families: ``(idx, groups)``: ``idx`` is ``(T, B)`` int64 (sweep ``b`` reads row
             ``idx[t, b]`` at step ``t``); ``groups`` are offsets of runs of sweeps that alone
             read their rows (see :func:`rnnpool.nn._native.scan`).
+        bias: ``(2h,)`` to add to every row read, or None.
 
     Returns:
         ``(sum B, h)`` final states, families in order.
@@ -296,11 +297,26 @@ def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNN
         h0 = m.h0[:, 0] if m.h0 is not None else src.new_zeros(p.weight_hh.shape[0])
         update = "sigmoid" if m.sigmoid_form else p.update
         affine = (2.0, -1.0) if m.sigmoid_form else (1.0, 0.0)  # h = 2 g - 1
-        return _native.scan(src, families, m.u_z, m.u_h, h0, p.gate, update, p.zeta, p.nu, affine)
+        return _native.scan(src, families, m.u_z, m.u_h, h0, p.gate, update, p.zeta, p.nu, affine,
+                            bias)
+    if bias is not None:
+        src = src + bias
     # One batched scan per distinct T: fewer, larger torch ops.
     if len({idx.shape[0] for idx, _ in families}) == 1:
         return _scan(src, torch.cat([idx for idx, _ in families], 1), p, m)
     return torch.cat([_scan(src, idx, p, m) for idx, _ in families], 0)
+
+
+def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNNParams,
+                      m: _CellMatrices, backend: str) -> Tensor:
+    """Project every input row once (``(P, in)`` -> ``(P, 2h)``) and run the sweeps over it.
+
+    The compiled kernel adds the bias as it reads a row, which saves writing it into all P rows.
+    """
+    bias = m.b[:, 0]
+    if _use_native(inputs, p, m, backend):
+        return _scan_groups(_project(inputs, m.w, None), families, p, m, "native", bias)
+    return _scan_groups(_project(inputs, m.w, bias), families, p, m, "torch")
 
 
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
@@ -358,9 +374,9 @@ def rnnpool2d_output_size(
 
 
 class _Projection(torch.autograd.Function):
-    """``F.linear`` for the tall, thin products of RNNPool's projections (``P`` rows, few
-    columns), with the backward products laid out the way BLAS runs them fast: ``dW`` as
-    ``(x^T dy)^T`` is several times faster than ``dy^T x`` at these shapes."""
+    """``F.linear`` (bias optional) for the tall, thin products of RNNPool's projections (``P``
+    rows, few columns), with the backward products laid out the way BLAS runs them fast:
+    ``dW`` as ``(x^T dy)^T`` is several times faster than ``dy^T x`` at these shapes."""
 
     @staticmethod
     def forward(ctx, x, w, b):  # type: ignore[override]
@@ -376,7 +392,7 @@ class _Projection(torch.autograd.Function):
         return dx, dw, db
 
 
-def _project(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+def _project(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
     """``x @ w.T + b`` for ``(P, in)`` rows ``x``."""
     if _traced() or not torch.is_grad_enabled():
         return F.linear(x, w, b)
@@ -544,11 +560,9 @@ def rnnpool2d(
     m1, m2 = _cell_matrices(rnn1), _cell_matrices(rnn2)
     sweeps = _sweep_indices(n, hr, wc, ho, wo, kh, kw, sh, sw, input.device, _traced())
     # RNN1: every pixel is projected once; each row / column segment runs once.
-    proj1 = _project(x, m1.w, m1.b[:, 0])  # (N*hr*wc, 2h1)
-    summaries = _scan_groups(proj1, sweeps.rnn1, rnn1, m1, backend)  # (N*(hr*wo + wc*ho), h1)
+    summaries = _project_and_scan(x, sweeps.rnn1, rnn1, m1, backend)  # (N*(hr*wo + wc*ho), h1)
     # RNN2: each summary is projected once; four sweeps per patch.
-    proj2 = _project(summaries, m2.w, m2.b[:, 0])
-    out = _scan_groups(proj2, sweeps.rnn2, rnn2, m2, backend)  # (4*N*ho*wo, h2)
+    out = _project_and_scan(summaries, sweeps.rnn2, rnn2, m2, backend)  # (4*N*ho*wo, h2)
     # -> (N, 4*h2, ho, wo), channel order [row-fwd, row-rev, col-fwd, col-rev].
     out = out.index_select(0, sweeps.order).view(n, 4, ho, wo, h2)
     return out.permute(0, 1, 4, 2, 3).reshape(n, 4 * h2, ho, wo)

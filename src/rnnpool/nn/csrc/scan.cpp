@@ -91,7 +91,8 @@ struct Cell {
   const T* uzt;  // transposes
   const T* uht;
   const T* h0;   // (H,)
-  const T* k0;   // (2H,): [Uz h0, Uh h0], the first step's recurrent term, shared by all sweeps
+  const T* bias;  // (2H,): added to every projected input row (the cell's b_z, b_h)
+  const T* k0;    // (2H,): bias + [Uz h0, Uh h0], the first step's constant, shared by all sweeps
   T zeta, nu;
   T out_scale, out_shift;  // the result is out_scale h_T + out_shift
   bool grad_zeta_nu;
@@ -102,24 +103,20 @@ struct Cell {
 constexpr int kMaxH = 512;
 
 // One step of S interleaved sweeps: z = gate(x_z + Uz h), c = update(x_h + Uh h).
-// x[s] is sweep s's projected input row; h, z, c are (S, H). first: h = h0 (use k0).
+// x[s] is sweep s's projected input row (bias not included); h, z, c are (S, H).
+// first: h = h0, whose recurrent term is in k0.
 template <typename T, int HC, int S, int G, int U>
 inline void step(const Cell<T>& p, const T* const* x, const T* h, T* z, T* c, bool first) {
   constexpr int HM = HC ? HC : kMaxH;
   const int H = HC ? HC : (int)p.H;
   T az[S * HM], ah[S * HM];
-  if (first) {
-    for (int s = 0; s < S; ++s)
-      for (int i = 0; i < H; ++i) {
-        az[s * H + i] = x[s][i] + p.k0[i];
-        ah[s * H + i] = x[s][H + i] + p.k0[H + i];
-      }
-  } else {
-    for (int s = 0; s < S; ++s)
-      for (int i = 0; i < H; ++i) {
-        az[s * H + i] = x[s][i];
-        ah[s * H + i] = x[s][H + i];
-      }
+  const T* add = first ? p.k0 : p.bias;
+  for (int s = 0; s < S; ++s)
+    for (int i = 0; i < H; ++i) {
+      az[s * H + i] = x[s][i] + add[i];
+      ah[s * H + i] = x[s][H + i] + add[H + i];
+    }
+  if (!first) {
     for (int j = 0; j < H; ++j) {
       const T* uzj = p.uzt + (int64_t)j * H;
       const T* uhj = p.uht + (int64_t)j * H;
@@ -400,7 +397,7 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
     for (int64_t k = 0; k < ngroups[f]; ++k)
       if (g[k + 1] < g[k]) return -3;
   }
-  std::vector<T> k0(2 * p.H, T(0));
+  std::vector<T> k0(p.bias, p.bias + 2 * p.H);
   for (int64_t i = 0; i < p.H; ++i)
     for (int64_t j = 0; j < p.H; ++j) {
       k0[i] += p.uz[i * p.H + j] * p.h0[j];
@@ -422,32 +419,32 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
 
 }  // namespace
 
-// The C interface (loaded with ctypes). Families f < nfam: idx[f] is (steps[f], B[f]) row
-// indices into src (P, 2H); groups[f] holds ngroups[f] + 1 offsets (0 ... B[f]) of the runs of
+// The C interface (loaded with ctypes). src (P, 2H) holds projections without the bias; the
+// kernel adds bias (2H) to every row it reads. Families f < nfam: idx[f] is (steps[f], B[f])
+// row indices into src; groups[f] holds ngroups[f] + 1 offsets (0 ... B[f]) of the runs of
 // sweeps described at the top. Status: 0, -1 unknown activations, -2 bad sizes, -3 bad groups.
 #define RNNPOOL_API(SUFFIX, T)                                                                  \
   extern "C" int rnnpool_scan_forward_##SUFFIX(                                                 \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
       const int64_t* B, int64_t H, const T* uz, const T* uh, const T* uzt, const T* uht,       \
-      const T* h0, int gate, int update, T zeta, T nu, T out_scale, T out_shift, T* out,       \
-      int threads) {                                                                            \
-    Cell<T> p{src, nullptr, 0,    0,  H,         uz,        uh,   uzt,                          \
-              uht, h0,      nullptr, zeta, nu, out_scale, out_shift, false};                    \
+      const T* h0, const T* bias, int gate, int update, T zeta, T nu, T out_scale,             \
+      T out_shift, T* out, int threads) {                                                       \
+    Cell<T> p{src,  nullptr, 0,       0,    H,  uz,        uh,        uzt,  uht,                \
+              h0,   bias,    nullptr, zeta, nu, out_scale, out_shift, false};                   \
     return run<T>(p, idx, steps, B, nullptr, nullptr, nfam, gate, update, true, out, 0,        \
                   nullptr, nullptr, nullptr, nullptr, nullptr, threads);                        \
   }                                                                                             \
   extern "C" int rnnpool_scan_backward_##SUFFIX(                                                \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
       const int64_t* B, int64_t H, const T* uz, const T* uh, const T* uzt, const T* uht,       \
-      const T* h0, int gate, int update, T zeta, T nu, T out_scale, T out_shift,               \
-      const int64_t* const* groups, const int64_t* ngroups, int64_t rows, const T* gout,       \
-      T* dsrc, T* duz, T* duh,                                                                  \
-      double* dzeta_nu, int grad_zeta_nu, int threads) {                                        \
-    Cell<T> p{src, nullptr, 0,    0,  H,         uz,        uh,   uzt,                          \
-              uht, h0,      nullptr, zeta, nu, out_scale, out_shift, grad_zeta_nu != 0};        \
+      const T* h0, const T* bias, int gate, int update, T zeta, T nu, T out_scale,             \
+      T out_shift, const int64_t* const* groups, const int64_t* ngroups, int64_t rows,         \
+      const T* gout, T* dsrc, T* duz, T* duh, double* dzeta_nu, int grad_zeta_nu,              \
+      int threads) {                                                                            \
+    Cell<T> p{src,  nullptr, 0,       0,    H,  uz,        uh,        uzt,  uht,                \
+              h0,   bias,    nullptr, zeta, nu, out_scale, out_shift, grad_zeta_nu != 0};       \
     return run<T>(p, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr, rows,  \
-                  gout,                                                                         \
-                  dsrc, duz, duh, dzeta_nu, threads);                                           \
+                  gout, dsrc, duz, duh, dzeta_nu, threads);                                     \
   }
 
 RNNPOOL_API(f32, float)
