@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .._cache import cache_dir
@@ -84,15 +85,15 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
     ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for dtype, suffix in _SUFFIX.items():
         scalar = _CTYPES[dtype]
-        # src, nfam, idx[], steps[], B[], H, uz, uh, uzt, uht, h0, bias, gate, update, zeta, nu,
-        # out_scale, out_shift
-        common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, c_int, c_int,
-                  scalar, scalar, scalar, scalar]
+        # src, nfam, idx[], steps[], B[], H, uz, uh, uzt, uht, h0, bias, wt, C, gate, update,
+        # zeta, nu, out_scale, out_shift
+        common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, c_int,
+                  c_int, scalar, scalar, scalar, scalar]
         fwd = getattr(dll, f"rnnpool_scan_forward_{suffix}")
         fwd.argtypes, fwd.restype = [*common, ptr, c_int], c_int
         bwd = getattr(dll, f"rnnpool_scan_backward_{suffix}")
-        # groups[], ngroups[], rows, gout, dsrc, duz, duh, dzeta_nu, grad_zeta_nu, threads
-        bwd.argtypes = [*common, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, c_int, c_int]
+        # groups[], ngroups[], rows, gout, dsrc, dparams, dzeta_nu, grad_zeta_nu, threads
+        bwd.argtypes = [*common, ptr, ptr, i64, ptr, ptr, ptr, ptr, c_int, c_int]
         bwd.restype = c_int
     return dll, f"loaded {lib}"
 
@@ -129,38 +130,49 @@ class _Call:
     """The arguments shared by the forward and backward entry points, kept alive with it."""
 
     def __init__(self, src: Tensor, idx: Sequence[Tensor], u_z: Tensor, u_h: Tensor, h0: Tensor,
-                 bias: Tensor, gate: str, update: str, zeta, nu,
+                 bias: Tensor, w: Optional[Tensor], gate: str, update: str, zeta, nu,
                  affine: tuple[float, float]) -> None:
         scalar = _CTYPES[src.dtype]
         self.dll = _load()[0]
         self.suffix = _SUFFIX[src.dtype]
+        self.hidden = u_z.shape[0]
+        self.channels = 0 if w is None else w.shape[1]
+        wt = src.new_zeros(1) if w is None else w.t().contiguous()
         self.keep = [src.contiguous(), u_z.contiguous(), u_h.contiguous(),
                      u_z.t().contiguous(), u_h.t().contiguous(), h0.contiguous(),
-                     bias.contiguous()]
+                     bias.contiguous(), wt]
         self.idx = [i.contiguous() for i in idx]
         n = len(self.idx)
         self.steps = (ctypes.c_int64 * n)(*[i.shape[0] for i in self.idx])
         self.sweeps = (ctypes.c_int64 * n)(*[i.shape[1] for i in self.idx])
         self.idx_ptrs = (ctypes.c_void_p * n)(*[i.data_ptr() for i in self.idx])
-        s, uz, uh, uzt, uht, h, b = self.keep
-        self.args = [s.data_ptr(), n, self.idx_ptrs, self.steps, self.sweeps, u_z.shape[0],
+        s, uz, uh, uzt, uht, h, b, wt = self.keep
+        self.args = [s.data_ptr(), n, self.idx_ptrs, self.steps, self.sweeps, self.hidden,
                      uz.data_ptr(), uh.data_ptr(), uzt.data_ptr(), uht.data_ptr(), h.data_ptr(),
-                     b.data_ptr(), GATE_CODES[gate], UPDATE_CODES[update], scalar(_scalar(zeta)),
-                     scalar(_scalar(nu)), scalar(affine[0]), scalar(affine[1])]
+                     b.data_ptr(), wt.data_ptr(), self.channels, GATE_CODES[gate],
+                     UPDATE_CODES[update], scalar(_scalar(zeta)), scalar(_scalar(nu)),
+                     scalar(affine[0]), scalar(affine[1])]
 
     def forward(self, out: Tensor) -> None:
         fn = getattr(self.dll, f"rnnpool_scan_forward_{self.suffix}")
         _check(fn(*self.args, out.data_ptr(), torch.get_num_threads()))
 
-    def backward(self, groups: Sequence[Tensor], gout: Tensor, dsrc: Tensor, du_z: Tensor,
-                 du_h: Tensor, dzn: Tensor, grad_zeta_nu: bool) -> None:
+    def backward(self, groups: Sequence[Tensor], gout: Tensor, dsrc: Tensor, grad_zeta_nu: bool
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Fill ``dsrc`` (``(P, 2H)``: the gradient of the projected rows); return ``dU_z, dU_h,
+        dbias`` and ``(dzeta, dnu)`` in float64."""
         fn = getattr(self.dll, f"rnnpool_scan_backward_{self.suffix}")
         n = len(groups)
         offsets = (ctypes.c_void_p * n)(*[g.data_ptr() for g in groups])
         counts = (ctypes.c_int64 * n)(*[g.numel() - 1 for g in groups])
+        h = self.hidden
+        dparams = dsrc.new_zeros(2 * h * h + 2 * h)
+        dzn = torch.zeros(2, dtype=torch.float64)
         _check(fn(*self.args, offsets, counts, dsrc.shape[0], gout.data_ptr(), dsrc.data_ptr(),
-                  du_z.data_ptr(), du_h.data_ptr(), dzn.data_ptr(), int(grad_zeta_nu),
+                  dparams.data_ptr(), dzn.data_ptr(), int(grad_zeta_nu),
                   torch.get_num_threads()))
+        du_z, du_h, dbias = dparams.split([h * h, h * h, 2 * h])
+        return du_z.view(h, h), du_h.view(h, h), dbias, dzn
 
 
 _STATUS = {-1: "unknown activation", -2: "bad sizes",
@@ -174,47 +186,52 @@ def _check(rc: int) -> None:
 
 class _Scan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, src, bias, u_z, u_h, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
+    def forward(ctx, src, bias, w, u_z, u_h, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
         gate, update, affine = cfg
         idx = idx_groups[0::2]
-        call = _Call(src, idx, u_z, u_h, h0, bias, gate, update, zeta, nu, affine)
+        call = _Call(src, idx, u_z, u_h, h0, bias, w, gate, update, zeta, nu, affine)
         out = src.new_empty(sum(i.shape[1] for i in idx), u_z.shape[0])
         call.forward(out)
-        ctx.save_for_backward(src, bias, u_z, u_h, h0, *idx_groups)
+        ctx.save_for_backward(src, bias, w, u_z, u_h, h0, *idx_groups)
         ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
         return out
 
     @staticmethod
     def backward(ctx, gout):  # type: ignore[override]
-        src, bias, u_z, u_h, h0, *idx_groups = ctx.saved_tensors
+        src, bias, w, u_z, u_h, h0, *idx_groups = ctx.saved_tensors
         idx, groups = idx_groups[0::2], idx_groups[1::2]
         gate, update, affine = ctx.cfg
         zeta, nu = ctx.zeta, ctx.nu
-        call = _Call(src, idx, u_z, u_h, h0, bias, gate, update, zeta, nu, affine)
-        dsrc = torch.empty_like(src, memory_format=torch.contiguous_format)  # zeroed by the kernel
-        du_z, du_h = torch.zeros_like(u_z), torch.zeros_like(u_h)
-        dzn = torch.zeros(2, dtype=torch.float64)
+        call = _Call(src, idx, u_z, u_h, h0, bias, w, gate, update, zeta, nu, affine)
+        dproj = src.new_empty(src.shape[0], 2 * u_z.shape[0])  # zeroed by the kernel
         grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
-        call.backward(groups, gout.contiguous(), dsrc, du_z, du_h, dzn, grad_zeta_nu)
+        du_z, du_h, dbias, dzn = call.backward(groups, gout.contiguous(), dproj, grad_zeta_nu)
         dzeta = dzn[0].to(src.dtype) if isinstance(zeta, Tensor) else None
         dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
-        dbias = dsrc.sum(0) if ctx.needs_input_grad[1] else None
-        return (dsrc, dbias, du_z, du_h, dzeta, dnu, None, None, *([None] * len(idx_groups)))
+        if w is None:
+            dsrc, dw = dproj, None
+        else:  # the projection's backward, laid out as BLAS runs it fast (x^T dy, not dy^T x)
+            dsrc = F.linear(dproj, w.t().contiguous()) if ctx.needs_input_grad[0] else None
+            dw = (src.t() @ dproj).t() if ctx.needs_input_grad[2] else None
+        return (dsrc, dbias, dw, du_z, du_h, dzeta, dnu, None, None,
+                *([None] * len(idx_groups)))
 
 
 def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: Tensor,
          u_h: Tensor, h0: Tensor, gate: str, update: str, zeta: Union[Tensor, float] = 1.0,
          nu: Union[Tensor, float] = 0.0, affine: tuple[float, float] = (1.0, 0.0),
-         bias: Optional[Tensor] = None) -> Tensor:
+         bias: Optional[Tensor] = None, w: Optional[Tensor] = None) -> Tensor:
     """Final states of families of FastGRNN sweeps, computed by the compiled kernel.
 
     Step ``t`` of sweep ``b`` of a family reads the projected input row
-    ``x = src[idx[t, b]] + bias`` (gate half, then update half) and computes ``z = gate(x_z + u_z h)``,
+    ``x = src[idx[t, b]] + bias`` (or ``w src[idx[t, b]] + bias`` when ``w`` is given; gate
+    half, then update half) and computes ``z = gate(x_z + u_z h)``,
     ``c = update(x_h + u_h h)``, ``h' = z h + (zeta (1 - z) + nu) c`` from ``h = h0``.
-    Differentiable in ``src``, ``bias``, ``u_z``, ``u_h``, ``zeta`` and ``nu``.
+    Differentiable in ``src``, ``bias``, ``w``, ``u_z``, ``u_h``, ``zeta`` and ``nu``.
 
     Args:
-        src: ``(P, 2H)`` float32 or float64 CPU tensor.
+        src: ``(P, 2H)`` float32 or float64 CPU tensor of projected inputs, or ``(P, C)`` raw
+            inputs when ``w`` is given.
         families: ``(idx, groups)`` pairs: ``idx`` is ``(T, B)`` int64 row indices into
             ``src``; ``groups`` is an int64 tensor of offsets ``0 = g_0 <= ... <= g_G = B``
             cutting the sweeps into runs. The backward adds input gradients into ``src``'s
@@ -230,6 +247,9 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: 
             returns ``2 g - 1``).
         bias: ``(2H,)`` added to every row read (None: zero). Adding it here rather than in the
             projection saves a pass over ``src``.
+        w: ``(2H, C)`` input matrix: the kernel projects each row as it reads it, so no
+            ``(P, 2H)`` map is written. Pays when ``C`` is small: each row is projected once
+            per sweep that reads it.
 
     Returns:
         ``(sum of B, H)``: ``a h_T + b`` of every sweep, families in order.
@@ -249,4 +269,7 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: 
     cfg = (gate, update, (float(affine[0]), float(affine[1])))
     if bias is None:
         bias = src.new_zeros(src.shape[1])
-    return _Scan.apply(src, bias, u_z, u_h, zeta, nu, h0, cfg, *flat)
+    if w is not None and (w.dim() != 2 or w.shape != (2 * u_z.shape[0], src.shape[1])):
+        raise ValueError(f"w must be (2H, C) = {(2 * u_z.shape[0], src.shape[1])}, got "
+                         f"{tuple(w.shape)}")
+    return _Scan.apply(src, bias, w, u_z, u_h, zeta, nu, h0, cfg, *flat)

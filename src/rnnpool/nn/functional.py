@@ -307,14 +307,26 @@ def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNN
     return torch.cat([_scan(src, idx, p, m) for idx, _ in families], 0)
 
 
+# Up to this many input channels the compiled kernel projects each row as it reads it (a row is
+# projected by each sweep that reads it, 2x for RNN1) instead of writing a (P, 2h) map first.
+_FUSE_MAX_CHANNELS = 8
+
+
 def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNNParams,
                       m: _CellMatrices, backend: str) -> Tensor:
-    """Project every input row once (``(P, in)`` -> ``(P, 2h)``) and run the sweeps over it.
+    """Project every input row (``(P, in)`` -> ``(P, 2h)``) and run the sweeps over it.
 
-    The compiled kernel adds the bias as it reads a row, which saves writing it into all P rows.
+    The compiled kernel adds the bias as it reads a row, and with few input channels also does
+    the projection there, which saves writing (and in the backward, reading) a ``(P, 2h)`` map.
     """
     bias = m.b[:, 0]
     if _use_native(inputs, p, m, backend):
+        if inputs.shape[1] <= _FUSE_MAX_CHANNELS:
+            h0 = m.h0[:, 0] if m.h0 is not None else inputs.new_zeros(p.weight_hh.shape[0])
+            update = "sigmoid" if m.sigmoid_form else p.update
+            affine = (2.0, -1.0) if m.sigmoid_form else (1.0, 0.0)  # h = 2 g - 1
+            return _native.scan(inputs, families, m.u_z, m.u_h, h0, p.gate, update, p.zeta,
+                                p.nu, affine, bias, m.w)
         return _scan_groups(_project(inputs, m.w, None), families, p, m, "native", bias)
     return _scan_groups(_project(inputs, m.w, bias), families, p, m, "torch")
 

@@ -92,6 +92,8 @@ struct Cell {
   const T* uht;
   const T* h0;   // (H,)
   const T* bias;  // (2H,): added to every projected input row (the cell's b_z, b_h)
+  const T* wt;    // (C, 2H): the input matrix W transposed, when src holds raw inputs (C > 0)
+  int64_t C;      // 0: src rows are projections (2H wide); else raw inputs (C wide)
   const T* k0;    // (2H,): bias + [Uz h0, Uh h0], the first step's constant, shared by all sweeps
   T zeta, nu;
   T out_scale, out_shift;  // the result is out_scale h_T + out_shift
@@ -111,11 +113,30 @@ inline void step(const Cell<T>& p, const T* const* x, const T* h, T* z, T* c, bo
   const int H = HC ? HC : (int)p.H;
   T az[S * HM], ah[S * HM];
   const T* add = first ? p.k0 : p.bias;
-  for (int s = 0; s < S; ++s)
-    for (int i = 0; i < H; ++i) {
-      az[s * H + i] = x[s][i] + add[i];
-      ah[s * H + i] = x[s][H + i] + add[H + i];
+  if (p.C == 0) {
+    for (int s = 0; s < S; ++s)
+      for (int i = 0; i < H; ++i) {
+        az[s * H + i] = x[s][i] + add[i];
+        ah[s * H + i] = x[s][H + i] + add[H + i];
+      }
+  } else {  // project the raw input row: W x
+    for (int s = 0; s < S; ++s)
+      for (int i = 0; i < H; ++i) {
+        az[s * H + i] = add[i];
+        ah[s * H + i] = add[H + i];
+      }
+    for (int64_t ci = 0; ci < p.C; ++ci) {
+      const T* wc = p.wt + ci * 2 * H;
+      for (int s = 0; s < S; ++s) {
+        const T xc = x[s][ci];
+#pragma omp simd
+        for (int i = 0; i < H; ++i) {
+          az[s * H + i] += wc[i] * xc;
+          ah[s * H + i] += wc[H + i] * xc;
+        }
+      }
     }
+  }
   if (!first) {
     for (int j = 0; j < H; ++j) {
       const T* uzj = p.uzt + (int64_t)j * H;
@@ -147,7 +168,8 @@ inline void mix(const Cell<T>& p, int n, const T* hp, const T* z, const T* c, T*
 
 template <typename T, int S>
 inline void load_rows(const Cell<T>& p, int64_t t, int64_t b0, const T** x) {
-  for (int s = 0; s < S; ++s) x[s] = p.src + p.idx[t * p.B + b0 + s] * 2 * p.H;
+  const int64_t width = p.C ? p.C : 2 * p.H;
+  for (int s = 0; s < S; ++s) x[s] = p.src + p.idx[t * p.B + b0 + s] * width;
 }
 
 template <typename T, int HC, int S, int G, int U>
@@ -173,10 +195,17 @@ void forward_block(const Cell<T>& p, int64_t b0, T* out, T* work) {
 // pre-activation gradients of every step, gate half then update half per sweep).
 inline int64_t backward_work(int64_t steps) { return 5 * steps + 1; }
 
-// Backward of S sweeps starting at b0: adds into dsrc, duz, duh, dzn.
+// Parameter-gradient accumulator layout: dUz (H*H), dUh (H*H), dbias (2H).
+template <typename T>
+inline int64_t slot_size(const Cell<T>& p) { return 2 * p.H * p.H + 2 * p.H; }
+
+// Backward of S sweeps starting at b0: adds into dsrc, the accumulators in slot, and dzn.
 template <typename T, int HC, int S, int G, int U>
-void backward_block(const Cell<T>& p, int64_t b0, const T* gout, T* dsrc, T* duz, T* duh,
+void backward_block(const Cell<T>& p, int64_t b0, const T* gout, T* dsrc, T* slot,
                     double* dzn, T* work) {
+  T* duz = slot;
+  T* duh = slot + p.H * p.H;
+  T* dbias = duh + p.H * p.H;
   constexpr int HM = HC ? HC : kMaxH;
   const int H = HC ? HC : (int)p.H;
   const int64_t SH = (int64_t)S * H, TT = p.steps;
@@ -264,6 +293,13 @@ void backward_block(const Cell<T>& p, int64_t b0, const T* gout, T* dsrc, T* duz
         duh[(int64_t)(i0 + ib) * H + j] += ah[ib][j];
       }
   }
+  // dbias += da
+  for (int64_t t = 0; t < TT; ++t)
+    for (int s = 0; s < S; ++s) {
+      const T* das = da + t * 2 * SH + 2 * s * H;
+#pragma omp simd
+      for (int i = 0; i < 2 * H; ++i) dbias[i] += das[i];
+    }
   dzn[0] += (double)dzeta;
   dzn[1] += (double)dnu;
 }
@@ -312,11 +348,11 @@ void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, int thre
 // order, so the result does not depend on the number of threads or on scheduling.
 template <typename T, int HC, int S, int G, int U>
 void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, const T* gout,
-                  T* dsrc, T* duz, T* duh, double* dzn, int threads) {
-  const int64_t H = p.H, HH = H * H, kSlots = 64;
+                  T* dsrc, T* dparams, double* dzn, int threads) {
+  const int64_t H = p.H, kSlots = 64, SZ = slot_size(p);
   int64_t max_steps = 0;
   for (int f = 0; f < nfam; ++f) max_steps = fam[f].steps > max_steps ? fam[f].steps : max_steps;
-  std::vector<T> slot_u(kSlots * 2 * HH, T(0));  // per slot: dUz then dUh
+  std::vector<T> slots(kSlots * SZ, T(0));
   std::vector<double> slot_zn(kSlots * 2, 0.0);
 #pragma omp parallel num_threads(threads)
   {
@@ -332,26 +368,21 @@ void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, c
       const int64_t ng = fam[f].ngroups, nslot = ng < kSlots ? ng : kSlots;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t sl = 0; sl < nslot; ++sl) {
-        T* duz_s = slot_u.data() + sl * 2 * HH;
-        T* duh_s = duz_s + HH;
+        T* slot = slots.data() + sl * SZ;
         double* zn_s = slot_zn.data() + 2 * sl;
         for (int64_t gi = sl * ng / nslot; gi < (sl + 1) * ng / nslot; ++gi) {
           const int64_t b0 = goff[gi], b1 = goff[gi + 1], full = (b1 - b0) / S;
           for (int64_t blk = 0; blk < full; ++blk)
-            backward_block<T, HC, S, G, U>(q, b0 + blk * S, g, dsrc, duz_s, duh_s, zn_s,
-                                           work.data());
+            backward_block<T, HC, S, G, U>(q, b0 + blk * S, g, dsrc, slot, zn_s, work.data());
           for (int64_t b = b0 + full * S; b < b1; ++b)
-            backward_block<T, HC, 1, G, U>(q, b, g, dsrc, duz_s, duh_s, zn_s, work.data());
+            backward_block<T, HC, 1, G, U>(q, b, g, dsrc, slot, zn_s, work.data());
         }
       }  // implicit barrier: the next family may read the same rows
       g += q.B * H;
     }
   }
   for (int64_t sl = 0; sl < kSlots; ++sl) {
-    for (int64_t k = 0; k < HH; ++k) {
-      duz[k] += slot_u[sl * 2 * HH + k];
-      duh[k] += slot_u[sl * 2 * HH + HH + k];
-    }
+    for (int64_t k = 0; k < SZ; ++k) dparams[k] += slots[sl * SZ + k];
     dzn[0] += slot_zn[2 * sl];
     dzn[1] += slot_zn[2 * sl + 1];
   }
@@ -359,7 +390,7 @@ void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, c
 
 template <typename T, int G, int U>
 int dispatch(const Cell<T>& p, const Family* fam, int nfam, bool fwd, T* out, int64_t rows,
-             const T* gout, T* dsrc, T* duz, T* duh, double* dzn, int threads) {
+             const T* gout, T* dsrc, T* dparams, double* dzn, int threads) {
 // S sweeps run interleaved in the forward, SB in the backward (measured best on AMD Zen: the
 // backward's products hold fewer accumulators per sweep, so more sweeps share each U row).
 #define RNNPOOL_RUN(HC, S, SB)                                                               \
@@ -367,7 +398,7 @@ int dispatch(const Cell<T>& p, const Family* fam, int nfam, bool fwd, T* out, in
     if (fwd)                                                                                 \
       forward_all<T, HC, S, G, U>(p, fam, nfam, out, threads);                               \
     else                                                                                     \
-      backward_all<T, HC, SB, G, U>(p, fam, nfam, rows, gout, dsrc, duz, duh, dzn, threads); \
+      backward_all<T, HC, SB, G, U>(p, fam, nfam, rows, gout, dsrc, dparams, dzn, threads);  \
     return 0;                                                                                \
   } while (0)
   switch (p.H) {
@@ -382,9 +413,9 @@ int dispatch(const Cell<T>& p, const Family* fam, int nfam, bool fwd, T* out, in
 template <typename T>
 int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_t* B,
         const int64_t* const* groups, const int64_t* ngroups, int nfam, int gate, int update,
-        bool fwd, T* out, int64_t rows, const T* gout, T* dsrc, T* duz, T* duh, double* dzn,
+        bool fwd, T* out, int64_t rows, const T* gout, T* dsrc, T* dparams, double* dzn,
         int threads) {
-  if (p.H <= 0 || p.H > kMaxH || nfam <= 0 || threads <= 0) return -2;
+  if (p.H <= 0 || p.H > kMaxH || p.C < 0 || nfam <= 0 || threads <= 0) return -2;
   std::vector<Family> fam(nfam);
   for (int f = 0; f < nfam; ++f) {
     if (steps[f] <= 0 || B[f] < 0) return -2;
@@ -406,7 +437,7 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
   p.k0 = k0.data();
 #define RNNPOOL_CASE(GV, UV)                                                                 \
   if (gate == GV && update == UV)                                                           \
-    return dispatch<T, GV, UV>(p, fam.data(), nfam, fwd, out, rows, gout, dsrc, duz, duh, dzn, \
+    return dispatch<T, GV, UV>(p, fam.data(), nfam, fwd, out, rows, gout, dsrc, dparams, dzn,   \
                                threads);
   RNNPOOL_CASE(GATE_SIGMOID, UPDATE_TANH)
   RNNPOOL_CASE(GATE_SIGMOID, UPDATE_HARD_TANH)
@@ -419,32 +450,36 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
 
 }  // namespace
 
-// The C interface (loaded with ctypes). src (P, 2H) holds projections without the bias; the
-// kernel adds bias (2H) to every row it reads. Families f < nfam: idx[f] is (steps[f], B[f])
-// row indices into src; groups[f] holds ngroups[f] + 1 offsets (0 ... B[f]) of the runs of
-// sweeps described at the top. Status: 0, -1 unknown activations, -2 bad sizes, -3 bad groups.
+// The C interface (loaded with ctypes). src holds either projections without the bias
+// (P, 2H; C = 0) or raw inputs (P, C) that the kernel projects with wt = W^T (C, 2H); the kernel
+// adds bias (2H) to every projected row. Families f < nfam: idx[f] is (steps[f], B[f]) row
+// indices into src; groups[f] holds ngroups[f] + 1 offsets (0 ... B[f]) of the runs of sweeps
+// described at the top. The backward writes dsrc (P, 2H), the gradient of the projected rows
+// (W and the raw inputs get theirs from it outside), and adds into dparams: dUz (H, H),
+// dUh (H, H), dbias (2H). Status: 0, -1 unknown activations, -2 bad sizes, -3 bad groups.
 #define RNNPOOL_API(SUFFIX, T)                                                                  \
   extern "C" int rnnpool_scan_forward_##SUFFIX(                                                 \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
       const int64_t* B, int64_t H, const T* uz, const T* uh, const T* uzt, const T* uht,       \
-      const T* h0, const T* bias, int gate, int update, T zeta, T nu, T out_scale,             \
-      T out_shift, T* out, int threads) {                                                       \
-    Cell<T> p{src,  nullptr, 0,       0,    H,  uz,        uh,        uzt,  uht,                \
-              h0,   bias,    nullptr, zeta, nu, out_scale, out_shift, false};                   \
+      const T* h0, const T* bias, const T* wt, int64_t C, int gate, int update, T zeta, T nu,  \
+      T out_scale, T out_shift, T* out, int threads) {                                          \
+    Cell<T> p{src, nullptr, 0,    0,  H,         uz,        uh,    uzt, uht, h0,                \
+              bias, wt,     C,    nullptr, zeta, nu,        out_scale, out_shift, false};        \
     return run<T>(p, idx, steps, B, nullptr, nullptr, nfam, gate, update, true, out, 0,        \
-                  nullptr, nullptr, nullptr, nullptr, nullptr, threads);                        \
+                  nullptr, nullptr, nullptr, nullptr, threads);                                 \
   }                                                                                             \
   extern "C" int rnnpool_scan_backward_##SUFFIX(                                                \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
       const int64_t* B, int64_t H, const T* uz, const T* uh, const T* uzt, const T* uht,       \
-      const T* h0, const T* bias, int gate, int update, T zeta, T nu, T out_scale,             \
-      T out_shift, const int64_t* const* groups, const int64_t* ngroups, int64_t rows,         \
-      const T* gout, T* dsrc, T* duz, T* duh, double* dzeta_nu, int grad_zeta_nu,              \
+      const T* h0, const T* bias, const T* wt, int64_t C, int gate, int update, T zeta, T nu,  \
+      T out_scale, T out_shift, const int64_t* const* groups, const int64_t* ngroups,          \
+      int64_t rows, const T* gout, T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu,    \
       int threads) {                                                                            \
-    Cell<T> p{src,  nullptr, 0,       0,    H,  uz,        uh,        uzt,  uht,                \
-              h0,   bias,    nullptr, zeta, nu, out_scale, out_shift, grad_zeta_nu != 0};       \
+    Cell<T> p{src, nullptr, 0,    0,  H,         uz,        uh,    uzt, uht, h0,                \
+              bias, wt,     C,    nullptr, zeta, nu,        out_scale, out_shift,               \
+              grad_zeta_nu != 0};                                                               \
     return run<T>(p, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr, rows,  \
-                  gout, dsrc, duz, duh, dzeta_nu, threads);                                     \
+                  gout, dsrc, dparams, dzeta_nu, threads);                                      \
   }
 
 RNNPOOL_API(f32, float)
