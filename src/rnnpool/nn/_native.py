@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -63,6 +64,8 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
     folder = cache_dir() / "native"
     lib = folder / f"scan-{key}.so"
     if not lib.exists():
+        print(f"rnnpool: building the compiled RNNPool2d kernel into {folder} (once per machine, "
+              "about a minute)", file=sys.stderr, flush=True)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
