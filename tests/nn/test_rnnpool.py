@@ -313,3 +313,24 @@ def test_batch_independence():
     full = m(x)
     for i in range(3):
         assert torch.allclose(m(x[i : i + 1]), full[i : i + 1], atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_after_inference_mode(backend):
+    """Index tensors cached under inference_mode must still be usable by autograd."""
+    m = RNNPool2d(3, 4, 4, 4, 2, backend=backend)
+    x = torch.randn(1, 3, 13, 11)  # a geometry no other test uses, so the cache starts here
+    with torch.inference_mode():
+        m(x)
+    m(x.requires_grad_()).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_double_backward_is_refused(backend):
+    """The hand-written backwards treat saved activations as constants: no silent 2nd order."""
+    m = RNNPool2d(3, 4, 4, 4, 2, backend=backend).double()
+    x = torch.randn(1, 3, 8, 8, dtype=torch.double, requires_grad=True)
+    (g,) = torch.autograd.grad(m(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()

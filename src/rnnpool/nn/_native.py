@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
+from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -200,6 +201,7 @@ class _Scan(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the saved activations are treated as constants
     def backward(ctx, gout):  # type: ignore[override]
         src, bias, w, u_z, u_h, h0, *idx_groups = ctx.saved_tensors
         idx, groups = idx_groups[0::2], idx_groups[1::2]

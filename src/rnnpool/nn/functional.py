@@ -12,6 +12,7 @@ from functools import partial
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
+from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -193,6 +194,7 @@ class _ScanFunction(torch.autograd.Function):
         return h
 
     @staticmethod
+    @once_differentiable  # the saved activations are treated as constants
     def backward(ctx, gh):  # type: ignore[override]
         p, m = ctx.p, ctx.m
         idx, u_z, u_h, *flat = ctx.saved_tensors
@@ -502,7 +504,12 @@ def _sweep_indices_uncached(n: int, hr: int, wc: int, ho: int, wo: int, kh: int,
 
 # Index tensors depend only on the geometry: cached, so a training step does not rebuild them.
 # They are never written to.
-_sweep_indices_cached = functools.lru_cache(maxsize=32)(_sweep_indices_uncached)
+@functools.lru_cache(maxsize=32)
+def _sweep_indices_cached(*geometry) -> _Sweeps:
+    # Built as normal tensors even when first asked for under inference_mode: autograd may save
+    # them later.
+    with torch.inference_mode(False):
+        return _sweep_indices_uncached(*geometry)
 
 
 def _sweep_indices(n: int, hr: int, wc: int, ho: int, wo: int, kh: int, kw: int, sh: int,
