@@ -334,3 +334,12 @@ def test_double_backward_is_refused(backend):
     (g,) = torch.autograd.grad(m(x).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError):
         g.sum().backward()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch(backend):
+    m = RNNPool2d(3, 4, 4, 4, 2, backend=backend)
+    x = torch.randn(0, 3, 8, 8, requires_grad=True)
+    y = m(x)
+    y.sum().backward()
+    assert y.shape == (0, 16, 3, 3) and x.grad.shape == x.shape

@@ -267,7 +267,7 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: 
         if groups is None:
             groups = torch.tensor([0, b])
         groups = groups.to(torch.int64).contiguous()
-        if idx.dim() != 2 or idx.dtype != torch.int64 or groups.dim() != 1 or groups.numel() < 2:
+        if idx.dim() != 2 or idx.dtype != torch.int64 or groups.dim() != 1 or groups.numel() < 1:
             raise ValueError(f"each family needs (T, B) int64 indices and offsets 0 ... B, got "
                              f"{tuple(idx.shape)} {idx.dtype} and {tuple(groups.shape)}")
         flat += [idx, groups]  # the kernel checks the offsets (status -3)
