@@ -277,9 +277,17 @@ def init_weights(model: nn.Module) -> None:
 
 
 class ClassifierMixin:
-    """``forward_head`` / ``forward`` / ``reset_classifier`` shared by the classification
-    backbones (needs ``global_pool``, ``dropout``, ``classifier``, ``num_features``,
-    ``forward_features``)."""
+    """``init_head`` / ``forward_head`` / ``forward`` / ``reset_classifier`` shared by the
+    classification backbones (they call ``init_head`` and define ``forward_features``)."""
+
+    def init_head(self, num_features: int, num_classes: int, head_pool: str,
+                  drop_rate: float) -> None:
+        """Create the head on ``num_features`` channels: ``global_pool`` (see
+        :func:`create_head_pool`), ``dropout`` and ``classifier``."""
+        self.num_features = num_features
+        self.global_pool = create_head_pool(head_pool, num_features)
+        self.dropout = nn.Dropout(drop_rate)
+        self.reset_classifier(num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` (0: features only)."""

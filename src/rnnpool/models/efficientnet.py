@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ._blocks import ConvBNAct, LayerType
 from ._pooling import (
-    ClassifierMixin, check_input_size, create_head_pool, create_pool_layer, init_weights,
+    ClassifierMixin, check_input_size, create_pool_layer, init_weights,
 )
 from ._registry import register_model
 
@@ -112,10 +112,8 @@ class EfficientNet(ClassifierMixin, nn.Module):
         self.blocks = nn.Sequential(*stages)
         self.conv_head = ConvBNAct(c, 1280, 1, act_layer="silu")
         self.feature_info.append(dict(num_chs=1280, reduction=red, module="conv_head"))
-        self.num_features, self.total_stride = 1280, red
-        self.global_pool = create_head_pool(head_pool, 1280)
-        self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(1280, num_classes) if num_classes else nn.Identity()
+        self.total_stride = red
+        self.init_head(1280, num_classes, head_pool, drop_rate)
         init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ._blocks import ConvBNAct, LayerType
 from ._pooling import (
-    ClassifierMixin, check_input_size, create_head_pool, create_pool_layer, init_weights,
+    ClassifierMixin, check_input_size, create_pool_layer, init_weights,
 )
 from ._registry import register_model
 
@@ -81,10 +81,8 @@ class MobileNetV1(ClassifierMixin, nn.Module):
             if s > 1 or i == len(cfg) - 1:
                 self.feature_info.append(dict(num_chs=c, reduction=red, module=f"layers.{i}"))
         self.layers = nn.Sequential(*layers)
-        self.num_features, self.total_stride = c, red
-        self.global_pool = create_head_pool(head_pool, c)
-        self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(c, num_classes) if num_classes else nn.Identity()
+        self.total_stride = red
+        self.init_head(c, num_classes, head_pool, drop_rate)
         init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ._blocks import ConvBNAct, InvertedResidual, LayerType, make_divisible
 from ._pooling import (
-    ClassifierMixin, check_input_size, create_head_pool, create_pool_layer, init_weights,
+    ClassifierMixin, check_input_size, create_pool_layer, init_weights,
 )
 from ._registry import register_model
 
@@ -125,15 +125,12 @@ class MobileNetV2(ClassifierMixin, nn.Module):
             self.feature_info.append(dict(num_chs=c, reduction=reduction, module=f"blocks.{i}"))
         self.blocks = nn.Sequential(*stages)
         self.conv_head = ConvBNAct(c, last_channels, 1, act_layer=act_layer)
-        self.num_features = last_channels
         self.feature_info.append(
             dict(num_chs=last_channels, reduction=reduction, module="conv_head")
         )
         self.total_stride = reduction
 
-        self.global_pool = create_head_pool(head_pool, last_channels)
-        self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(last_channels, num_classes) if num_classes else nn.Identity()
+        self.init_head(last_channels, num_classes, head_pool, drop_rate)
         init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
