@@ -14,17 +14,7 @@ from rnnpool.nn import RNNPool2d
 from rnnpool.quant import reference
 from rnnpool.quant.ptq import quantize_model
 
-
-def _randomize_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-            m.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
-    return model.eval()
+from ..quant._models import randomize_bn
 
 
 class ConvNet(nn.Module):
@@ -66,7 +56,7 @@ class TinyDetector(nn.Module):
 
 def _graph(model_cls, hw, seed=0):
     torch.manual_seed(seed)
-    model = _randomize_bn(model_cls(), seed)
+    model = randomize_bn(model_cls(), seed)
     calib = torch.randn(16, 1, *hw)
     return quantize_model(model, calib), calib
 
@@ -222,7 +212,7 @@ def test_mcu_report_on_a_small_model(tmp_path):
     from rnnpool.deploy.report import mcu_report
 
     torch.manual_seed(0)
-    model = _randomize_bn(ConvNet())
+    model = randomize_bn(ConvNet())
     rep = mcu_report(model, (1, 20, 24), model_name="convnet", calib_count=8,
                      ram_budget=32 * 1024, stack_bytes=2048, n_images=2, profile=True,
                      workdir=tmp_path)
