@@ -17,19 +17,18 @@ rnnpool_status rnnpool_conv2d_s8(const rnnpool_context *ctx, const rnnpool_conv_
     const int32_t wsize = kh * kw * in_c;
     int32_t oy, ox, o, k;
     (void)ctx;
-    if (filter_dims->c != in_c || sh < 1 || sw < 1 ||
-        out_h != (in_h + params->pad_top + params->pad_bottom - kh) / sh + 1 ||
-        out_w != (in_w + params->pad_left + params->pad_right - kw) / sw + 1) {
+    if (filter_dims->c != in_c ||
+        !rnnpool_conv_output_ok(params, in_h, in_w, kh, kw, out_h, out_w)) {
         return RNNPOOL_ARG_ERROR;
     }
     for (oy = 0; oy < out_h; oy++) {
         const int32_t y0 = oy * sh - params->pad_top;
-        const int32_t ky0 = y0 < 0 ? -y0 : 0;
-        const int32_t ky1 = y0 + kh > in_h ? in_h - y0 : kh;
+        int32_t ky0, ky1;
+        rnnpool_taps_in_bounds(y0, kh, in_h, &ky0, &ky1);
         for (ox = 0; ox < out_w; ox++) {
             const int32_t x0 = ox * sw - params->pad_left;
-            const int32_t kx0 = x0 < 0 ? -x0 : 0;
-            const int32_t kx1 = x0 + kw > in_w ? in_w - x0 : kw;
+            int32_t kx0, kx1;
+            rnnpool_taps_in_bounds(x0, kw, in_w, &kx0, &kx1);
             /* the in-bounds taps of a row are contiguous in both input and filter */
             const int32_t run = (kx1 - kx0) * in_c;
             int32_t ky;

@@ -29,6 +29,24 @@ static inline int32_t rnnpool_ror8(int32_t v)
 }
 #endif
 
+/* 1 when out_h x out_w is the output size of a kh x kw window moved with the strides and padding
+ * of p over in_h x in_w, and the strides are positive. */
+static inline int rnnpool_conv_output_ok(const rnnpool_conv_params *p, int32_t in_h, int32_t in_w,
+                                         int32_t kh, int32_t kw, int32_t out_h, int32_t out_w)
+{
+    return p->stride_h >= 1 && p->stride_w >= 1 &&
+           out_h == (in_h + p->pad_top + p->pad_bottom - kh) / p->stride_h + 1 &&
+           out_w == (in_w + p->pad_left + p->pad_right - kw) / p->stride_w + 1;
+}
+
+/* The taps [*k0, *k1) of a window of k taps starting at `start` that lie inside [0, size). */
+static inline void rnnpool_taps_in_bounds(int32_t start, int32_t k, int32_t size, int32_t *k0,
+                                          int32_t *k1)
+{
+    *k0 = start < 0 ? -start : 0;
+    *k1 = start + k > size ? size - start : k;
+}
+
 /* acc[k] += sum_{i < n} w_k[i] * (x[i] + offset) for the four weight rows w0..w3. */
 static inline void rnnpool_dot4_s8(const int8_t *x, const int8_t *w0, const int8_t *w1,
                                    const int8_t *w2, const int8_t *w3, int32_t n, int32_t offset,

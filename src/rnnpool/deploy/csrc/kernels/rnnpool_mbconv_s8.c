@@ -5,7 +5,7 @@
  * is never held whole. Expand, project and add reuse the 1x1 and add kernels, so the results
  * are bit-identical to the unfused ops.
  */
-#include "../rnnpool_conv.h"
+#include "rnnpool_conv_internal.h"
 
 #define RNNPOOL_ALIGN4(n) (((n) + 3) & ~3)
 
@@ -35,9 +35,8 @@ rnnpool_status rnnpool_mbconv_s8(const rnnpool_context *ctx, const rnnpool_mbcon
     int32_t oy, ox, ch, ky, kx;
     if (ctx == NULL || ctx->buf == NULL || params->project == NULL || dw == NULL ||
         ctx->size < rnnpool_mbconv_s8_get_buffer_size(params, input_dims, output_dims) ||
-        (params->expand == NULL && hid != in_c) || sh < 1 || sw < 1 ||
-        output_dims->h != (in_h + dp->pad_top + dp->pad_bottom - kh) / sh + 1 ||
-        out_w != (in_w + dp->pad_left + dp->pad_right - kw) / sw + 1 ||
+        (params->expand == NULL && hid != in_c) ||
+        !rnnpool_conv_output_ok(dp, in_h, in_w, kh, kw, output_dims->h, out_w) ||
         (params->add != NULL && (sh != 1 || sw != 1 || out_c != in_c ||
                                  output_dims->h != in_h || out_w != in_w))) {
         return RNNPOOL_ARG_ERROR;
