@@ -282,15 +282,18 @@ def _scan(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tens
 
 
 def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNNParams,
-                 m: _CellMatrices, backend: str = "auto", bias: Optional[Tensor] = None) -> Tensor:
+                 m: _CellMatrices, backend: str = "auto", bias: Optional[Tensor] = None,
+                 w: Optional[Tensor] = None) -> Tensor:
     """Run families of sweeps over ``src``, each given as ``(idx, groups)``.
 
     Args:
-        src: ``(P, 2h)`` projected inputs (``x W^T``, plus ``b`` unless given as ``bias``).
+        src: ``(P, 2h)`` projected inputs (``x W^T``, plus ``b`` unless given as ``bias``), or
+            ``(P, in)`` raw inputs when ``w`` is given.
         families: ``(idx, groups)``: ``idx`` is ``(T, B)`` int64 (sweep ``b`` reads row
             ``idx[t, b]`` at step ``t``); ``groups`` are offsets of runs of sweeps that alone
             read their rows (see :func:`rnnpool.nn._native.scan`).
         bias: ``(2h,)`` to add to every row read, or None.
+        w: ``(2h, in)``: project each raw row as it is read (the compiled kernel), or None.
 
     Returns:
         ``(sum B, h)`` final states, families in order.
@@ -300,9 +303,9 @@ def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNN
         update = "sigmoid" if m.sigmoid_form else p.update
         affine = (2.0, -1.0) if m.sigmoid_form else (1.0, 0.0)  # h = 2 g - 1
         return _native.scan(src, families, m.u_z, m.u_h, h0, p.gate, update, p.zeta, p.nu, affine,
-                            bias)
-    if bias is not None:
-        src = src + bias
+                            bias, w)
+    if w is not None or bias is not None:
+        src = _project(src, w, bias) if w is not None else src + bias
     # One batched scan per distinct T: fewer, larger torch ops.
     if len({idx.shape[0] for idx, _ in families}) == 1:
         return _scan(src, torch.cat([idx for idx, _ in families], 1), p, m)
@@ -322,15 +325,11 @@ def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: 
     the projection there, which saves writing (and in the backward, reading) a ``(P, 2h)`` map.
     """
     bias = m.b[:, 0]
-    if _use_native(inputs, p, m, backend):
-        if inputs.shape[1] <= _FUSE_MAX_CHANNELS:
-            h0 = m.h0[:, 0] if m.h0 is not None else inputs.new_zeros(p.weight_hh.shape[0])
-            update = "sigmoid" if m.sigmoid_form else p.update
-            affine = (2.0, -1.0) if m.sigmoid_form else (1.0, 0.0)  # h = 2 g - 1
-            return _native.scan(inputs, families, m.u_z, m.u_h, h0, p.gate, update, p.zeta,
-                                p.nu, affine, bias, m.w)
-        return _scan_groups(_project(inputs, m.w, None), families, p, m, "native", bias)
-    return _scan_groups(_project(inputs, m.w, bias), families, p, m, "torch")
+    if not _use_native(inputs, p, m, backend):
+        return _scan_groups(_project(inputs, m.w, bias), families, p, m, "torch")
+    if inputs.shape[1] <= _FUSE_MAX_CHANNELS:
+        return _scan_groups(inputs, families, p, m, "native", bias, m.w)
+    return _scan_groups(_project(inputs, m.w, None), families, p, m, "native", bias)
 
 
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
