@@ -33,8 +33,9 @@ typedef struct {
     int32_t next; /* next row of the current image in the file */
 } row_file;
 
+/* Read rows until the next one is y; the last row read is left in row. */
 static int skip_rows(row_file *f, int32_t y, int8_t *row) {
-    while (f->next < y) { /* rows the model does not need: read past them */
+    while (f->next < y) {
         if (hio_read(f->handle, row, RNNPOOL_MODEL_INPUT_ROW_BYTES) !=
             RNNPOOL_MODEL_INPUT_ROW_BYTES) {
             return -1;
@@ -46,14 +47,10 @@ static int skip_rows(row_file *f, int32_t y, int8_t *row) {
 
 static int read_row_from_file(void *ctx, int32_t y, int8_t *row) {
     row_file *f = (row_file *)ctx;
-    if (y < f->next || y >= RNNPOOL_MODEL_INPUT_H || skip_rows(f, y, row) != 0) {
+    if (y < f->next || y >= RNNPOOL_MODEL_INPUT_H) {
         return -1;
     }
-    if (hio_read(f->handle, row, RNNPOOL_MODEL_INPUT_ROW_BYTES) != RNNPOOL_MODEL_INPUT_ROW_BYTES) {
-        return -1;
-    }
-    f->next = y + 1;
-    return 0;
+    return skip_rows(f, y + 1, row); /* rows the model does not need are read past */
 }
 
 static int write_all(int handle, const void *buf, size_t n) {
