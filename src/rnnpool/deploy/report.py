@@ -127,8 +127,8 @@ class MCUReport:
             f"  input rows          {kib(self.input_rows_bytes)} (in the arena)",
             f"  arena               {kib(self.arena_bytes)}: input rows, activations, scratch"
             + (f", head maps until decoded ({self.output_arena_bytes} B in all)" if det else ""),
-            (f"  boxes               {kib(self.result_bytes)} ({self.max_boxes} x {BOX_BYTES} B, top-K "
-             "by logit)" if det else f"  outputs             {kib(self.result_bytes)}"),
+            (f"  boxes               {kib(self.result_bytes)} ({self.max_boxes} x {BOX_BYTES} B, "
+             "top-K by logit)" if det else f"  outputs             {kib(self.result_bytes)}"),
             f"  other static        {kib(self.other_static_bytes)} (harness)",
             f"  static RAM          {kib(self.static_ram_bytes)} (data+bss)",
             f"  peak stack          {kib(self.stack_bytes)} of {self.stack_reserved} reserved "
