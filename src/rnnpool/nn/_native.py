@@ -89,10 +89,10 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
     ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for dtype, suffix in _SUFFIX.items():
         scalar = _CTYPES[dtype]
-        # src, nfam, idx[], steps[], B[], H, uz, uh, uzt, uht, h0, bias, wt, C, gate, update,
-        # zeta, nu, out_scale, out_shift
-        common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, c_int,
-                  c_int, scalar, scalar, scalar, scalar]
+        # src, nfam, idx[], steps[], B[], H, uz, uh, h0, bias, wt, C, gate, update, zeta, nu,
+        # out_scale, out_shift
+        common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, c_int, c_int,
+                  scalar, scalar, scalar, scalar]
         fwd = getattr(dll, f"rnnpool_scan_forward_{suffix}")
         fwd.argtypes, fwd.restype = [*common, ptr, c_int], c_int
         bwd = getattr(dll, f"rnnpool_scan_backward_{suffix}")
@@ -142,18 +142,16 @@ class _Call:
         self.hidden = u_z.shape[0]
         self.channels = 0 if w is None else w.shape[1]
         wt = src.new_zeros(1) if w is None else w.t().contiguous()
-        self.keep = [src.contiguous(), u_z.contiguous(), u_h.contiguous(),
-                     u_z.t().contiguous(), u_h.t().contiguous(), h0.contiguous(),
+        self.keep = [src.contiguous(), u_z.contiguous(), u_h.contiguous(), h0.contiguous(),
                      bias.contiguous(), wt]
         self.idx = [i.contiguous() for i in idx]
         n = len(self.idx)
         self.steps = (ctypes.c_int64 * n)(*[i.shape[0] for i in self.idx])
         self.sweeps = (ctypes.c_int64 * n)(*[i.shape[1] for i in self.idx])
         self.idx_ptrs = (ctypes.c_void_p * n)(*[i.data_ptr() for i in self.idx])
-        s, uz, uh, uzt, uht, h, b, wt = self.keep
+        s, uz, uh, h, b, wt = self.keep
         self.args = [s.data_ptr(), n, self.idx_ptrs, self.steps, self.sweeps, self.hidden,
-                     uz.data_ptr(), uh.data_ptr(), uzt.data_ptr(), uht.data_ptr(), h.data_ptr(),
-                     b.data_ptr(), wt.data_ptr(), self.channels, GATE_CODES[gate],
+                     uz.data_ptr(), uh.data_ptr(), h.data_ptr(), b.data_ptr(), wt.data_ptr(), self.channels, GATE_CODES[gate],
                      UPDATE_CODES[update], scalar(_scalar(zeta)), scalar(_scalar(nu)),
                      scalar(affine[0]), scalar(affine[1])]
 

@@ -6,21 +6,26 @@
 // rnnpool.nn.functional._scan_forward:
 //     z = gate(x_z + Uz h),  c = update(x_h + Uh h),  h' = z h + (zeta (1 - z) + nu) c.
 //
-// Backward: each sweep's T states are recomputed (a few KB, in cache) instead of stored. Input
+// Layout: sweeps run in blocks of L (one SIMD register: 8 floats or 4 doubles), one sweep per
+// lane. Every per-sweep quantity is stored as (units, L), so a step is a small matrix product
+// (2H, H) x (H, L) of independent multiply-add chains, and the activations run on whole
+// registers. Input rows are transposed into that layout as they are read (8 x 8 register
+// transposes on AVX), and input gradients transposed back as they are added.
+//
+// Backward: each block's T states are recomputed (a few KB, in cache) instead of stored. Input
 // gradients are added straight into dsrc; to do that without atomics the sweeps come in groups
 // (runs of consecutive sweeps) such that sweeps of different groups never read the same src
-// row, and a thread owns whole groups; families run one after the other. dUz, dUh are
-// accumulated per thread as a small matrix product over each block's steps, then summed.
-//
-// Matrices arrive row-major (H, H) together with their transposes, so that both the forward
-// product (columns of U) and the backward one (rows of U) read contiguous memory. Hidden sizes
-// 8, 16 and 32 are compiled with a fixed H (unrolled, state in registers), and several sweeps
-// run interleaved to hide the latency of the multiply-add chains.
+// row, and a thread owns whole groups; families run one after the other. dUz, dUh and dbias are
+// accumulated per lane over a slot (a fixed range of groups), then summed in a fixed order, so
+// results do not depend on the number of threads.
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -81,16 +86,32 @@ inline T update_grad(T c) {
   return (c > T(-1) && c < T(1)) ? T(1) : T(0);
 }
 
+// One SIMD register of lanes; GCC vector extensions lower it to AVX (or SSE pairs).
+template <typename T> struct VecOf;
+template <> struct VecOf<float> { typedef float type __attribute__((vector_size(32))); };
+template <> struct VecOf<double> { typedef double type __attribute__((vector_size(32))); };
+template <typename T> using Vec = typename VecOf<T>::type;
+template <typename T> constexpr int kLanes = (int)(sizeof(Vec<T>) / sizeof(T));
+
+template <typename T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T>
+inline void store(T* p, Vec<T> v) { std::memcpy(p, &v, sizeof v); }
+
 template <typename T>
 struct Cell {
   const T* src;
   const int64_t* idx;  // (steps, B), set per family
   int64_t steps, B, H;
-  const T* uz;   // (H, H) row-major
+  const T* uz;  // (H, H) row-major
   const T* uh;
-  const T* uzt;  // transposes
-  const T* uht;
-  const T* h0;   // (H,)
+  const T* ucat;  // (2H, H): [Uz; Uh] row-major
+  const T* upk;   // [Uz; Uh] in panels of 8 rows, each column-major (2H / 8, H, 8); fixed H only
+  const T* h0;    // (H,)
   const T* bias;  // (2H,): added to every projected input row (the cell's b_z, b_h)
   const T* wt;    // (C, 2H): the input matrix W transposed, when src holds raw inputs (C > 0)
   int64_t C;      // 0: src rows are projections (2H wide); else raw inputs (C wide)
@@ -100,208 +121,321 @@ struct Cell {
   bool grad_zeta_nu;
 };
 
-// Largest hidden size of the generic (runtime H) kernels: their per-sweep temporaries are
-// fixed-size local arrays, which the compiler keeps in registers or on the stack.
+// Largest hidden size; sizes 8, 16 and 32 are compiled with a fixed H (HC), others at run time.
 constexpr int kMaxH = 512;
 
-// One step of S interleaved sweeps: z = gate(x_z + Uz h), c = update(x_h + Uh h).
-// x[s] is sweep s's projected input row (bias not included); h, z, c are (S, H).
-// first: h = h0, whose recurrent term is in k0.
-template <typename T, int HC, int S, int G, int U>
-inline void step(const Cell<T>& p, const T* const* x, const T* h, T* z, T* c, bool first) {
-  constexpr int HM = HC ? HC : kMaxH;
-  const int H = HC ? HC : (int)p.H;
-  T az[S * HM], ah[S * HM];
-  const T* add = first ? p.k0 : p.bias;
-  if (p.C == 0) {
-    for (int s = 0; s < S; ++s)
-      for (int i = 0; i < H; ++i) {
-        az[s * H + i] = x[s][i] + add[i];
-        ah[s * H + i] = x[s][H + i] + add[H + i];
-      }
-  } else {  // project the raw input row: W x
-    for (int s = 0; s < S; ++s)
-      for (int i = 0; i < H; ++i) {
-        az[s * H + i] = add[i];
-        ah[s * H + i] = add[H + i];
-      }
-    for (int64_t ci = 0; ci < p.C; ++ci) {
-      const T* wc = p.wt + ci * 2 * H;
-      for (int s = 0; s < S; ++s) {
-        const T xc = x[s][ci];
-#pragma omp simd
-        for (int i = 0; i < H; ++i) {
-          az[s * H + i] += wc[i] * xc;
-          ah[s * H + i] += wc[H + i] * xc;
-        }
-      }
-    }
-  }
-  if (!first) {
-    for (int j = 0; j < H; ++j) {
-      const T* uzj = p.uzt + (int64_t)j * H;
-      const T* uhj = p.uht + (int64_t)j * H;
-      for (int s = 0; s < S; ++s) {
-        const T hj = h[s * H + j];
-#pragma omp simd
-        for (int i = 0; i < H; ++i) {
-          az[s * H + i] += uzj[i] * hj;
-          ah[s * H + i] += uhj[i] * hj;
-        }
-      }
-    }
-  }
-#pragma omp simd
-  for (int k = 0; k < S * H; ++k) {
-    z[k] = gate_fn<T, G>(az[k]);
-    c[k] = update_fn<T, U>(ah[k]);
+// Rows read at step t by the block of n <= L sweeps starting at b0, as pointers into base
+// (rows of `width`). Idle lanes repeat the block's first sweep, so that every lane reads valid
+// memory; their results are dropped.
+template <typename T, typename P>
+inline void row_pointers(const Cell<T>& p, int64_t t, int64_t b0, int n, P* base, int64_t width,
+                         P** rows) {
+  const int64_t* ix = p.idx + t * p.B + b0;
+  for (int l = 0; l < kLanes<T>; ++l) rows[l] = base + ix[l < n ? l : 0] * width;
+}
+
+#if defined(__AVX__)
+// 8 x 8 float transpose: out[k] (a register) = element k of each of in[0..7].
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+#endif
+
+// a (2H, L) = (add, or a when add is null) + W[:, c0:c0+NC] x[c0:c0+NC] for the raw rows of a
+// step: the NC input channels of the L lanes stay in registers.
+template <typename T, int HC, int NC>
+inline void project(const Cell<T>& p, const T* const* rows, int64_t c0, const T* add, T* a) {
+  constexpr int L = kLanes<T>;
+  const int H2 = 2 * (HC ? HC : (int)p.H);
+  Vec<T> x[NC];
+  for (int c = 0; c < NC; ++c)
+    for (int l = 0; l < L; ++l) x[c][l] = rows[l][c0 + c];
+  const T* w = p.wt + c0 * H2;
+  for (int i = 0; i < H2; ++i) {
+    Vec<T> acc = add ? Vec<T>{} + add[i] : load(a + i * L);
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) acc += w[c * H2 + i] * x[c];
+    store(a + i * L, acc);
   }
 }
 
-// h_new = z h_prev + (zeta (1 - z) + nu) c
-template <typename T>
-inline void mix(const Cell<T>& p, int n, const T* hp, const T* z, const T* c, T* h) {
+// a (2H, L) = add + the projected input rows of one step.
+template <typename T, int HC>
+inline void load_inputs(const Cell<T>& p, const T* const* rows, const T* add, T* a) {
+  constexpr int L = kLanes<T>;
+  const int H = HC ? HC : (int)p.H, H2 = 2 * H;
+  if (p.C == 0) {
+    int i0 = 0;
+#if defined(__AVX__)
+    if constexpr (sizeof(T) == 4) {
+      for (; i0 + 8 <= H2; i0 += 8) {
+        __m256 r[8];
+        for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps((const float*)rows[l] + i0);
+        transpose8(r);
+        for (int k = 0; k < 8; ++k)
+          _mm256_storeu_ps((float*)a + (i0 + k) * 8, _mm256_add_ps(r[k], _mm256_set1_ps(add[i0 + k])));
+      }
+    }
+#endif
+    for (int64_t i = i0; i < H2; ++i)
+      for (int l = 0; l < L; ++l) a[i * L + l] = rows[l][i] + add[i];
+    return;
+  }
+  // Raw input rows: a = add + W x, in chunks of up to 8 channels.
+  for (int64_t c0 = 0; c0 < p.C; c0 += 8) {
+    const T* add_c = c0 ? nullptr : add;
+    switch (p.C - c0 < 8 ? p.C - c0 : 8) {
+      case 1: project<T, HC, 1>(p, rows, c0, add_c, a); break;
+      case 2: project<T, HC, 2>(p, rows, c0, add_c, a); break;
+      case 3: project<T, HC, 3>(p, rows, c0, add_c, a); break;
+      case 4: project<T, HC, 4>(p, rows, c0, add_c, a); break;
+      case 5: project<T, HC, 5>(p, rows, c0, add_c, a); break;
+      case 6: project<T, HC, 6>(p, rows, c0, add_c, a); break;
+      case 7: project<T, HC, 7>(p, rows, c0, add_c, a); break;
+      default: project<T, HC, 8>(p, rows, c0, add_c, a); break;
+    }
+  }
+}
+
+// a (2H, L) += [Uz; Uh] h for h (H, L). Fixed H: tiles of 8 output rows stay in registers and
+// read their 8 weights of column j from one place (p.upk).
+template <typename T, int HC>
+inline void recurrent(const Cell<T>& p, const T* h, T* a) {
+  constexpr int L = kLanes<T>, IT = 8;
+  if constexpr (HC > 0) {
+    static_assert(HC % IT == 0, "fixed hidden sizes are multiples of 8");
+    for (int q = 0; q < 2 * HC / IT; ++q) {
+      T* aq = a + q * IT * L;
+      const T* u = p.upk + q * HC * IT;
+      Vec<T> acc[IT];
+      for (int ii = 0; ii < IT; ++ii) acc[ii] = load(aq + ii * L);
+      for (int j = 0; j < HC; ++j) {
+        const Vec<T> hj = load(h + j * L);
+#pragma GCC unroll 8
+        for (int ii = 0; ii < IT; ++ii) acc[ii] += u[j * IT + ii] * hj;
+      }
+      for (int ii = 0; ii < IT; ++ii) store(aq + ii * L, acc[ii]);
+    }
+  } else {
+    const int H = (int)p.H;
+    for (int i = 0; i < 2 * H; ++i) {
+      Vec<T> acc = load(a + i * L);
+      for (int j = 0; j < H; ++j) acc += p.ucat[i * H + j] * load(h + j * L);
+      store(a + i * L, acc);
+    }
+  }
+}
+
+// z = gate(a_z), c = update(a_h), h_new = z h + (zeta (1 - z) + nu) c, all (H, L).
+template <typename T, int HC, int G, int U>
+inline void activate(const Cell<T>& p, const T* a, const T* h, T* z, T* c, T* h_new) {
+  constexpr int L = kLanes<T>;
+  const int n = (HC ? HC : (int)p.H) * L;
   const T zeta = p.zeta, nu = p.nu;
 #pragma omp simd
-  for (int k = 0; k < n; ++k) h[k] = z[k] * hp[k] + (zeta * (T(1) - z[k]) + nu) * c[k];
+  for (int k = 0; k < n; ++k) {
+    const T zk = gate_fn<T, G>(a[k]), ck = update_fn<T, U>(a[n + k]);
+    z[k] = zk;
+    c[k] = ck;
+    h_new[k] = zk * h[k] + (zeta * (T(1) - zk) + nu) * ck;
+  }
 }
 
-template <typename T, int S>
-inline void load_rows(const Cell<T>& p, int64_t t, int64_t b0, const T** x) {
-  const int64_t width = p.C ? p.C : 2 * p.H;
-  for (int s = 0; s < S; ++s) x[s] = p.src + p.idx[t * p.B + b0 + s] * width;
+template <typename T, int HC>
+inline void init_state(const Cell<T>& p, T* h) {
+  constexpr int L = kLanes<T>;
+  const int H = HC ? HC : (int)p.H;
+  for (int i = 0; i < H; ++i)
+    for (int l = 0; l < L; ++l) h[i * L + l] = p.h0[i];
 }
 
-template <typename T, int HC, int S, int G, int U>
-void forward_block(const Cell<T>& p, int64_t b0, T* out, T* work) {
+// One step of a block: a, z, c scratch (2H, H, H by L), h -> h_new.
+template <typename T, int HC, int G, int U>
+inline void step(const Cell<T>& p, int64_t t, int64_t b0, int n, const T* h, T* a, T* z, T* c,
+                 T* h_new) {
+  constexpr int L = kLanes<T>;
+  const T* rows[L];
+  row_pointers(p, t, b0, n, p.src, p.C ? p.C : 2 * p.H, rows);
+  load_inputs<T, HC>(p, rows, t == 0 ? p.k0 : p.bias, a);
+  if (t > 0) recurrent<T, HC>(p, h, a);  // at t = 0, h = h0 and U h0 is in k0
+  activate<T, HC, G, U>(p, a, h, z, c, h_new);
+}
+
+// Forward of the n <= L sweeps starting at b0; work holds 5 H L values.
+template <typename T, int HC, int G, int U>
+void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work) {
+  constexpr int L = kLanes<T>;
   const int H = HC ? HC : (int)p.H;
   T* h = work;
-  T* z = h + S * H;
-  T* c = z + S * H;
-  for (int s = 0; s < S; ++s) std::memcpy(h + s * H, p.h0, sizeof(T) * H);
-  const T* x[S];
-  for (int64_t t = 0; t < p.steps; ++t) {
-    load_rows<T, S>(p, t, b0, x);
-    step<T, HC, S, G, U>(p, x, h, z, c, t == 0);
-    mix(p, S * H, h, z, c, h);
-  }
-  const T a = p.out_scale, b = p.out_shift;
-  T* o = out + b0 * H;
-#pragma omp simd
-  for (int k = 0; k < S * H; ++k) o[k] = a * h[k] + b;
+  T* a = h + H * L;
+  T* z = a + 2 * H * L;
+  T* c = z + H * L;
+  init_state<T, HC>(p, h);
+  for (int64_t t = 0; t < p.steps; ++t) step<T, HC, G, U>(p, t, b0, n, h, a, z, c, h);
+  const T s = p.out_scale, b = p.out_shift;
+  for (int l = 0; l < n; ++l)
+    for (int i = 0; i < H; ++i) out[(b0 + l) * H + i] = s * h[i * L + l] + b;
 }
 
-// Work layout of backward_block (in units of S*H): hs (T+1), zs (T), cs (T), da (2T: the
-// pre-activation gradients of every step, gate half then update half per sweep).
-inline int64_t backward_work(int64_t steps) { return 5 * steps + 1; }
-
-// Parameter-gradient accumulator layout: dUz (H*H), dUh (H*H), dbias (2H).
+// Per-thread sums over one slot, per lane: dUz, dUh (2H x H), dbias (2H), dzeta, dnu.
 template <typename T>
-inline int64_t slot_size(const Cell<T>& p) { return 2 * p.H * p.H + 2 * p.H; }
+inline int64_t lane_acc_size(int64_t H) { return (2 * H * H + 2 * H + 2) * kLanes<T>; }
 
-// Backward of S sweeps starting at b0: adds into dsrc, the accumulators in slot, and dzn.
-template <typename T, int HC, int S, int G, int U>
-void backward_block(const Cell<T>& p, int64_t b0, const T* gout, T* dsrc, T* slot,
-                    double* dzn, T* work) {
-  T* duz = slot;
-  T* duh = slot + p.H * p.H;
-  T* dbias = duh + p.H * p.H;
-  constexpr int HM = HC ? HC : kMaxH;
+// Work of backward_block, in H L units: hs (T + 1), zs (T), cs (T), da (2T), a (2), g, gn.
+inline int64_t backward_work(int64_t steps) { return 5 * steps + 5; }
+
+// dsrc rows of the block's lanes (l < n) += the columns of da (2H, L).
+template <typename T, int HC>
+inline void scatter_add(const Cell<T>& p, T* const* rows, int n, const T* da) {
+  constexpr int L = kLanes<T>;
+  const int H2 = 2 * (HC ? HC : (int)p.H);
+  int i0 = 0;
+#if defined(__AVX__)
+  if constexpr (sizeof(T) == 4) {
+    for (; i0 + 8 <= H2; i0 += 8) {
+      __m256 r[8];
+      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps((const float*)da + (i0 + k) * 8);
+      transpose8(r);
+      for (int l = 0; l < n; ++l) {
+        float* d = (float*)rows[l] + i0;
+        _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), r[l]));
+      }
+    }
+  }
+#endif
+  for (int l = 0; l < n; ++l)
+    for (int64_t i = i0; i < H2; ++i) rows[l][i] += da[i * L + l];
+}
+
+// Backward of the n <= L sweeps starting at b0: adds into dsrc and the lane sums acc.
+template <typename T, int HC, int G, int U>
+void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc, T* acc,
+                    T* work) {
+  constexpr int L = kLanes<T>;
   const int H = HC ? HC : (int)p.H;
-  const int64_t SH = (int64_t)S * H, TT = p.steps;
+  const int64_t HL = (int64_t)H * L, TT = p.steps;
   T* hs = work;
-  T* zs = hs + (TT + 1) * SH;
-  T* cs = zs + TT * SH;
-  T* da = cs + TT * SH;
-  for (int s = 0; s < S; ++s) std::memcpy(hs + s * H, p.h0, sizeof(T) * H);
-  const T* x[S];
-  for (int64_t t = 0; t < TT; ++t) {
-    load_rows<T, S>(p, t, b0, x);
-    step<T, HC, S, G, U>(p, x, hs + t * SH, zs + t * SH, cs + t * SH, t == 0);
-    mix(p, (int)SH, hs + t * SH, zs + t * SH, cs + t * SH, hs + (t + 1) * SH);
-  }
-  // The state gradient and its next value (in registers when H is fixed).
-  T g_[S * HM], gn_[S * HM];
-  for (int k = 0; k < S * H; ++k) g_[k] = p.out_scale * gout[b0 * H + k];
+  T* zs = hs + (TT + 1) * HL;
+  T* cs = zs + TT * HL;
+  T* da = cs + TT * HL;
+  T* a = da + 2 * TT * HL;
+  T* g = a + 2 * HL;
+  T* gn = g + HL;
+  init_state<T, HC>(p, hs);
+  for (int64_t t = 0; t < TT; ++t)
+    step<T, HC, G, U>(p, t, b0, n, hs + t * HL, a, zs + t * HL, cs + t * HL, hs + (t + 1) * HL);
+  for (int i = 0; i < H; ++i)
+    for (int l = 0; l < L; ++l) g[i * L + l] = l < n ? p.out_scale * gout[(b0 + l) * H + i] : T(0);
   const T zeta = p.zeta, nu = p.nu;
-  T dzeta = 0, dnu = 0;
+  Vec<T> dzeta{}, dnu{};
   for (int64_t t = TT - 1; t >= 0; --t) {
-    const T* hp = hs + t * SH;
-    const T* z = zs + t * SH;
-    const T* c = cs + t * SH;
-    T* __restrict dat = da + t * 2 * SH;
-    for (int s = 0; s < S; ++s) {
-      T* __restrict das = dat + 2 * s * H;
+    const T* hp = hs + t * HL;
+    const T* z = zs + t * HL;
+    const T* c = cs + t * HL;
+    T* __restrict dat = da + t * 2 * HL;
 #pragma omp simd
-      for (int i = 0; i < H; ++i) {
-        const int k = s * H + i;
-        const T g = g_[k];
-        das[i] = g * (hp[k] - zeta * c[k]) * gate_grad<T, G>(z[k]);
-        das[H + i] = g * (zeta * (T(1) - z[k]) + nu) * update_grad<T, U>(c[k]);
-        gn_[k] = g * z[k];
-      }
-      if (p.grad_zeta_nu) {
-        for (int i = 0; i < H; ++i) {
-          const int k = s * H + i;
-          dzeta += g_[k] * (T(1) - z[k]) * c[k];
-          dnu += g_[k] * c[k];
-        }
-      }
-      T* __restrict dx = dsrc + p.idx[t * p.B + b0 + s] * 2 * H;
-#pragma omp simd
-      for (int i = 0; i < 2 * H; ++i) dx[i] += das[i];
+    for (int64_t k = 0; k < HL; ++k) {
+      const T gk = g[k];
+      dat[k] = gk * (hp[k] - zeta * c[k]) * gate_grad<T, G>(z[k]);
+      dat[HL + k] = gk * (zeta * (T(1) - z[k]) + nu) * update_grad<T, U>(c[k]);
+      gn[k] = gk * z[k];
     }
+    if (p.grad_zeta_nu)
+      for (int64_t k = 0; k < HL; k += L) {
+        const Vec<T> gk = load(g + k), ck = load(c + k);
+        dzeta += gk * (T(1) - load(z + k)) * ck;
+        dnu += gk * ck;
+      }
+    T* rows[L];
+    row_pointers(p, t, b0, n, dsrc, 2 * H, rows);
+    scatter_add<T, HC>(p, rows, n, dat);
     if (t == 0) break;  // h_prev = h0 is constant: no gradient flows further
-    // dh_prev = z g + Uz^T da_z + Uh^T da_h
-    for (int i = 0; i < H; ++i) {
-      const T* uzi = p.uz + (int64_t)i * H;
-      const T* uhi = p.uh + (int64_t)i * H;
-      for (int s = 0; s < S; ++s) {
-        const T dzi = dat[2 * s * H + i], dhi = dat[2 * s * H + H + i];
-#pragma omp simd
-        for (int j = 0; j < H; ++j) {
-          gn_[s * H + j] += uzi[j] * dzi;
-          gn_[s * H + j] += uhi[j] * dhi;
+    // gn += [Uz; Uh]^T da: tiles of 8 state rows in registers.
+    constexpr int JT = 8;
+    if constexpr (HC > 0) {
+      for (int j0 = 0; j0 < HC; j0 += JT) {
+        Vec<T> s[JT];
+        for (int jj = 0; jj < JT; ++jj) s[jj] = load(gn + (j0 + jj) * L);
+        for (int k = 0; k < 2 * HC; ++k) {
+          const Vec<T> dk = load(dat + k * L);
+          const T* u = p.ucat + k * HC + j0;
+#pragma GCC unroll 8
+          for (int jj = 0; jj < JT; ++jj) s[jj] += u[jj] * dk;
         }
+        for (int jj = 0; jj < JT; ++jj) store(gn + (j0 + jj) * L, s[jj]);
+      }
+    } else {
+      for (int j = 0; j < H; ++j) {
+        Vec<T> s = load(gn + j * L);
+        for (int k = 0; k < 2 * H; ++k) s += p.ucat[k * H + j] * load(dat + k * L);
+        store(gn + j * L, s);
       }
     }
-    std::memcpy(g_, gn_, sizeof(T) * SH);
+    std::memcpy(g, gn, sizeof(T) * HL);
   }
-  // dU += sum over steps and sweeps of da h_prev^T: all T*S rows at once, IB rows of dUz and
-  // dUh in registers while they accumulate, so each h_prev load serves 2 IB products.
-  constexpr int IB = (HC % 2 == 0 && HC > 0) ? 2 : 1;
-  for (int i0 = 0; i0 < H; i0 += IB) {
-    T az[IB][HM], ah[IB][HM];
-    for (int ib = 0; ib < IB; ++ib)
-      for (int j = 0; j < H; ++j) az[ib][j] = ah[ib][j] = T(0);
-    for (int64_t t = 0; t < TT; ++t)
-      for (int s = 0; s < S; ++s) {
-        const T* hps = hs + t * SH + s * H;
-        const T* das = da + t * 2 * SH + 2 * s * H;
-        for (int ib = 0; ib < IB; ++ib) {
-          const T dzi = das[i0 + ib], dhi = das[H + i0 + ib];
-#pragma omp simd
-          for (int j = 0; j < H; ++j) {
-            az[ib][j] += dzi * hps[j];
-            ah[ib][j] += dhi * hps[j];
+  // Lane sums: dU[i][j] += sum_t da_t[i] h_{t-1}[j] (rows i of [Uz; Uh]), dbias[i] += sum_t da_t[i].
+  // Tiles of 4 x 2 products stay in registers over the steps.
+  T* du = acc;
+  T* db = acc + 2 * (int64_t)H * H * L;
+  const int H2 = 2 * H;
+  constexpr int IT = 4, JT2 = 2;
+  for (int i0 = 0; i0 < H2; i0 += IT) {
+    const int ni = H2 - i0 < IT ? H2 - i0 : IT;
+    for (int j0 = 0; j0 < H; j0 += JT2) {
+      const int nj = H - j0 < JT2 ? H - j0 : JT2;
+      if (ni == IT && nj == JT2) {
+        Vec<T> s[IT][JT2] = {};
+        for (int64_t t = 0; t < TT; ++t) {
+          const T* dat = da + t * 2 * HL;
+          const T* hp = hs + t * HL;
+          const Vec<T> h0v = load(hp + j0 * L), h1v = load(hp + (j0 + 1) * L);
+#pragma GCC unroll 4
+          for (int ii = 0; ii < IT; ++ii) {
+            const Vec<T> d = load(dat + (i0 + ii) * L);
+            s[ii][0] += d * h0v;
+            s[ii][1] += d * h1v;
           }
         }
+        for (int ii = 0; ii < IT; ++ii)
+          for (int jj = 0; jj < JT2; ++jj) {
+            T* q = du + ((int64_t)(i0 + ii) * H + j0 + jj) * L;
+            store(q, load(q) + s[ii][jj]);
+          }
+      } else {
+        for (int ii = 0; ii < ni; ++ii)
+          for (int jj = 0; jj < nj; ++jj) {
+            Vec<T> s{};
+            for (int64_t t = 0; t < TT; ++t)
+              s += load(da + t * 2 * HL + (i0 + ii) * L) * load(hs + t * HL + (j0 + jj) * L);
+            T* q = du + ((int64_t)(i0 + ii) * H + j0 + jj) * L;
+            store(q, load(q) + s);
+          }
       }
-    for (int ib = 0; ib < IB; ++ib)
-      for (int j = 0; j < H; ++j) {
-        duz[(int64_t)(i0 + ib) * H + j] += az[ib][j];
-        duh[(int64_t)(i0 + ib) * H + j] += ah[ib][j];
-      }
-  }
-  // dbias += da
-  for (int64_t t = 0; t < TT; ++t)
-    for (int s = 0; s < S; ++s) {
-      const T* das = da + t * 2 * SH + 2 * s * H;
-#pragma omp simd
-      for (int i = 0; i < 2 * H; ++i) dbias[i] += das[i];
     }
-  dzn[0] += (double)dzeta;
-  dzn[1] += (double)dnu;
+  }
+  for (int i = 0; i < H2; ++i) {
+    Vec<T> s = load(db + i * L);
+    for (int64_t t = 0; t < TT; ++t) s += load(da + t * 2 * HL + i * L);
+    store(db + i * L, s);
+  }
+  T* zn = db + H2 * L;
+  store(zn, load(zn) + dzeta);
+  store(zn + L, load(zn + L) + dnu);
 }
 
 // A family of sweeps: B sweeps of `steps` steps; sweep b reads row idx[t * B + b] at step t.
@@ -322,21 +456,23 @@ inline Cell<T> for_family(const Cell<T>& p, const Family& f) {
 }
 
 // Forward of every family; out holds the families' (B, H) results one after the other.
-template <typename T, int HC, int S, int G, int U>
+template <typename T, int HC, int G, int U>
 void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, int threads) {
+  constexpr int L = kLanes<T>;
   const int64_t H = p.H;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<T> work(3 * S * H);
+    std::vector<T> work(5 * H * L);
     T* o = out;
     for (int f = 0; f < nfam; ++f) {
       const Cell<T> q = for_family(p, fam[f]);
-      const int64_t full = q.B / S;
-#pragma omp for schedule(dynamic, 16) nowait
-      for (int64_t blk = 0; blk < full; ++blk)
-        forward_block<T, HC, S, G, U>(q, blk * S, o, work.data());
-#pragma omp for schedule(dynamic, 16) nowait
-      for (int64_t b = full * S; b < q.B; ++b) forward_block<T, HC, 1, G, U>(q, b, o, work.data());
+      const int64_t nblk = (q.B + L - 1) / L;
+#pragma omp for schedule(dynamic, 8) nowait
+      for (int64_t blk = 0; blk < nblk; ++blk) {
+        const int64_t b0 = blk * L;
+        const int n = q.B - b0 < L ? (int)(q.B - b0) : L;
+        forward_block<T, HC, G, U>(q, b0, n, o, work.data());
+      }
       o += q.B * H;
     }
   }
@@ -346,10 +482,11 @@ void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, int thre
 // then write it). Families run one after the other; within a family, groups in parallel.
 // The parameter gradients are summed per slot (a fixed range of groups) and the slots in
 // order, so the result does not depend on the number of threads or on scheduling.
-template <typename T, int HC, int S, int G, int U>
+template <typename T, int HC, int G, int U>
 void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, const T* gout,
                   T* dsrc, T* dparams, double* dzn, int threads) {
-  const int64_t H = p.H, kSlots = 64, SZ = slot_size(p);
+  constexpr int L = kLanes<T>;
+  const int64_t H = p.H, kSlots = 64, SZ = 2 * H * H + 2 * H, AZ = lane_acc_size<T>(H);
   int64_t max_steps = 0;
   for (int f = 0; f < nfam; ++f) max_steps = fam[f].steps > max_steps ? fam[f].steps : max_steps;
   std::vector<T> slots(kSlots * SZ, T(0));
@@ -360,7 +497,8 @@ void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, c
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; r += chunk)
       std::memset(dsrc + r * 2 * H, 0, sizeof(T) * 2 * H * (rows - r < chunk ? rows - r : chunk));
-    std::vector<T> work(backward_work(max_steps) * S * H);
+    std::vector<T> work(backward_work(max_steps) * H * L);
+    std::vector<T> acc(AZ);
     const T* g = gout;
     for (int f = 0; f < nfam; ++f) {
       const Cell<T> q = for_family(p, fam[f]);
@@ -368,14 +506,22 @@ void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, c
       const int64_t ng = fam[f].ngroups, nslot = ng < kSlots ? ng : kSlots;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t sl = 0; sl < nslot; ++sl) {
-        T* slot = slots.data() + sl * SZ;
-        double* zn_s = slot_zn.data() + 2 * sl;
-        for (int64_t gi = sl * ng / nslot; gi < (sl + 1) * ng / nslot; ++gi) {
-          const int64_t b0 = goff[gi], b1 = goff[gi + 1], full = (b1 - b0) / S;
-          for (int64_t blk = 0; blk < full; ++blk)
-            backward_block<T, HC, S, G, U>(q, b0 + blk * S, g, dsrc, slot, zn_s, work.data());
-          for (int64_t b = b0 + full * S; b < b1; ++b)
-            backward_block<T, HC, 1, G, U>(q, b, g, dsrc, slot, zn_s, work.data());
+        std::fill(acc.begin(), acc.end(), T(0));
+        for (int64_t gi = sl * ng / nslot; gi < (sl + 1) * ng / nslot; ++gi)
+          for (int64_t b0 = goff[gi]; b0 < goff[gi + 1]; b0 += L) {
+            const int n = goff[gi + 1] - b0 < L ? (int)(goff[gi + 1] - b0) : L;
+            backward_block<T, HC, G, U>(q, b0, n, g, dsrc, acc.data(), work.data());
+          }
+        T* slot = slots.data() + sl * SZ;  // lanes summed in order
+        for (int64_t k = 0; k < SZ; ++k) {
+          T s = T(0);
+          for (int l = 0; l < L; ++l) s += acc[k * L + l];
+          slot[k] += s;
+        }
+        for (int v = 0; v < 2; ++v) {
+          double s = 0.0;
+          for (int l = 0; l < L; ++l) s += (double)acc[(SZ + v) * L + l];
+          slot_zn[2 * sl + v] += s;
         }
       }  // implicit barrier: the next family may read the same rows
       g += q.B * H;
@@ -391,21 +537,19 @@ void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, c
 template <typename T, int G, int U>
 int dispatch(const Cell<T>& p, const Family* fam, int nfam, bool fwd, T* out, int64_t rows,
              const T* gout, T* dsrc, T* dparams, double* dzn, int threads) {
-// S sweeps run interleaved in the forward, SB in the backward (measured best on AMD Zen: the
-// backward's products hold fewer accumulators per sweep, so more sweeps share each U row).
-#define RNNPOOL_RUN(HC, S, SB)                                                               \
-  do {                                                                                       \
-    if (fwd)                                                                                 \
-      forward_all<T, HC, S, G, U>(p, fam, nfam, out, threads);                               \
-    else                                                                                     \
-      backward_all<T, HC, SB, G, U>(p, fam, nfam, rows, gout, dsrc, dparams, dzn, threads);  \
-    return 0;                                                                                \
+#define RNNPOOL_RUN(HC)                                                                   \
+  do {                                                                                    \
+    if (fwd)                                                                              \
+      forward_all<T, HC, G, U>(p, fam, nfam, out, threads);                               \
+    else                                                                                  \
+      backward_all<T, HC, G, U>(p, fam, nfam, rows, gout, dsrc, dparams, dzn, threads);   \
+    return 0;                                                                             \
   } while (0)
   switch (p.H) {
-    case 8: RNNPOOL_RUN(8, 4, 4);
-    case 16: RNNPOOL_RUN(16, 2, 4);
-    case 32: RNNPOOL_RUN(32, 1, 1);
-    default: RNNPOOL_RUN(0, 1, 1);
+    case 8: RNNPOOL_RUN(8);
+    case 16: RNNPOOL_RUN(16);
+    case 32: RNNPOOL_RUN(32);
+    default: RNNPOOL_RUN(0);
   }
 #undef RNNPOOL_RUN
 }
@@ -435,6 +579,15 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
       k0[p.H + i] += p.uh[i * p.H + j] * p.h0[j];
     }
   p.k0 = k0.data();
+  const int64_t H = p.H;
+  std::vector<T> ucat(2 * H * H), upk(2 * H * H);
+  std::memcpy(ucat.data(), p.uz, sizeof(T) * H * H);
+  std::memcpy(ucat.data() + H * H, p.uh, sizeof(T) * H * H);
+  if (H % 8 == 0)
+    for (int64_t i = 0; i < 2 * H; ++i)
+      for (int64_t j = 0; j < H; ++j) upk[((i / 8) * H + j) * 8 + i % 8] = ucat[i * H + j];
+  p.ucat = ucat.data();
+  p.upk = upk.data();
 #define RNNPOOL_CASE(GV, UV)                                                                 \
   if (gate == GV && update == UV)                                                           \
     return dispatch<T, GV, UV>(p, fam.data(), nfam, fwd, out, rows, gout, dsrc, dparams, dzn,   \
@@ -460,23 +613,22 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
 #define RNNPOOL_API(SUFFIX, T)                                                                  \
   extern "C" int rnnpool_scan_forward_##SUFFIX(                                                 \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
-      const int64_t* B, int64_t H, const T* uz, const T* uh, const T* uzt, const T* uht,       \
-      const T* h0, const T* bias, const T* wt, int64_t C, int gate, int update, T zeta, T nu,  \
-      T out_scale, T out_shift, T* out, int threads) {                                          \
-    Cell<T> p{src, nullptr, 0,    0,  H,         uz,        uh,    uzt, uht, h0,                \
-              bias, wt,     C,    nullptr, zeta, nu,        out_scale, out_shift, false};        \
+      const int64_t* B, int64_t H, const T* uz, const T* uh, const T* h0, const T* bias,       \
+      const T* wt, int64_t C, int gate, int update, T zeta, T nu, T out_scale, T out_shift,    \
+      T* out, int threads) {                                                                    \
+    Cell<T> p{src,  nullptr, 0,  0,         H,         uz,   uh,      nullptr, nullptr, h0,      \
+              bias, wt,      C,  nullptr,   zeta,      nu,   out_scale, out_shift, false};      \
     return run<T>(p, idx, steps, B, nullptr, nullptr, nfam, gate, update, true, out, 0,        \
                   nullptr, nullptr, nullptr, nullptr, threads);                                 \
   }                                                                                             \
   extern "C" int rnnpool_scan_backward_##SUFFIX(                                                \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
-      const int64_t* B, int64_t H, const T* uz, const T* uh, const T* uzt, const T* uht,       \
-      const T* h0, const T* bias, const T* wt, int64_t C, int gate, int update, T zeta, T nu,  \
-      T out_scale, T out_shift, const int64_t* const* groups, const int64_t* ngroups,          \
-      int64_t rows, const T* gout, T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu,    \
-      int threads) {                                                                            \
-    Cell<T> p{src, nullptr, 0,    0,  H,         uz,        uh,    uzt, uht, h0,                \
-              bias, wt,     C,    nullptr, zeta, nu,        out_scale, out_shift,               \
+      const int64_t* B, int64_t H, const T* uz, const T* uh, const T* h0, const T* bias,       \
+      const T* wt, int64_t C, int gate, int update, T zeta, T nu, T out_scale, T out_shift,    \
+      const int64_t* const* groups, const int64_t* ngroups, int64_t rows, const T* gout,       \
+      T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu, int threads) {                   \
+    Cell<T> p{src,  nullptr, 0,  0,         H,         uz,   uh,      nullptr, nullptr, h0,      \
+              bias, wt,      C,  nullptr,   zeta,      nu,   out_scale, out_shift,              \
               grad_zeta_nu != 0};                                                               \
     return run<T>(p, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr, rows,  \
                   gout, dsrc, dparams, dzeta_nu, threads);                                      \
