@@ -137,7 +137,8 @@ class GlobalRNNPool2d(RNNPool2d):
     def executed_macs(self, input_hw: Sequence[int]) -> int:
         hw = (int(input_hw[0]), int(input_hw[1]))
         view = types.SimpleNamespace(
-            kernel_size=hw, stride=hw, output_size=lambda _hw: (1, 1),
+            kernel_size=hw, stride=hw, padding=(0, 0), padding_mode="zeros",
+            output_size=lambda _hw: (1, 1),
             in_channels=self.in_channels, hidden1=self.hidden1, hidden2=self.hidden2,
         )
         return RNNPool2d.executed_macs(view, hw)  # type: ignore[arg-type]

@@ -96,8 +96,9 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
         fwd = getattr(dll, f"rnnpool_scan_forward_{suffix}")
         fwd.argtypes, fwd.restype = [*common, ptr, c_int], c_int
         bwd = getattr(dll, f"rnnpool_scan_backward_{suffix}")
-        # groups[], ngroups[], rows, gout, dsrc, dparams, dzeta_nu, grad_zeta_nu, threads
-        bwd.argtypes = [*common, ptr, ptr, i64, ptr, ptr, ptr, ptr, c_int, c_int]
+        # groups[], ngroups[], rows, gout, dsrc, dparams, dzeta_nu, grad_zeta_nu, skip_row,
+        # threads
+        bwd.argtypes = [*common, ptr, ptr, i64, ptr, ptr, ptr, ptr, c_int, i64, c_int]
         bwd.restype = c_int
     return dll, f"loaded {lib}"
 
@@ -151,18 +152,19 @@ class _Call:
         self.idx_ptrs = (ctypes.c_void_p * n)(*[i.data_ptr() for i in self.idx])
         s, uz, uh, h, b, wt = self.keep
         self.args = [s.data_ptr(), n, self.idx_ptrs, self.steps, self.sweeps, self.hidden,
-                     uz.data_ptr(), uh.data_ptr(), h.data_ptr(), b.data_ptr(), wt.data_ptr(), self.channels, GATE_CODES[gate],
-                     UPDATE_CODES[update], scalar(_scalar(zeta)), scalar(_scalar(nu)),
-                     scalar(affine[0]), scalar(affine[1])]
+                     uz.data_ptr(), uh.data_ptr(), h.data_ptr(), b.data_ptr(), wt.data_ptr(),
+                     self.channels, GATE_CODES[gate], UPDATE_CODES[update],
+                     scalar(_scalar(zeta)), scalar(_scalar(nu)), scalar(affine[0]),
+                     scalar(affine[1])]
 
     def forward(self, out: Tensor) -> None:
         fn = getattr(self.dll, f"rnnpool_scan_forward_{self.suffix}")
         _check(fn(*self.args, out.data_ptr(), torch.get_num_threads()))
 
-    def backward(self, groups: Sequence[Tensor], gout: Tensor, dsrc: Tensor, grad_zeta_nu: bool
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Fill ``dsrc`` (``(P, 2H)``: the gradient of the projected rows); return ``dU_z, dU_h,
-        dbias`` and ``(dzeta, dnu)`` in float64."""
+    def backward(self, groups: Sequence[Tensor], gout: Tensor, dsrc: Tensor, grad_zeta_nu: bool,
+                 skip_row: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Fill ``dsrc`` (``(P, 2H)``: the gradient of the projected rows, zero at row
+        ``skip_row``); return ``dU_z, dU_h, dbias`` and ``(dzeta, dnu)`` in float64."""
         fn = getattr(self.dll, f"rnnpool_scan_backward_{self.suffix}")
         n = len(groups)
         offsets = (ctypes.c_void_p * n)(*[g.data_ptr() for g in groups])
@@ -171,7 +173,7 @@ class _Call:
         dparams = dsrc.new_zeros(2 * h * h + 2 * h)
         dzn = torch.zeros(2, dtype=torch.float64)
         _check(fn(*self.args, offsets, counts, dsrc.shape[0], gout.data_ptr(), dsrc.data_ptr(),
-                  dparams.data_ptr(), dzn.data_ptr(), int(grad_zeta_nu),
+                  dparams.data_ptr(), dzn.data_ptr(), int(grad_zeta_nu), skip_row,
                   torch.get_num_threads()))
         du_z, du_h, dbias = dparams.split([h * h, h * h, 2 * h])
         return du_z.view(h, h), du_h.view(h, h), dbias, dzn
@@ -189,7 +191,7 @@ def _check(rc: int) -> None:
 class _Scan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, src, bias, w, u_z, u_h, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
-        gate, update, affine = cfg
+        gate, update, affine, _ = cfg
         idx = idx_groups[0::2]
         call = _Call(src, idx, u_z, u_h, h0, bias, w, gate, update, zeta, nu, affine)
         out = src.new_empty(sum(i.shape[1] for i in idx), u_z.shape[0])
@@ -203,12 +205,13 @@ class _Scan(torch.autograd.Function):
     def backward(ctx, gout):  # type: ignore[override]
         src, bias, w, u_z, u_h, h0, *idx_groups = ctx.saved_tensors
         idx, groups = idx_groups[0::2], idx_groups[1::2]
-        gate, update, affine = ctx.cfg
+        gate, update, affine, skip_row = ctx.cfg
         zeta, nu = ctx.zeta, ctx.nu
         call = _Call(src, idx, u_z, u_h, h0, bias, w, gate, update, zeta, nu, affine)
         dproj = src.new_empty(src.shape[0], 2 * u_z.shape[0])  # zeroed by the kernel
         grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
-        du_z, du_h, dbias, dzn = call.backward(groups, gout.contiguous(), dproj, grad_zeta_nu)
+        du_z, du_h, dbias, dzn = call.backward(groups, gout.contiguous(), dproj, grad_zeta_nu,
+                                               skip_row)
         dzeta = dzn[0].to(src.dtype) if isinstance(zeta, Tensor) else None
         dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
         if w is None:
@@ -223,7 +226,8 @@ class _Scan(torch.autograd.Function):
 def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: Tensor,
          u_h: Tensor, h0: Tensor, gate: str, update: str, zeta: Union[Tensor, float] = 1.0,
          nu: Union[Tensor, float] = 0.0, affine: tuple[float, float] = (1.0, 0.0),
-         bias: Optional[Tensor] = None, w: Optional[Tensor] = None) -> Tensor:
+         bias: Optional[Tensor] = None, w: Optional[Tensor] = None,
+         skip_row: Optional[int] = None) -> Tensor:
     """Final states of families of FastGRNN sweeps, computed by the compiled kernel.
 
     Step ``t`` of sweep ``b`` of a family reads the projected input row
@@ -253,6 +257,8 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: 
         w: ``(2H, C)`` input matrix: the kernel projects each row as it reads it, so no
             ``(P, 2H)`` map is written. Pays when ``C`` is small: each row is projected once
             per sweep that reads it.
+        skip_row: a row that sweeps of any run may read (a padding row shared by all): its
+            gradient is not computed (left at zero), so it needs no owner.
 
     Returns:
         ``(sum of B, H)``: ``a h_T + b`` of every sweep, families in order.
@@ -269,7 +275,8 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: 
             raise ValueError(f"each family needs (T, B) int64 indices and offsets 0 ... B, got "
                              f"{tuple(idx.shape)} {idx.dtype} and {tuple(groups.shape)}")
         flat += [idx, groups]  # the kernel checks the offsets (status -3)
-    cfg = (gate, update, (float(affine[0]), float(affine[1])))
+    skip = -1 if skip_row is None else int(skip_row)
+    cfg = (gate, update, (float(affine[0]), float(affine[1])), skip)
     if bias is None:
         bias = src.new_zeros(src.shape[1])
     if w is not None and (w.dim() != 2 or w.shape != (2 * u_z.shape[0], src.shape[1])):

@@ -283,7 +283,7 @@ def _scan(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tens
 
 def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNNParams,
                  m: _CellMatrices, backend: str = "auto", bias: Optional[Tensor] = None,
-                 w: Optional[Tensor] = None) -> Tensor:
+                 w: Optional[Tensor] = None, skip_row: Optional[int] = None) -> Tensor:
     """Run families of sweeps over ``src``, each given as ``(idx, groups)``.
 
     Args:
@@ -294,6 +294,8 @@ def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNN
             read their rows (see :func:`rnnpool.nn._native.scan`).
         bias: ``(2h,)`` to add to every row read, or None.
         w: ``(2h, in)``: project each raw row as it is read (the compiled kernel), or None.
+        skip_row: a row that sweeps of any group may read, whose gradient is not needed (the
+            shared padding row), or None.
 
     Returns:
         ``(sum B, h)`` final states, families in order.
@@ -303,7 +305,7 @@ def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNN
         update = "sigmoid" if m.sigmoid_form else p.update
         affine = (2.0, -1.0) if m.sigmoid_form else (1.0, 0.0)  # h = 2 g - 1
         return _native.scan(src, families, m.u_z, m.u_h, h0, p.gate, update, p.zeta, p.nu, affine,
-                            bias, w)
+                            bias, w, skip_row)
     if w is not None or bias is not None:
         src = _project(src, w, bias) if w is not None else src + bias
     # One batched scan per distinct T: fewer, larger torch ops.
@@ -321,15 +323,86 @@ def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: 
                       m: _CellMatrices, backend: str) -> Tensor:
     """Project every input row (``(P, in)`` -> ``(P, 2h)``) and run the sweeps over it.
 
+    ``inputs`` is either ``(P, in)`` rows or an ``(N, in, H, W)`` map, whose rows are its pixels
+    ``(i, y, x)`` in that order followed by one zero row (what the sweeps read in the padding).
     The compiled kernel adds the bias as it reads a row, and with few input channels also does
     the projection there, which saves writing (and in the backward, reading) a ``(P, 2h)`` map.
     """
     bias = m.b[:, 0]
-    if not _use_native(inputs, p, m, backend):
-        return _scan_groups(_project(inputs, m.w, bias), families, p, m, "torch")
-    if inputs.shape[1] <= _FUSE_MAX_CHANNELS:
-        return _scan_groups(inputs, families, p, m, "native", bias, m.w)
-    return _scan_groups(_project(inputs, m.w, None), families, p, m, "native", bias)
+    pad_row = inputs.shape[0] * inputs.shape[2] * inputs.shape[3] if inputs.dim() == 4 else None
+    native = _use_native(inputs, p, m, backend)
+    if native and inputs.shape[1] <= _FUSE_MAX_CHANNELS:
+        rows = _pixel_rows(inputs) if pad_row is not None else inputs
+        return _scan_groups(rows, families, p, m, "native", bias, m.w, pad_row)
+    if pad_row is not None:
+        rows = _pixel_projection(inputs, m.w)
+    else:
+        rows = _project(inputs, m.w, None if native else bias)
+        bias = bias if native else None
+    return _scan_groups(rows, families, p, m, "native" if native else "torch", bias,
+                        skip_row=pad_row)
+
+
+class _PixelRows(torch.autograd.Function):
+    """``(N, C, H, W)`` -> ``(N*H*W + 1, C)``: one row per pixel, then a zero row."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        n, c, h, w = x.shape
+        out = x.new_empty(n * h * w + 1, c)
+        out[:-1].view(n, h, w, c).copy_(x.permute(0, 2, 3, 1))
+        out[-1].zero_()
+        ctx.shape = x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        n, c, h, w = ctx.shape
+        return g[:-1].view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+class _PixelProjection(torch.autograd.Function):
+    """``(N, C, H, W)``, ``(K, C)`` -> ``(N*H*W + 1, K)``: ``W x`` of every pixel, then a zero
+    row. The products read the map in place (no channels-last copy), and the backward returns
+    the input's gradient in its own layout."""
+
+    @staticmethod
+    def forward(ctx, x, w):  # type: ignore[override]
+        n, c, h, wd = x.shape
+        out = x.new_empty(n * h * wd + 1, w.shape[0])
+        torch.matmul(x.reshape(n, c, h * wd).transpose(1, 2), w.t(),
+                     out=out[:-1].view(n, h * wd, w.shape[0]))
+        out[-1].zero_()
+        ctx.save_for_backward(x, w)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        n, c, h, wd = x.shape
+        d = g[:-1].view(n, h * wd, w.shape[0])
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            # bmm writes (N, C, H*W) directly; matmul would compute it transposed, then copy.
+            dx = torch.bmm(w.t().expand(n, c, w.shape[0]), d.transpose(1, 2)).view(n, c, h, wd)
+        if ctx.needs_input_grad[1]:
+            dw = torch.matmul(d.transpose(1, 2), x.reshape(n, c, h * wd).transpose(1, 2)).sum(0)
+        return dx, dw
+
+
+def _pixel_rows(x: Tensor) -> Tensor:
+    """``(N, C, H, W)`` -> ``(N*H*W + 1, C)``: the pixels as rows, then a zero row."""
+    if _traced():
+        rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+        return torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
+    return _PixelRows.apply(x)
+
+
+def _pixel_projection(x: Tensor, w: Tensor) -> Tensor:
+    """``(N, C, H, W)`` -> ``(N*H*W + 1, K)``: ``w`` times each pixel, then a zero row."""
+    if _traced():
+        return _project(_pixel_rows(x), w, None)
+    return _PixelProjection.apply(x, w)
 
 
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
@@ -435,12 +508,15 @@ _BLOCK = 8  # adjacent columns (or patch columns) whose sweeps run together
 
 
 def _sweep_indices_uncached(n: int, hr: int, wc: int, ho: int, wo: int, kh: int, kw: int,
-                            sh: int, sw: int, device: torch.device) -> _Sweeps:
+                            sh: int, sw: int, h: int, w: int, top: int, left: int,
+                            device: torch.device) -> _Sweeps:
     """Build :class:`_Sweeps`.
 
-    RNN1 reads the projected pixels ``(i, y, x)`` (row ``(i * hr + y) * wc + x``): a row segment
-    (image i, row y, start column ow*sw) reads pixel ``(i, y, ow*sw + t)`` at step t, a column
-    segment (i, column x, start row oh*sh) reads ``(i, oh*sh + t, x)``. Its results, the
+    RNN1 reads the pixels of the ``(hr, wc)`` window of the zero-padded map, whose ``(y, x)`` is
+    pixel ``(y - top, x - left)`` of the ``(h, w)`` input: row ``(i * h + y - top) * w + x - left``
+    of the projected pixels, or row ``n * h * w`` (a zero row) where that is outside the input.
+    A row segment (image i, row y, start column ow*sw) reads ``(i, y, ow*sw + t)`` at step t, a
+    column segment (i, column x, start row oh*sh) reads ``(i, oh*sh + t, x)``. Its results, the
     summaries, are the row summaries ``(i, y, ow)`` in that order, then the column summaries.
     RNN2: patch ``(i, oh, ow)`` sweeps the row summaries ``(i, oh*sh + t, ow)`` and the column
     summaries ``(i, ow*sw + t, oh)``, forward and reversed.
@@ -459,9 +535,14 @@ def _sweep_indices_uncached(n: int, hr: int, wc: int, ho: int, wo: int, kh: int,
         counts = torch.bincount(group_id, minlength=count)
         return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
 
+    def pixel(i: Tensor, y: Tensor, x: Tensor) -> Tensor:  # window (i, y, x) -> its row
+        y, x = y - top, x - left
+        inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+        return torch.where(inside, (i * h + y) * w + x, n * h * w)
+
     # RNN1 rows: (i, y, ow); a group is an image row.
     i_, y_, ow_ = grid(n, hr, wo)
-    rows = ((i_ * hr + y_) * wc + ow_ * sw) + ar(kw)[:, None]
+    rows = pixel(i_, y_, ow_ * sw + ar(kw)[:, None])
     rows_groups = ar(0, n * hr * wo + 1, wo)
     # RNN1 columns: (i, x // B, oh, x); a group is a block of adjacent columns.
     nxb = -(-wc // _BLOCK)
@@ -469,7 +550,7 @@ def _sweep_indices_uncached(n: int, hr: int, wc: int, ho: int, wo: int, kh: int,
     gid = i_ * nxb + x_ // _BLOCK
     perm = torch.argsort((gid * ho + oh_) * wc + x_)
     i_, x_, oh_, gid = i_[perm], x_[perm], oh_[perm], gid[perm]
-    cols = ((i_ * hr + oh_ * sh) * wc + x_) + ar(kh)[:, None] * wc
+    cols = pixel(i_, oh_ * sh + ar(kh)[:, None], x_)
     cols_groups = offsets(gid, n * nxb)
     col_summary = torch.empty(n * wc * ho, dtype=torch.long, device=device)
     col_summary[(i_ * wc + x_) * ho + oh_] = n * hr * wo + ar(n * wc * ho)  # (i, x, oh) -> row
@@ -511,11 +592,11 @@ def _sweep_indices_cached(*geometry) -> _Sweeps:
         return _sweep_indices_uncached(*geometry)
 
 
-def _sweep_indices(n: int, hr: int, wc: int, ho: int, wo: int, kh: int, kw: int, sh: int,
-                   sw: int, device: torch.device, traced: bool) -> _Sweeps:
+def _sweep_indices(*geometry, traced: bool) -> _Sweeps:
+    """:class:`_Sweeps` for the arguments of :func:`_sweep_indices_uncached`."""
     if traced:  # tracers and compilers see the index arithmetic, not cached tensors
-        return _sweep_indices_uncached(n, hr, wc, ho, wo, kh, kw, sh, sw, device)
-    return _sweep_indices_cached(n, hr, wc, ho, wo, kh, kw, sh, sw, device)
+        return _sweep_indices_uncached(*geometry)
+    return _sweep_indices_cached(*geometry)
 
 
 def rnnpool2d(
@@ -565,20 +646,19 @@ def rnnpool2d(
     ho, wo = rnnpool2d_output_size((h, w), (kh, kw), (sh, sw), padding)
     left, right, top, bottom = rnnpool2d_padding((h, w), (kh, kw), (sh, sw), padding)
     if left or right or top or bottom:
-        if padding_mode == "zeros":
-            input = F.pad(input, (left, right, top, bottom))
-        elif padding_mode == "replicate":
+        if padding_mode == "replicate":  # zero padding needs no copy: the sweeps read a zero row
             input = F.pad(input, (left, right, top, bottom), mode="replicate")
-        else:
+            h, w, left, top = h + top + bottom, w + left + right, 0, 0
+        elif padding_mode != "zeros":
             raise ValueError(f"padding_mode must be 'zeros' or 'replicate', got {padding_mode!r}")
-    # Only the rows / columns some patch reads.
+    # The window some patch reads, in padded coordinates.
     hr, wc = sh * (ho - 1) + kh, sw * (wo - 1) + kw
-    x = input[:, :, :hr, :wc].permute(0, 2, 3, 1).reshape(n * hr * wc, c)  # one row per pixel
     h2 = rnn2.weight_hh.shape[0]
     m1, m2 = _cell_matrices(rnn1), _cell_matrices(rnn2)
-    sweeps = _sweep_indices(n, hr, wc, ho, wo, kh, kw, sh, sw, input.device, _traced())
+    sweeps = _sweep_indices(n, hr, wc, ho, wo, kh, kw, sh, sw, h, w, top, left, input.device,
+                            traced=_traced())
     # RNN1: every pixel is projected once; each row / column segment runs once.
-    summaries = _project_and_scan(x, sweeps.rnn1, rnn1, m1, backend)  # (N*(hr*wo + wc*ho), h1)
+    summaries = _project_and_scan(input, sweeps.rnn1, rnn1, m1, backend)  # (N*(hr*wo + wc*ho), h1)
     # RNN2: each summary is projected once; four sweeps per patch.
     out = _project_and_scan(summaries, sweeps.rnn2, rnn2, m2, backend)  # (4*N*ho*wo, h2)
     # -> (N, 4*h2, ho, wo), channel order [row-fwd, row-rev, col-fwd, col-rev].

@@ -162,15 +162,21 @@ class RNNPool2d(nn.Module):
     def executed_macs(self, input_hw: Sequence[int]) -> int:
         """Multiply-adds the shared forward pass actually performs for one image.
 
-        Each used pixel is projected once (``k h1``); each distinct RNN1 segment runs its
-        recurrent products once (no ``U h`` at the first step, where ``h = 0``); each summary is
-        projected through ``W2`` once; the four RNN2 sweeps run their recurrent products.
+        Each input pixel is projected once (``k h1``; zero padding is not projected, replicate
+        padding is); each distinct RNN1 segment runs its recurrent products once (no ``U h`` at
+        the first step, where ``h = 0``); each summary is projected through ``W2`` once; the four
+        RNN2 sweeps run their recurrent products.
         """
         (r, c), (sh, sw) = self.kernel_size, self.stride
         ho, wo = self.output_size(input_hw)
         hr, wc = sh * (ho - 1) + r, sw * (wo - 1) + c
         k, h1, h2 = self.in_channels, self.hidden1, self.hidden2
-        rnn1 = hr * wc * k * h1 + (hr * wo * (c - 1) + ho * wc * (r - 1)) * h1 * h1
+        pixels = input_hw[0] * input_hw[1]
+        if self.padding_mode == "replicate":
+            left, right, top, bottom = RF.rnnpool2d_padding(input_hw, self.kernel_size,
+                                                            self.stride, self.padding)
+            pixels = (input_hw[0] + top + bottom) * (input_hw[1] + left + right)
+        rnn1 = pixels * k * h1 + (hr * wo * (c - 1) + ho * wc * (r - 1)) * h1 * h1
         rnn2 = (hr * wo + ho * wc) * h1 * h2 + 2 * ho * wo * ((r - 1) + (c - 1)) * h2 * h2
         return rnn1 + rnn2
 

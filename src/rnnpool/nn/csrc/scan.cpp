@@ -119,6 +119,7 @@ struct Cell {
   T zeta, nu;
   T out_scale, out_shift;  // the result is out_scale h_T + out_shift
   bool grad_zeta_nu;
+  int64_t skip_row;  // a src row whose gradient is not wanted (shared padding), or -1
 };
 
 // Largest hidden size; sizes 8, 16 and 32 are compiled with a fixed H (HC), others at run time.
@@ -163,8 +164,11 @@ inline void project(const Cell<T>& p, const T* const* rows, int64_t c0, const T*
   constexpr int L = kLanes<T>;
   const int H2 = 2 * (HC ? HC : (int)p.H);
   Vec<T> x[NC];
-  for (int c = 0; c < NC; ++c)
-    for (int l = 0; l < L; ++l) x[c][l] = rows[l][c0 + c];
+  for (int c = 0; c < NC; ++c) {
+    T v[L];
+    for (int l = 0; l < L; ++l) v[l] = rows[l][c0 + c];
+    x[c] = load(v);
+  }
   const T* w = p.wt + c0 * H2;
   for (int i = 0; i < H2; ++i) {
     Vec<T> acc = add ? Vec<T>{} + add[i] : load(a + i * L);
@@ -192,7 +196,7 @@ inline void load_inputs(const Cell<T>& p, const T* const* rows, const T* add, T*
       }
     }
 #endif
-    for (int64_t i = i0; i < H2; ++i)
+    for (int i = i0; i < H2; ++i)  // what the transposes left (all of it without AVX)
       for (int l = 0; l < L; ++l) a[i * L + l] = rows[l][i] + add[i];
     return;
   }
@@ -299,9 +303,9 @@ inline int64_t lane_acc_size(int64_t H) { return (2 * H * H + 2 * H + 2) * kLane
 // Work of backward_block, in H L units: hs (T + 1), zs (T), cs (T), da (2T), a (2), g, gn.
 inline int64_t backward_work(int64_t steps) { return 5 * steps + 5; }
 
-// dsrc rows of the block's lanes (l < n) += the columns of da (2H, L).
+// dsrc rows of the block's lanes += the columns of da (2H, L); lanes whose row is null skip.
 template <typename T, int HC>
-inline void scatter_add(const Cell<T>& p, T* const* rows, int n, const T* da) {
+inline void scatter_add(const Cell<T>& p, T* const* rows, const T* da) {
   constexpr int L = kLanes<T>;
   const int H2 = 2 * (HC ? HC : (int)p.H);
   int i0 = 0;
@@ -311,15 +315,17 @@ inline void scatter_add(const Cell<T>& p, T* const* rows, int n, const T* da) {
       __m256 r[8];
       for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps((const float*)da + (i0 + k) * 8);
       transpose8(r);
-      for (int l = 0; l < n; ++l) {
+      for (int l = 0; l < L; ++l) {
+        if (!rows[l]) continue;
         float* d = (float*)rows[l] + i0;
         _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), r[l]));
       }
     }
   }
 #endif
-  for (int l = 0; l < n; ++l)
-    for (int64_t i = i0; i < H2; ++i) rows[l][i] += da[i * L + l];
+  for (int l = 0; l < L; ++l)
+    if (rows[l])
+      for (int i = i0; i < H2; ++i) rows[l][i] += da[i * L + l];
 }
 
 // Backward of the n <= L sweeps starting at b0: adds into dsrc and the lane sums acc.
@@ -363,7 +369,10 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
       }
     T* rows[L];
     row_pointers(p, t, b0, n, dsrc, 2 * H, rows);
-    scatter_add<T, HC>(p, rows, n, dat);
+    const int64_t* ix = p.idx + t * p.B + b0;
+    for (int l = 0; l < L; ++l)
+      if (l >= n || ix[l] == p.skip_row) rows[l] = nullptr;
+    scatter_add<T, HC>(p, rows, dat);
     if (t == 0) break;  // h_prev = h0 is constant: no gradient flows further
     // gn += [Uz; Uh]^T da: tiles of 8 state rows in registers.
     constexpr int JT = 8;
@@ -609,7 +618,8 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
 // indices into src; groups[f] holds ngroups[f] + 1 offsets (0 ... B[f]) of the runs of sweeps
 // described at the top. The backward writes dsrc (P, 2H), the gradient of the projected rows
 // (W and the raw inputs get theirs from it outside), and adds into dparams: dUz (H, H),
-// dUh (H, H), dbias (2H). Status: 0, -1 unknown activations, -2 bad sizes, -3 bad groups.
+// dUh (H, H), dbias (2H). Sweeps of any group may read row skip_row (a shared padding row,
+// or -1 for none): its gradient is left at zero. Status: 0, -1 unknown activations, -2 bad sizes, -3 bad groups.
 #define RNNPOOL_API(SUFFIX, T)                                                                  \
   extern "C" int rnnpool_scan_forward_##SUFFIX(                                                 \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
@@ -617,7 +627,7 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
       const T* wt, int64_t C, int gate, int update, T zeta, T nu, T out_scale, T out_shift,    \
       T* out, int threads) {                                                                    \
     Cell<T> p{src,  nullptr, 0,  0,         H,         uz,   uh,      nullptr, nullptr, h0,      \
-              bias, wt,      C,  nullptr,   zeta,      nu,   out_scale, out_shift, false};      \
+              bias, wt,      C,  nullptr,   zeta,      nu,   out_scale, out_shift, false, -1};  \
     return run<T>(p, idx, steps, B, nullptr, nullptr, nfam, gate, update, true, out, 0,        \
                   nullptr, nullptr, nullptr, nullptr, threads);                                 \
   }                                                                                             \
@@ -626,10 +636,10 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
       const int64_t* B, int64_t H, const T* uz, const T* uh, const T* h0, const T* bias,       \
       const T* wt, int64_t C, int gate, int update, T zeta, T nu, T out_scale, T out_shift,    \
       const int64_t* const* groups, const int64_t* ngroups, int64_t rows, const T* gout,       \
-      T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu, int threads) {                   \
+      T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu, int64_t skip_row, int threads) { \
     Cell<T> p{src,  nullptr, 0,  0,         H,         uz,   uh,      nullptr, nullptr, h0,      \
               bias, wt,      C,  nullptr,   zeta,      nu,   out_scale, out_shift,              \
-              grad_zeta_nu != 0};                                                               \
+              grad_zeta_nu != 0, skip_row};                                                     \
     return run<T>(p, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr, rows,  \
                   gout, dsrc, dparams, dzeta_nu, threads);                                      \
   }
