@@ -133,6 +133,6 @@ def run(args: argparse.Namespace) -> int:
         from .deploy.demo import mcu_demo
 
         results["mcu"] = mcu_demo(out / "mcu-demo", weights=checkpoint,
-                                  faces=out / "faces-demo" / "faces" if checkpoint else None)
+                                  faces=Path(faces["data"]) if checkpoint else None)
     print(f"\ndemo finished in {time.perf_counter() - t_start:.0f} s; outputs in {out}/")
     return 0

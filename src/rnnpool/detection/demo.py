@@ -38,7 +38,9 @@ def face_demo(
     """Train a small RNNPool face detector on the synthetic face set and show what it finds.
 
     1. builds the synthetic WIDER-format set (:func:`rnnpool.data.synthetic_faces.make_faces`,
-       640x480 images) in ``workdir/faces`` (reused if present);
+       640x480 images) in ``workdir/faces-<num_train>-<num_val>-seed<seed>`` (reused if present:
+       the name holds what the set depends on, so a quick run's set is never reused by a full
+       one);
     2. trains ``model`` for about ``minutes`` of wall time with the shared loop
        (:func:`rnnpool.train.fit`: SGD, warm-up + cosine, S3FD loss) on ``crop x crop`` crops;
     3. writes official-format predictions for the val split (``workdir/pred``) and reports the
@@ -54,8 +56,8 @@ def face_demo(
 
     Returns:
         a dict with ``model``, ``params``, ``train_images``, ``train_seconds``, ``ap``
-        (``{"easy", "medium", "hard"}``), ``checkpoint``, ``pred_dir`` and ``images`` (paths
-        of the drawn photos); also written to ``workdir/face_demo.json``.
+        (``{"easy", "medium", "hard"}``), ``checkpoint``, ``data`` (the face set), ``pred_dir``
+        and ``images`` (paths of the drawn photos); also written to ``workdir/face_demo.json``.
     """
     from PIL import Image
 
@@ -75,7 +77,7 @@ def face_demo(
 
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    data = work / "faces"
+    data = work / f"faces-{num_train}-{num_val}-seed{seed}"
     if not (data / "wider_face_split" / "wider_face_val.mat").is_file():
         make_faces(data, num_train=num_train, num_val=num_val, seed=seed)
 
@@ -172,6 +174,7 @@ def face_demo(
         "train_seconds": round(train_seconds, 1),
         "ap": ap,
         "checkpoint": str(work / "run" / "last.pt"),
+        "data": str(data),
         "pred_dir": str(pred_dir),
         "images": drawn,
     }
