@@ -128,6 +128,29 @@ def test_paper_hidden_sizes_match_reference(backend, cell, h1, h2):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["zeros", "replicate"])
+@pytest.mark.parametrize("channels", [9, 12])
+def test_many_channels_and_padding_match_reference(backend, mode, channels):
+    """Inputs of more than 8 channels are projected from NCHW in place, and zero padding is a
+    row shared by every sweep (the compiled kernel drops its gradient): values and gradients."""
+    m = RNNPool2d(channels, 8, 4, (5, 4), (3, 2), padding=(2, 1), padding_mode=mode,
+                  backend=backend).double()
+    _randomize(m, channels)
+    x = torch.randn(2, channels, 11, 9, dtype=torch.double, requires_grad=True)
+    xr = x.detach().clone().requires_grad_(True)
+    y = m(x)
+    ref = rnnpool_reference(xr, m.rnn1.params(), m.rnn2.params(), (5, 4), (3, 2),
+                            rnnpool2d_padding((11, 9), (5, 4), (3, 2), (2, 1)), mode)
+    assert y.shape == ref.shape
+    assert torch.allclose(y, ref, rtol=0, atol=1e-10)
+    gy = torch.randn_like(y)
+    params = list(m.parameters())
+    for a, b in zip(torch.autograd.grad(y, [x] + params, gy),
+                    torch.autograd.grad(ref, [xr] + params, gy)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_paper_layer_shape_matches_reference(backend):
     # MobileNetV2-RNNPool's layer shape at a reduced size: patch 6, stride 4, "same" padding.
     m = RNNPool2d(5, 4, 3, 6, 4, padding="same", backend=backend).double()
