@@ -616,7 +616,9 @@ def rnnpool2d(
     * projects every pixel once (``W1 x``) instead of once per patch and direction,
     * runs each row / column segment of RNN1 once even when overlapping patches share it,
     * runs rows and columns (and the four RNN2 sweeps) as one batched recurrence when the patch
-      is square, and projects each RNN1 summary through ``W2`` once.
+      is square, and projects each RNN1 summary through ``W2`` once,
+    * never builds the zero-padded input: the sweeps read one shared zero row where they step
+      into the padding.
 
     Args:
         input: ``(N, C, H, W)``.
