@@ -107,8 +107,6 @@ struct Cell {
   const T* src;
   const int64_t* idx;  // (steps, B), set per family
   int64_t steps, B, H;
-  const T* uz;  // (H, H) row-major
-  const T* uh;
   const T* ucat;  // (2H, H): [Uz; Uh] row-major
   const T* upk;   // [Uz; Uh] in panels of 8 rows, each column-major (2H / 8, H, 8); fixed H only
   const T* h0;    // (H,)
@@ -192,7 +190,8 @@ inline void load_inputs(const Cell<T>& p, const T* const* rows, const T* add, T*
         for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps((const float*)rows[l] + i0);
         transpose8(r);
         for (int k = 0; k < 8; ++k)
-          _mm256_storeu_ps((float*)a + (i0 + k) * 8, _mm256_add_ps(r[k], _mm256_set1_ps(add[i0 + k])));
+          _mm256_storeu_ps((float*)a + (i0 + k) * 8,
+                           _mm256_add_ps(r[k], _mm256_set1_ps(add[i0 + k])));
       }
     }
 #endif
@@ -397,7 +396,8 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
     }
     std::memcpy(g, gn, sizeof(T) * HL);
   }
-  // Lane sums: dU[i][j] += sum_t da_t[i] h_{t-1}[j] (rows i of [Uz; Uh]), dbias[i] += sum_t da_t[i].
+  // Lane sums: dU[i][j] += sum_t da_t[i] h_{t-1}[j] (rows i of [Uz; Uh]),
+  // dbias[i] += sum_t da_t[i].
   // Tiles of 4 x 2 products stay in registers over the steps.
   T* du = acc;
   T* db = acc + 2 * (int64_t)H * H * L;
@@ -564,10 +564,10 @@ int dispatch(const Cell<T>& p, const Family* fam, int nfam, bool fwd, T* out, in
 }
 
 template <typename T>
-int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_t* B,
-        const int64_t* const* groups, const int64_t* ngroups, int nfam, int gate, int update,
-        bool fwd, T* out, int64_t rows, const T* gout, T* dsrc, T* dparams, double* dzn,
-        int threads) {
+int run(Cell<T> p, const T* uz, const T* uh, const int64_t* const* idx, const int64_t* steps,
+        const int64_t* B, const int64_t* const* groups, const int64_t* ngroups, int nfam,
+        int gate, int update, bool fwd, T* out, int64_t rows, const T* gout, T* dsrc,
+        T* dparams, double* dzn, int threads) {
   if (p.H <= 0 || p.H > kMaxH || p.C < 0 || nfam <= 0 || threads <= 0) return -2;
   std::vector<Family> fam(nfam);
   for (int f = 0; f < nfam; ++f) {
@@ -581,17 +581,14 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
     for (int64_t k = 0; k < ngroups[f]; ++k)
       if (g[k + 1] < g[k]) return -3;
   }
-  std::vector<T> k0(p.bias, p.bias + 2 * p.H);
-  for (int64_t i = 0; i < p.H; ++i)
-    for (int64_t j = 0; j < p.H; ++j) {
-      k0[i] += p.uz[i * p.H + j] * p.h0[j];
-      k0[p.H + i] += p.uh[i * p.H + j] * p.h0[j];
-    }
-  p.k0 = k0.data();
   const int64_t H = p.H;
   std::vector<T> ucat(2 * H * H), upk(2 * H * H);
-  std::memcpy(ucat.data(), p.uz, sizeof(T) * H * H);
-  std::memcpy(ucat.data() + H * H, p.uh, sizeof(T) * H * H);
+  std::memcpy(ucat.data(), uz, sizeof(T) * H * H);
+  std::memcpy(ucat.data() + H * H, uh, sizeof(T) * H * H);
+  std::vector<T> k0(p.bias, p.bias + 2 * H);
+  for (int64_t i = 0; i < 2 * H; ++i)
+    for (int64_t j = 0; j < H; ++j) k0[i] += ucat[i * H + j] * p.h0[j];
+  p.k0 = k0.data();
   if (H % 8 == 0)
     for (int64_t i = 0; i < 2 * H; ++i)
       for (int64_t j = 0; j < H; ++j) upk[((i / 8) * H + j) * 8 + i % 8] = ucat[i * H + j];
@@ -619,16 +616,17 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
 // described at the top. The backward writes dsrc (P, 2H), the gradient of the projected rows
 // (W and the raw inputs get theirs from it outside), and adds into dparams: dUz (H, H),
 // dUh (H, H), dbias (2H). Sweeps of any group may read row skip_row (a shared padding row,
-// or -1 for none): its gradient is left at zero. Status: 0, -1 unknown activations, -2 bad sizes, -3 bad groups.
+// or -1 for none): its gradient is left at zero. Status: 0, -1 unknown activations, -2 bad
+// sizes, -3 bad groups.
 #define RNNPOOL_API(SUFFIX, T)                                                                  \
   extern "C" int rnnpool_scan_forward_##SUFFIX(                                                 \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
       const int64_t* B, int64_t H, const T* uz, const T* uh, const T* h0, const T* bias,       \
       const T* wt, int64_t C, int gate, int update, T zeta, T nu, T out_scale, T out_shift,    \
       T* out, int threads) {                                                                    \
-    Cell<T> p{src,  nullptr, 0,  0,         H,         uz,   uh,      nullptr, nullptr, h0,      \
-              bias, wt,      C,  nullptr,   zeta,      nu,   out_scale, out_shift, false, -1};  \
-    return run<T>(p, idx, steps, B, nullptr, nullptr, nfam, gate, update, true, out, 0,        \
+    Cell<T> p{src,  nullptr, 0,  0,    H,  nullptr,   nullptr,   h0,    bias,                   \
+              wt,   C,       nullptr, zeta, nu, out_scale, out_shift, false, -1};             \
+    return run<T>(p, uz, uh, idx, steps, B, nullptr, nullptr, nfam, gate, update, true, out, 0, \
                   nullptr, nullptr, nullptr, nullptr, threads);                                 \
   }                                                                                             \
   extern "C" int rnnpool_scan_backward_##SUFFIX(                                                \
@@ -637,11 +635,11 @@ int run(Cell<T> p, const int64_t* const* idx, const int64_t* steps, const int64_
       const T* wt, int64_t C, int gate, int update, T zeta, T nu, T out_scale, T out_shift,    \
       const int64_t* const* groups, const int64_t* ngroups, int64_t rows, const T* gout,       \
       T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu, int64_t skip_row, int threads) { \
-    Cell<T> p{src,  nullptr, 0,  0,         H,         uz,   uh,      nullptr, nullptr, h0,      \
-              bias, wt,      C,  nullptr,   zeta,      nu,   out_scale, out_shift,              \
-              grad_zeta_nu != 0, skip_row};                                                     \
-    return run<T>(p, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr, rows,  \
-                  gout, dsrc, dparams, dzeta_nu, threads);                                      \
+    Cell<T> p{src,  nullptr, 0,  0,    H,  nullptr,   nullptr,   h0,    bias,                   \
+              wt,   C,       nullptr, zeta, nu, out_scale, out_shift, grad_zeta_nu != 0,      \
+              skip_row};                                                                       \
+    return run<T>(p, uz, uh, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr,  \
+                  rows, gout, dsrc, dparams, dzeta_nu, threads);                                \
   }
 
 RNNPOOL_API(f32, float)
