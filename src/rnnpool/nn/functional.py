@@ -336,9 +336,10 @@ def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: 
         return _scan_groups(rows, families, p, m, "native", bias, m.w, pad_row)
     if pad_row is not None:
         rows = _pixel_projection(inputs, m.w)
-    else:
-        rows = _project(inputs, m.w, None if native else bias)
-        bias = bias if native else None
+    elif native:
+        rows = _project(inputs, m.w, None)
+    else:  # the torch path adds the bias in the projection's product
+        rows, bias = _project(inputs, m.w, bias), None
     return _scan_groups(rows, families, p, m, "native" if native else "torch", bias,
                         skip_row=pad_row)
 
