@@ -67,7 +67,7 @@ def test_scan_equals_repeated_cell_steps(kind, backend):
     for t in range(6):
         h = torch.stack([cell_step(xs[t, b], h[b], p) for b in range(4)])
     m = _cell_matrices(p)
-    src = xs.reshape(24, 3) @ m.w.t() + m.b.t()  # row t * 4 + b holds step t of sweep b
+    src = xs.reshape(24, 3) @ m.w.t() + m.b  # row t * 4 + b holds step t of sweep b
     idx = torch.arange(24).view(6, 4)
     assert torch.allclose(_scan_groups(src, [(idx, None)], p, m, backend), h, atol=1e-12)
 

@@ -89,10 +89,10 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
     ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for dtype, suffix in _SUFFIX.items():
         scalar = _CTYPES[dtype]
-        # src, nfam, idx[], steps[], B[], H, uz, uh, h0, bias, wt, C, gate, update, zeta, nu,
-        # out_scale, out_shift
+        # src, nfam, idx[], steps[], B[], H, u, h0, bias, ubias, wt, C, gate, update, kappa,
+        # zeta, nu, out_scale, out_shift
         common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, c_int, c_int,
-                  scalar, scalar, scalar, scalar]
+                  scalar, scalar, scalar, scalar, scalar]
         fwd = getattr(dll, f"rnnpool_scan_forward_{suffix}")
         fwd.argtypes, fwd.restype = [*common, ptr, c_int], c_int
         bwd = getattr(dll, f"rnnpool_scan_backward_{suffix}")
@@ -134,26 +134,25 @@ def _scalar(v: Union[Tensor, float]) -> float:
 class _Call:
     """The arguments shared by the forward and backward entry points, kept alive with it."""
 
-    def __init__(self, src: Tensor, idx: Sequence[Tensor], u_z: Tensor, u_h: Tensor, h0: Tensor,
-                 bias: Tensor, w: Optional[Tensor], gate: str, update: str, zeta, nu,
-                 affine: tuple[float, float]) -> None:
+    def __init__(self, src: Tensor, idx: Sequence[Tensor], u: Tensor, h0: Tensor, bias: Tensor,
+                 ubias: Tensor, w: Optional[Tensor], gate: str, update: str, kappa: float, zeta,
+                 nu, affine: tuple[float, float]) -> None:
         scalar = _CTYPES[src.dtype]
         self.dll = _load()[0]
         self.suffix = _SUFFIX[src.dtype]
-        self.hidden = u_z.shape[0]
+        self.hidden = u.shape[0]
         self.channels = 0 if w is None else w.shape[1]
         wt = src.new_zeros(1) if w is None else w.t().contiguous()
-        self.keep = [src.contiguous(), u_z.contiguous(), u_h.contiguous(), h0.contiguous(),
-                     bias.contiguous(), wt]
+        self.keep = [src.contiguous(), u.contiguous(), h0.contiguous(), bias.contiguous(),
+                     ubias.contiguous(), wt]
         self.idx = [i.contiguous() for i in idx]
         n = len(self.idx)
         self.steps = (ctypes.c_int64 * n)(*[i.shape[0] for i in self.idx])
         self.sweeps = (ctypes.c_int64 * n)(*[i.shape[1] for i in self.idx])
         self.idx_ptrs = (ctypes.c_void_p * n)(*[i.data_ptr() for i in self.idx])
-        s, uz, uh, h, b, wt = self.keep
-        self.args = [s.data_ptr(), n, self.idx_ptrs, self.steps, self.sweeps, self.hidden,
-                     uz.data_ptr(), uh.data_ptr(), h.data_ptr(), b.data_ptr(), wt.data_ptr(),
-                     self.channels, GATE_CODES[gate], UPDATE_CODES[update],
+        s, *tensors = [t.data_ptr() for t in self.keep]  # u, h0, bias, ubias, wt
+        self.args = [s, n, self.idx_ptrs, self.steps, self.sweeps, self.hidden, *tensors,
+                     self.channels, GATE_CODES[gate], UPDATE_CODES[update], scalar(kappa),
                      scalar(_scalar(zeta)), scalar(_scalar(nu)), scalar(affine[0]),
                      scalar(affine[1])]
 
@@ -163,20 +162,20 @@ class _Call:
 
     def backward(self, groups: Sequence[Tensor], gout: Tensor, dsrc: Tensor, grad_zeta_nu: bool,
                  skip_row: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Fill ``dsrc`` (``(P, 2H)``: the gradient of the projected rows, zero at row
-        ``skip_row``); return ``dU_z, dU_h, dbias`` and ``(dzeta, dnu)`` in float64."""
+        """Fill ``dsrc`` (``(P, H)``: the gradient of the projected rows, zero at row
+        ``skip_row``); return ``dU, dbias, dubias`` and ``(dzeta, dnu)`` in float64."""
         fn = getattr(self.dll, f"rnnpool_scan_backward_{self.suffix}")
         n = len(groups)
         offsets = (ctypes.c_void_p * n)(*[g.data_ptr() for g in groups])
         counts = (ctypes.c_int64 * n)(*[g.numel() - 1 for g in groups])
         h = self.hidden
-        dparams = dsrc.new_zeros(2 * h * h + 2 * h)
+        dparams = dsrc.new_zeros(h * h + 2 * h)
         dzn = torch.zeros(2, dtype=torch.float64)
         _check(fn(*self.args, offsets, counts, dsrc.shape[0], gout.data_ptr(), dsrc.data_ptr(),
                   dparams.data_ptr(), dzn.data_ptr(), int(grad_zeta_nu), skip_row,
                   torch.get_num_threads()))
-        du_z, du_h, dbias = dparams.split([h * h, h * h, 2 * h])
-        return du_z.view(h, h), du_h.view(h, h), dbias, dzn
+        du, dbias, dubias = dparams.split([h * h, h, h])
+        return du.view(h, h), dbias, dubias, dzn
 
 
 _STATUS = {-1: "unknown activation", -2: "bad sizes",
@@ -190,27 +189,27 @@ def _check(rc: int) -> None:
 
 class _Scan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, src, bias, w, u_z, u_h, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
-        gate, update, affine, _ = cfg
+    def forward(ctx, src, bias, ubias, w, u, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
+        gate, update, kappa, affine, _ = cfg
         idx = idx_groups[0::2]
-        call = _Call(src, idx, u_z, u_h, h0, bias, w, gate, update, zeta, nu, affine)
-        out = src.new_empty(sum(i.shape[1] for i in idx), u_z.shape[0])
+        call = _Call(src, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
+        out = src.new_empty(sum(i.shape[1] for i in idx), u.shape[0])
         call.forward(out)
-        ctx.save_for_backward(src, bias, w, u_z, u_h, h0, *idx_groups)
+        ctx.save_for_backward(src, bias, ubias, w, u, h0, *idx_groups)
         ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
         return out
 
     @staticmethod
     @once_differentiable  # the saved activations are treated as constants
     def backward(ctx, gout):  # type: ignore[override]
-        src, bias, w, u_z, u_h, h0, *idx_groups = ctx.saved_tensors
+        src, bias, ubias, w, u, h0, *idx_groups = ctx.saved_tensors
         idx, groups = idx_groups[0::2], idx_groups[1::2]
-        gate, update, affine, skip_row = ctx.cfg
+        gate, update, kappa, affine, skip_row = ctx.cfg
         zeta, nu = ctx.zeta, ctx.nu
-        call = _Call(src, idx, u_z, u_h, h0, bias, w, gate, update, zeta, nu, affine)
-        dproj = src.new_empty(src.shape[0], 2 * u_z.shape[0])  # zeroed by the kernel
+        call = _Call(src, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
+        dproj = src.new_empty(src.shape[0], u.shape[0])  # zeroed by the kernel
         grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
-        du_z, du_h, dbias, dzn = call.backward(groups, gout.contiguous(), dproj, grad_zeta_nu,
+        du, dbias, dubias, dzn = call.backward(groups, gout.contiguous(), dproj, grad_zeta_nu,
                                                skip_row)
         dzeta = dzn[0].to(src.dtype) if isinstance(zeta, Tensor) else None
         dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
@@ -218,26 +217,26 @@ class _Scan(torch.autograd.Function):
             dsrc, dw = dproj, None
         else:  # the projection's backward, laid out as BLAS runs it fast (x^T dy, not dy^T x)
             dsrc = F.linear(dproj, w.t().contiguous()) if ctx.needs_input_grad[0] else None
-            dw = (src.t() @ dproj).t() if ctx.needs_input_grad[2] else None
-        return (dsrc, dbias, dw, du_z, du_h, dzeta, dnu, None, None,
+            dw = (src.t() @ dproj).t() if ctx.needs_input_grad[3] else None
+        return (dsrc, dbias, dubias, dw, du, dzeta, dnu, None, None,
                 *([None] * len(idx_groups)))
 
 
-def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: Tensor,
-         u_h: Tensor, h0: Tensor, gate: str, update: str, zeta: Union[Tensor, float] = 1.0,
+def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Tensor,
+         h0: Tensor, gate: str, update: str, zeta: Union[Tensor, float] = 1.0,
          nu: Union[Tensor, float] = 0.0, affine: tuple[float, float] = (1.0, 0.0),
-         bias: Optional[Tensor] = None, w: Optional[Tensor] = None,
-         skip_row: Optional[int] = None) -> Tensor:
+         bias: Optional[Tensor] = None, ubias: Optional[Tensor] = None, kappa: float = 1.0,
+         w: Optional[Tensor] = None, skip_row: Optional[int] = None) -> Tensor:
     """Final states of families of FastGRNN sweeps, computed by the compiled kernel.
 
     Step ``t`` of sweep ``b`` of a family reads the projected input row
-    ``x = src[idx[t, b]] + bias`` (or ``w src[idx[t, b]] + bias`` when ``w`` is given; gate
-    half, then update half) and computes ``z = gate(x_z + u_z h)``,
-    ``c = update(x_h + u_h h)``, ``h' = z h + (zeta (1 - z) + nu) c`` from ``h = h0``.
-    Differentiable in ``src``, ``bias``, ``w``, ``u_z``, ``u_h``, ``zeta`` and ``nu``.
+    ``x = src[idx[t, b]]`` (or ``w src[idx[t, b]]`` when ``w`` is given) and computes, from
+    ``h = h0``, the pre-activation ``a = x + bias + u h`` that FastGRNN's gate and update share,
+    ``z = gate(a)``, ``c = update(kappa a + ubias)``, ``h' = z h + (zeta (1 - z) + nu) c``.
+    Differentiable in ``src``, ``bias``, ``ubias``, ``w``, ``u``, ``zeta`` and ``nu``.
 
     Args:
-        src: ``(P, 2H)`` float32 or float64 CPU tensor of projected inputs, or ``(P, C)`` raw
+        src: ``(P, H)`` float32 or float64 CPU tensor of projected inputs, or ``(P, C)`` raw
             inputs when ``w`` is given.
         families: ``(idx, groups)`` pairs: ``idx`` is ``(T, B)`` int64 row indices into
             ``src``; ``groups`` is an int64 tensor of offsets ``0 = g_0 <= ... <= g_G = B``
@@ -245,17 +244,19 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: 
             gradient without atomics, one thread per run, so sweeps of different runs must
             never read the same row (families run one after the other and may share rows).
             None: one run (one thread).
-        u_z, u_h: ``(H, H)`` recurrent matrices of the gate and the update.
+        u: ``(H, H)`` recurrent matrix.
         h0: ``(H,)`` initial state.
         gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
         update: ``"tanh"``, ``"hard_tanh"`` or ``"sigmoid"``.
         zeta, nu: the cell's scalars (tensors are differentiated).
         affine: ``(a, b)``: return ``a h_T + b`` (the paper's cell run on ``g = (h + 1) / 2``
             returns ``2 g - 1``).
-        bias: ``(2H,)`` added to every row read (None: zero). Adding it here rather than in the
+        bias: ``(H,)`` added to every row read (None: zero). Adding it here rather than in the
             projection saves a pass over ``src``.
-        w: ``(2H, C)`` input matrix: the kernel projects each row as it reads it, so no
-            ``(P, 2H)`` map is written. Pays when ``C`` is small: each row is projected once
+        ubias: ``(H,)`` the update's offset (None: zero).
+        kappa: the update's scale of the pre-activation.
+        w: ``(H, C)`` input matrix: the kernel projects each row as it reads it, so no
+            ``(P, H)`` map is written. Pays when ``C`` is small: each row is projected once
             per sweep that reads it.
         skip_row: a row that sweeps of any run may read (a padding row shared by all): its
             gradient is not computed (left at zero), so it needs no owner.
@@ -263,7 +264,8 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: 
     Returns:
         ``(sum of B, H)``: ``a h_T + b`` of every sweep, families in order.
     """
-    if not supports(src, u_z.shape[0], gate, update):
+    hidden = u.shape[0]
+    if not supports(src, hidden, gate, update):
         raise RuntimeError(f"the native scan cannot run this case ({native_status()})")
     flat = []
     for idx, groups in families:
@@ -276,10 +278,12 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u_z: 
                              f"{tuple(idx.shape)} {idx.dtype} and {tuple(groups.shape)}")
         flat += [idx, groups]  # the kernel checks the offsets (status -3)
     skip = -1 if skip_row is None else int(skip_row)
-    cfg = (gate, update, (float(affine[0]), float(affine[1])), skip)
-    if bias is None:
-        bias = src.new_zeros(src.shape[1])
-    if w is not None and (w.dim() != 2 or w.shape != (2 * u_z.shape[0], src.shape[1])):
-        raise ValueError(f"w must be (2H, C) = {(2 * u_z.shape[0], src.shape[1])}, got "
-                         f"{tuple(w.shape)}")
-    return _Scan.apply(src, bias, w, u_z, u_h, zeta, nu, h0, cfg, *flat)
+    cfg = (gate, update, float(kappa), (float(affine[0]), float(affine[1])), skip)
+    bias = src.new_zeros(hidden) if bias is None else bias
+    ubias = src.new_zeros(hidden) if ubias is None else ubias
+    width = src.shape[1] if w is None else w.shape[0]
+    if width != hidden or (w is not None and (w.dim() != 2 or w.shape[1] != src.shape[1])):
+        raise ValueError(f"src must be (P, {hidden}), or (P, C) with w (H, C) = "
+                         f"{(hidden, src.shape[1])}; got src {tuple(src.shape)} and w "
+                         f"{None if w is None else tuple(w.shape)}")
+    return _Scan.apply(src, bias, ubias, w, u, zeta, nu, h0, cfg, *flat)

@@ -102,21 +102,23 @@ def fastgrnn_cell(x: Tensor, h: Tensor, params: FastGRNNParams) -> Tensor:
 class _CellMatrices(NamedTuple):
     """A cell's matrices for column-major batched sweeps (states are ``(hidden, B)``).
 
-    ``w``/``b`` stack the gate rows over the update rows, so one product projects both; the
-    recurrent products stay apart (``u_z``, ``u_h``) so that a step's pre-activation is never
-    sliced. ``h0`` is the initial state as a ``(hidden, 1)`` column, or ``None`` for zero.
+    FastGRNN's gate and update share one pre-activation, so a step is
+    ``a = w x + b + u h``, ``z = gate(a)``, ``c = update(kappa a + ub)``: one input product and
+    one recurrent product of ``hidden`` rows (``kappa = 1``, ``ub = b_h - b_z`` for the cell as
+    written). ``h0`` is the initial state as a ``(hidden, 1)`` column, or ``None`` for zero.
 
     For the paper's cell (sigmoid, tanh, ``zeta = 1``, ``nu = 0``) the sweep runs on
     ``g = (h + 1) / 2``: with ``tanh(a) = 2 sigmoid(2a) - 1`` the step becomes
     ``g' = lerp(sigmoid(a_h), g, z)``, both non-linearities are sigmoids (tanh is several times
     slower) and no op is spent on ``2 s - 1``. The changes of variable are folded into the
-    matrices: ``u_z = 2U``, ``u_h = 4U``, update rows of ``w`` doubled, biases shifted by ``-U 1``.
+    matrices: ``u = 2U``, ``b = b_z - U 1``, ``kappa = 2``, ``ub = 2 (b_h - b_z)``.
     """
 
-    w: Tensor  # (2h, in)
-    b: Tensor  # (2h, 1)
-    u_z: Tensor  # (h, h)
-    u_h: Tensor  # (h, h)
+    w: Tensor  # (h, in)
+    b: Tensor  # (h,)
+    ub: Tensor  # (h,)
+    u: Tensor  # (h, h)
+    kappa: float
     h0: Optional[Tensor]  # (h, 1)
     sigmoid_form: bool
 
@@ -124,23 +126,12 @@ class _CellMatrices(NamedTuple):
 def _cell_matrices(p: FastGRNNParams) -> _CellMatrices:
     u = p.weight_hh
     if p.gate == "sigmoid" and p.update == "tanh" and _is_plain(p):
-        shift = u.sum(1)
-        return _CellMatrices(
-            torch.cat([p.weight_ih, 2.0 * p.weight_ih]),
-            torch.cat([p.bias_gate - shift, 2.0 * (p.bias_update - shift)])[:, None],
-            2.0 * u,
-            4.0 * u,
-            u.new_full((u.shape[0], 1), 0.5),
-            True,
-        )
-    return _CellMatrices(
-        torch.cat([p.weight_ih, p.weight_ih]),
-        torch.cat([p.bias_gate, p.bias_update])[:, None],
-        u,
-        u,
-        None,
-        False,
-    )
+        b = p.bias_gate - u.sum(1)
+        ub = 2.0 * (p.bias_update - p.bias_gate)
+        return _CellMatrices(p.weight_ih, b, ub, 2.0 * u, 2.0, u.new_full((u.shape[0], 1), 0.5),
+                             True)
+    return _CellMatrices(p.weight_ih, p.bias_gate, p.bias_update - p.bias_gate, u, 1.0, None,
+                         False)
 
 
 def _scan_forward(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices, save: bool):
@@ -150,24 +141,23 @@ def _scan_forward(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices,
     else:
         gate, update = GATES[p.gate], UPDATES[p.update]
     plain = m.sigmoid_form or _is_plain(p)
-    hidden = p.weight_hh.shape[0]
+    ub = m.ub[:, None]
     h = m.h0
     saved = []
     for t in range(idx.shape[0]):
         # Gathered one step at a time: a whole-sweep buffer is T times larger, and buffers past
         # the allocator's reuse threshold cost page faults on every call.
-        x_t = src.index_select(0, idx[t]).t()  # rows gather fast; addmm reads the transpose
-        xz_t, xh_t = x_t[:hidden], x_t[hidden:]
-        if h is None:  # h = 0: no recurrent product, and z * h vanishes
-            z, c = gate(xz_t), update(xh_t)
+        a = src.index_select(0, idx[t]).t()  # rows gather fast; addmm reads the transpose
+        if h is not None:
+            if h.shape[1] == 1:  # the constant initial column, broadcast over the batch
+                a = a + m.u @ h
+                h = h.expand_as(a)
+            else:
+                a = torch.addmm(a, m.u, h)
+        z, c = gate(a), update(torch.add(ub, a, alpha=m.kappa))
+        if h is None:  # h = 0: z * h vanishes
             h_new = (1.0 - z) * c if plain else (p.zeta * (1.0 - z) + p.nu) * c
         else:
-            if h.shape[1] == 1:  # the constant initial column, broadcast over the batch
-                z, c = gate(xz_t + m.u_z @ h), update(xh_t + m.u_h @ h)
-                h = h.expand_as(z)
-            else:
-                z = gate(torch.addmm(xz_t, m.u_z, h))
-                c = update(torch.addmm(xh_t, m.u_h, h))
             h_new = torch.lerp(c, h, z) if plain else z * h + (p.zeta * (1.0 - z) + p.nu) * c
         if save:
             saved.append((h, z, c))
@@ -186,29 +176,27 @@ class _ScanFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, src, u_z, u_h, zeta, nu, idx, p, m):  # type: ignore[override]
+    def forward(ctx, src, u, ub, zeta, nu, idx, p, m):  # type: ignore[override]
         h, saved = _scan_forward(src, idx, p, m, save=True)
         ctx.p, ctx.m, ctx.first_zero, ctx.src_shape = p, m, saved[0][0] is None, src.shape
         flat = [t for step in saved for t in step if t is not None]
-        ctx.save_for_backward(idx, u_z, u_h, *flat)
+        ctx.save_for_backward(idx, u, *flat)
         return h
 
     @staticmethod
     @once_differentiable  # the saved activations are treated as constants
     def backward(ctx, gh):  # type: ignore[override]
         p, m = ctx.p, ctx.m
-        idx, u_z, u_h, *flat = ctx.saved_tensors
+        idx, u, *flat = ctx.saved_tensors
         if ctx.first_zero:
             flat = [None] + flat
         steps = [flat[i : i + 3] for i in range(0, len(flat), 3)]
         plain = m.sigmoid_form or _is_plain(p)
-        hidden, b = gh.shape
         if m.sigmoid_form:
             gh = 2.0 * gh  # h = 2 g - 1
         dsrc = gh.new_zeros(ctx.src_shape[1], ctx.src_shape[0])  # transposed: column scatter
-        dx = gh.new_empty(2 * hidden, b)  # one step's input gradient, scattered into dsrc
-        daz, dah = dx.split(hidden)
-        du_z, du_h = torch.zeros_like(u_z), torch.zeros_like(u_h)
+        daz, dah = gh.new_empty(gh.shape), gh.new_empty(gh.shape)
+        du, dub = torch.zeros_like(u), gh.new_zeros(gh.shape[0])
         dzeta = gh.new_zeros(()) if isinstance(p.zeta, Tensor) else None
         dnu = gh.new_zeros(()) if isinstance(p.nu, Tensor) else None
         for t in range(len(steps) - 1, -1, -1):
@@ -235,12 +223,13 @@ class _ScanFunction(torch.autograd.Function):
                 torch.ops.aten.tanh_backward.grad_input(dc, c, grad_input=dah)
             else:
                 torch.mul(dc, (c.abs() < 1).to(dc.dtype), out=dah)
-            dsrc.index_add_(1, idx[t], dx)
+            dub += dah.sum(1)
+            da = torch.add(daz, dah, alpha=m.kappa)  # the shared pre-activation's gradient
+            dsrc.index_add_(1, idx[t], da)
             if h_prev is not None:
-                du_z.addmm_(daz, h_prev.t())
-                du_h.addmm_(dah, h_prev.t())
-                gh = torch.addmm(torch.addmm(gz, u_z.t(), daz), u_h.t(), dah)
-        return dsrc.t(), du_z, du_h, dzeta, dnu, None, None, None
+                du.addmm_(da, h_prev.t())
+                gh = torch.addmm(gz, u.t(), da)
+        return dsrc.t(), du, dub, dzeta, dnu, None, None, None
 
 
 BACKENDS = ("auto", "native", "torch")
@@ -265,19 +254,19 @@ def _scan(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tens
     """Final states of FastGRNN sweeps from precomputed input projections, in torch ops.
 
     Args:
-        src: ``(P, 2h)`` projected inputs ``x @ m.w^T + m.b^T``, one row per input vector.
+        src: ``(P, h)`` projected inputs ``x @ m.w^T + m.b``, one row per input vector.
         idx: ``(T, B)`` int64: sweep ``b`` reads row ``idx[t, b]`` at step ``t``.
 
     Returns:
         ``(B, h)``.
     """
-    differentiable = [src, m.u_z, m.u_h, p.zeta, p.nu]
+    differentiable = [src, m.u, m.ub, p.zeta, p.nu]
     if (
         torch.is_grad_enabled()
         and any(isinstance(t, Tensor) and t.requires_grad for t in differentiable)
         and not _traced()  # inductor differentiates the plain loop itself
     ):
-        return _ScanFunction.apply(src, m.u_z, m.u_h, p.zeta, p.nu, idx, p, m).t()
+        return _ScanFunction.apply(src, m.u, m.ub, p.zeta, p.nu, idx, p, m).t()
     return _scan_forward(src, idx, p, m, save=False)[0].t()
 
 
@@ -287,13 +276,13 @@ def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNN
     """Run families of sweeps over ``src``, each given as ``(idx, groups)``.
 
     Args:
-        src: ``(P, 2h)`` projected inputs (``x W^T``, plus ``b`` unless given as ``bias``), or
+        src: ``(P, h)`` projected inputs (``x W^T``, plus ``m.b`` unless given as ``bias``), or
             ``(P, in)`` raw inputs when ``w`` is given.
         families: ``(idx, groups)``: ``idx`` is ``(T, B)`` int64 (sweep ``b`` reads row
             ``idx[t, b]`` at step ``t``); ``groups`` are offsets of runs of sweeps that alone
             read their rows (see :func:`rnnpool.nn._native.scan`).
-        bias: ``(2h,)`` to add to every row read, or None.
-        w: ``(2h, in)``: project each raw row as it is read (the compiled kernel), or None.
+        bias: ``(h,)`` to add to every row read, or None.
+        w: ``(h, in)``: project each raw row as it is read (the compiled kernel), or None.
         skip_row: a row that sweeps of any group may read, whose gradient is not needed (the
             shared padding row), or None.
 
@@ -304,8 +293,8 @@ def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNN
         h0 = m.h0[:, 0] if m.h0 is not None else src.new_zeros(p.weight_hh.shape[0])
         update = "sigmoid" if m.sigmoid_form else p.update
         affine = (2.0, -1.0) if m.sigmoid_form else (1.0, 0.0)  # h = 2 g - 1
-        return _native.scan(src, families, m.u_z, m.u_h, h0, p.gate, update, p.zeta, p.nu, affine,
-                            bias, w, skip_row)
+        return _native.scan(src, families, m.u, h0, p.gate, update, p.zeta, p.nu, affine,
+                            bias, m.ub, m.kappa, w, skip_row)
     if w is not None or bias is not None:
         src = _project(src, w, bias) if w is not None else src + bias
     # One batched scan per distinct T: fewer, larger torch ops.
@@ -315,20 +304,20 @@ def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNN
 
 
 # Up to this many input channels the compiled kernel projects each row as it reads it (a row is
-# projected by each sweep that reads it, 2x for RNN1) instead of writing a (P, 2h) map first.
+# projected by each sweep that reads it, 2x for RNN1) instead of writing a (P, h) map first.
 _FUSE_MAX_CHANNELS = 8
 
 
 def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNNParams,
                       m: _CellMatrices, backend: str) -> Tensor:
-    """Project every input row (``(P, in)`` -> ``(P, 2h)``) and run the sweeps over it.
+    """Project every input row (``(P, in)`` -> ``(P, h)``) and run the sweeps over it.
 
     ``inputs`` is either ``(P, in)`` rows or an ``(N, in, H, W)`` map, whose rows are its pixels
     ``(i, y, x)`` in that order followed by one zero row (what the sweeps read in the padding).
     The compiled kernel adds the bias as it reads a row, and with few input channels also does
-    the projection there, which saves writing (and in the backward, reading) a ``(P, 2h)`` map.
+    the projection there, which saves writing (and in the backward, reading) a ``(P, h)`` map.
     """
-    bias = m.b[:, 0]
+    bias = m.b
     pad_row = inputs.shape[0] * inputs.shape[2] * inputs.shape[3] if inputs.dim() == 4 else None
     native = _use_native(inputs, p, m, backend)
     if native and inputs.shape[1] <= _FUSE_MAX_CHANNELS:

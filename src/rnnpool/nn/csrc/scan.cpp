@@ -1,23 +1,26 @@
 // Fused FastGRNN sweeps for RNNPool2d on the CPU (see rnnpool/nn/_native.py).
 //
-// Sweep b of a family reads row idx[t * B + b] of the projected inputs src (P, 2H: gate half,
-// then update half) at step t and keeps only its running state; one call runs every sweep of
-// one or more families, spread over OpenMP threads. The cell is the one of
-// rnnpool.nn.functional._scan_forward:
-//     z = gate(x_z + Uz h),  c = update(x_h + Uh h),  h' = z h + (zeta (1 - z) + nu) c.
+// Sweep b of a family reads row idx[t * B + b] of the projected inputs src (P, H) at step t and
+// keeps only its running state; one call runs every sweep of one or more families, spread over
+// OpenMP threads. FastGRNN shares one pre-activation between its gate and its update, so a step
+// is
+//     a = x + bias + U h,  z = gate(a),  c = update(kappa a + ubias),
+//     h' = z h + (zeta (1 - z) + nu) c
+// (kappa = 1, ubias = b_h - b_z for the cell as written; rnnpool.nn.functional._cell_matrices
+// gives the change of variables that makes the paper's cell all-sigmoid, with kappa = 2).
 //
 // Layout: sweeps run in blocks of L (one SIMD register: 8 floats or 4 doubles), one sweep per
 // lane. Every per-sweep quantity is stored as (units, L), so a step is a small matrix product
-// (2H, H) x (H, L) of independent multiply-add chains, and the activations run on whole
+// (H, H) x (H, L) of independent multiply-add chains, and the activations run on whole
 // registers. Input rows are transposed into that layout as they are read (8 x 8 register
 // transposes on AVX), and input gradients transposed back as they are added.
 //
 // Backward: each block's T states are recomputed (a few KB, in cache) instead of stored. Input
 // gradients are added straight into dsrc; to do that without atomics the sweeps come in groups
 // (runs of consecutive sweeps) such that sweeps of different groups never read the same src
-// row, and a thread owns whole groups; families run one after the other. dUz, dUh and dbias are
-// accumulated per lane over a slot (a fixed range of groups), then summed in a fixed order, so
-// results do not depend on the number of threads.
+// row, and a thread owns whole groups; families run one after the other. dU, dbias and dubias
+// are accumulated per lane over a slot (a fixed range of groups), then summed in a fixed order,
+// so results do not depend on the number of threads.
 
 #include <cmath>
 #include <cstdint>
@@ -107,14 +110,15 @@ struct Cell {
   const T* src;
   const int64_t* idx;  // (steps, B), set per family
   int64_t steps, B, H;
-  const T* ucat;  // (2H, H): [Uz; Uh] row-major
-  const T* upk;   // [Uz; Uh] in panels of 8 rows, each column-major (2H / 8, H, 8); fixed H only
-  const T* h0;    // (H,)
-  const T* bias;  // (2H,): added to every projected input row (the cell's b_z, b_h)
-  const T* wt;    // (C, 2H): the input matrix W transposed, when src holds raw inputs (C > 0)
-  int64_t C;      // 0: src rows are projections (2H wide); else raw inputs (C wide)
-  const T* k0;    // (2H,): bias + [Uz h0, Uh h0], the first step's constant, shared by all sweeps
-  T zeta, nu;
+  const T* u;      // (H, H) row-major
+  const T* upk;    // U in panels of 8 rows, each column-major (H / 8, H, 8); fixed H only
+  const T* h0;     // (H,)
+  const T* bias;   // (H,): added to every projected input row
+  const T* ubl;    // (H, L): ubias, repeated over the lanes
+  const T* wt;     // (C, H): the input matrix W transposed, when src holds raw inputs (C > 0)
+  int64_t C;       // 0: src rows are projections (H wide); else raw inputs (C wide)
+  const T* k0;     // (H,): bias + U h0, the first step's constant, shared by all sweeps
+  T kappa, zeta, nu;
   T out_scale, out_shift;  // the result is out_scale h_T + out_shift
   bool grad_zeta_nu;
   int64_t skip_row;  // a src row whose gradient is not wanted (shared padding), or -1
@@ -155,37 +159,37 @@ inline void transpose8(__m256 r[8]) {
 }
 #endif
 
-// a (2H, L) = (add, or a when add is null) + W[:, c0:c0+NC] x[c0:c0+NC] for the raw rows of a
+// a (H, L) = (add, or a when add is null) + W[:, c0:c0+NC] x[c0:c0+NC] for the raw rows of a
 // step: the NC input channels of the L lanes stay in registers.
 template <typename T, int HC, int NC>
 inline void project(const Cell<T>& p, const T* const* rows, int64_t c0, const T* add, T* a) {
   constexpr int L = kLanes<T>;
-  const int H2 = 2 * (HC ? HC : (int)p.H);
+  const int H = HC ? HC : (int)p.H;
   Vec<T> x[NC];
   for (int c = 0; c < NC; ++c) {
     T v[L];
     for (int l = 0; l < L; ++l) v[l] = rows[l][c0 + c];
     x[c] = load(v);
   }
-  const T* w = p.wt + c0 * H2;
-  for (int i = 0; i < H2; ++i) {
+  const T* w = p.wt + c0 * H;
+  for (int i = 0; i < H; ++i) {
     Vec<T> acc = add ? Vec<T>{} + add[i] : load(a + i * L);
 #pragma GCC unroll 8
-    for (int c = 0; c < NC; ++c) acc += w[c * H2 + i] * x[c];
+    for (int c = 0; c < NC; ++c) acc += w[c * H + i] * x[c];
     store(a + i * L, acc);
   }
 }
 
-// a (2H, L) = add + the projected input rows of one step.
+// a (H, L) = add + the projected input rows of one step.
 template <typename T, int HC>
 inline void load_inputs(const Cell<T>& p, const T* const* rows, const T* add, T* a) {
   constexpr int L = kLanes<T>;
-  const int H = HC ? HC : (int)p.H, H2 = 2 * H;
+  const int H = HC ? HC : (int)p.H;
   if (p.C == 0) {
     int i0 = 0;
 #if defined(__AVX__)
     if constexpr (sizeof(T) == 4) {
-      for (; i0 + 8 <= H2; i0 += 8) {
+      for (; i0 + 8 <= H; i0 += 8) {
         __m256 r[8];
         for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps((const float*)rows[l] + i0);
         transpose8(r);
@@ -195,7 +199,7 @@ inline void load_inputs(const Cell<T>& p, const T* const* rows, const T* add, T*
       }
     }
 #endif
-    for (int i = i0; i < H2; ++i)  // what the transposes left (all of it without AVX)
+    for (int i = i0; i < H; ++i)  // what the transposes left (all of it without AVX)
       for (int l = 0; l < L; ++l) a[i * L + l] = rows[l][i] + add[i];
     return;
   }
@@ -215,14 +219,14 @@ inline void load_inputs(const Cell<T>& p, const T* const* rows, const T* add, T*
   }
 }
 
-// a (2H, L) += [Uz; Uh] h for h (H, L). Fixed H: tiles of 8 output rows stay in registers and
-// read their 8 weights of column j from one place (p.upk).
+// a (H, L) += U h for h (H, L). Fixed H: tiles of 8 output rows stay in registers and read
+// their 8 weights of column j from one place (p.upk).
 template <typename T, int HC>
 inline void recurrent(const Cell<T>& p, const T* h, T* a) {
   constexpr int L = kLanes<T>, IT = 8;
   if constexpr (HC > 0) {
     static_assert(HC % IT == 0, "fixed hidden sizes are multiples of 8");
-    for (int q = 0; q < 2 * HC / IT; ++q) {
+    for (int q = 0; q < HC / IT; ++q) {
       T* aq = a + q * IT * L;
       const T* u = p.upk + q * HC * IT;
       Vec<T> acc[IT];
@@ -236,23 +240,24 @@ inline void recurrent(const Cell<T>& p, const T* h, T* a) {
     }
   } else {
     const int H = (int)p.H;
-    for (int i = 0; i < 2 * H; ++i) {
+    for (int i = 0; i < H; ++i) {
       Vec<T> acc = load(a + i * L);
-      for (int j = 0; j < H; ++j) acc += p.ucat[i * H + j] * load(h + j * L);
+      for (int j = 0; j < H; ++j) acc += p.u[i * H + j] * load(h + j * L);
       store(a + i * L, acc);
     }
   }
 }
 
-// z = gate(a_z), c = update(a_h), h_new = z h + (zeta (1 - z) + nu) c, all (H, L).
+// z = gate(a), c = update(kappa a + ubias), h_new = z h + (zeta (1 - z) + nu) c, all (H, L).
 template <typename T, int HC, int G, int U>
 inline void activate(const Cell<T>& p, const T* a, const T* h, T* z, T* c, T* h_new) {
   constexpr int L = kLanes<T>;
   const int n = (HC ? HC : (int)p.H) * L;
-  const T zeta = p.zeta, nu = p.nu;
+  const T kappa = p.kappa, zeta = p.zeta, nu = p.nu;
+  const T* ub = p.ubl;
 #pragma omp simd
   for (int k = 0; k < n; ++k) {
-    const T zk = gate_fn<T, G>(a[k]), ck = update_fn<T, U>(a[n + k]);
+    const T zk = gate_fn<T, G>(a[k]), ck = update_fn<T, U>(kappa * a[k] + ub[k]);
     z[k] = zk;
     c[k] = ck;
     h_new[k] = zk * h[k] + (zeta * (T(1) - zk) + nu) * ck;
@@ -267,26 +272,26 @@ inline void init_state(const Cell<T>& p, T* h) {
     for (int l = 0; l < L; ++l) h[i * L + l] = p.h0[i];
 }
 
-// One step of a block: a, z, c scratch (2H, H, H by L), h -> h_new.
+// One step of a block: a, z, c scratch (H by L each), h -> h_new.
 template <typename T, int HC, int G, int U>
 inline void step(const Cell<T>& p, int64_t t, int64_t b0, int n, const T* h, T* a, T* z, T* c,
                  T* h_new) {
   constexpr int L = kLanes<T>;
   const T* rows[L];
-  row_pointers(p, t, b0, n, p.src, p.C ? p.C : 2 * p.H, rows);
+  row_pointers(p, t, b0, n, p.src, p.C ? p.C : p.H, rows);
   load_inputs<T, HC>(p, rows, t == 0 ? p.k0 : p.bias, a);
   if (t > 0) recurrent<T, HC>(p, h, a);  // at t = 0, h = h0 and U h0 is in k0
   activate<T, HC, G, U>(p, a, h, z, c, h_new);
 }
 
-// Forward of the n <= L sweeps starting at b0; work holds 5 H L values.
+// Forward of the n <= L sweeps starting at b0; work holds 4 H L values.
 template <typename T, int HC, int G, int U>
 void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work) {
   constexpr int L = kLanes<T>;
   const int H = HC ? HC : (int)p.H;
   T* h = work;
   T* a = h + H * L;
-  T* z = a + 2 * H * L;
+  T* z = a + H * L;
   T* c = z + H * L;
   init_state<T, HC>(p, h);
   for (int64_t t = 0; t < p.steps; ++t) step<T, HC, G, U>(p, t, b0, n, h, a, z, c, h);
@@ -295,22 +300,22 @@ void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work) {
     for (int i = 0; i < H; ++i) out[(b0 + l) * H + i] = s * h[i * L + l] + b;
 }
 
-// Per-thread sums over one slot, per lane: dUz, dUh (2H x H), dbias (2H), dzeta, dnu.
+// Per-thread sums over one slot, per lane: dU (H x H), dbias (H), dubias (H), dzeta, dnu.
 template <typename T>
-inline int64_t lane_acc_size(int64_t H) { return (2 * H * H + 2 * H + 2) * kLanes<T>; }
+inline int64_t lane_acc_size(int64_t H) { return (H * H + 2 * H + 2) * kLanes<T>; }
 
-// Work of backward_block, in H L units: hs (T + 1), zs (T), cs (T), da (2T), a (2), g, gn.
-inline int64_t backward_work(int64_t steps) { return 5 * steps + 5; }
+// Work of backward_block, in H L units: hs (T + 1), zs (T), cs (T), da (T), a, g, gn.
+inline int64_t backward_work(int64_t steps) { return 4 * steps + 4; }
 
-// dsrc rows of the block's lanes += the columns of da (2H, L); lanes whose row is null skip.
+// dsrc rows of the block's lanes += the columns of da (H, L); lanes whose row is null skip.
 template <typename T, int HC>
 inline void scatter_add(const Cell<T>& p, T* const* rows, const T* da) {
   constexpr int L = kLanes<T>;
-  const int H2 = 2 * (HC ? HC : (int)p.H);
+  const int H = HC ? HC : (int)p.H;
   int i0 = 0;
 #if defined(__AVX__)
   if constexpr (sizeof(T) == 4) {
-    for (; i0 + 8 <= H2; i0 += 8) {
+    for (; i0 + 8 <= H; i0 += 8) {
       __m256 r[8];
       for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps((const float*)da + (i0 + k) * 8);
       transpose8(r);
@@ -324,7 +329,7 @@ inline void scatter_add(const Cell<T>& p, T* const* rows, const T* da) {
 #endif
   for (int l = 0; l < L; ++l)
     if (rows[l])
-      for (int i = i0; i < H2; ++i) rows[l][i] += da[i * L + l];
+      for (int i = i0; i < H; ++i) rows[l][i] += da[i * L + l];
 }
 
 // Backward of the n <= L sweeps starting at b0: adds into dsrc and the lane sums acc.
@@ -338,26 +343,33 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
   T* zs = hs + (TT + 1) * HL;
   T* cs = zs + TT * HL;
   T* da = cs + TT * HL;
-  T* a = da + 2 * TT * HL;
-  T* g = a + 2 * HL;
+  T* a = da + TT * HL;
+  T* g = a + HL;
   T* gn = g + HL;
+  T* du = acc;
+  T* db = acc + (int64_t)H * HL;
+  T* dub = db + HL;
+  T* zn = dub + HL;
   init_state<T, HC>(p, hs);
   for (int64_t t = 0; t < TT; ++t)
     step<T, HC, G, U>(p, t, b0, n, hs + t * HL, a, zs + t * HL, cs + t * HL, hs + (t + 1) * HL);
   for (int i = 0; i < H; ++i)
     for (int l = 0; l < L; ++l) g[i * L + l] = l < n ? p.out_scale * gout[(b0 + l) * H + i] : T(0);
-  const T zeta = p.zeta, nu = p.nu;
+  const T kappa = p.kappa, zeta = p.zeta, nu = p.nu;
   Vec<T> dzeta{}, dnu{};
   for (int64_t t = TT - 1; t >= 0; --t) {
     const T* hp = hs + t * HL;
     const T* z = zs + t * HL;
     const T* c = cs + t * HL;
-    T* __restrict dat = da + t * 2 * HL;
+    T* __restrict dat = da + t * HL;
+    T* __restrict dubt = dub;
 #pragma omp simd
     for (int64_t k = 0; k < HL; ++k) {
       const T gk = g[k];
-      dat[k] = gk * (hp[k] - zeta * c[k]) * gate_grad<T, G>(z[k]);
-      dat[HL + k] = gk * (zeta * (T(1) - z[k]) + nu) * update_grad<T, U>(c[k]);
+      const T daz = gk * (hp[k] - zeta * c[k]) * gate_grad<T, G>(z[k]);
+      const T dah = gk * (zeta * (T(1) - z[k]) + nu) * update_grad<T, U>(c[k]);
+      dat[k] = daz + kappa * dah;  // the shared pre-activation's gradient
+      dubt[k] += dah;
       gn[k] = gk * z[k];
     }
     if (p.grad_zeta_nu)
@@ -367,21 +379,21 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
         dnu += gk * ck;
       }
     T* rows[L];
-    row_pointers(p, t, b0, n, dsrc, 2 * H, rows);
+    row_pointers(p, t, b0, n, dsrc, H, rows);
     const int64_t* ix = p.idx + t * p.B + b0;
     for (int l = 0; l < L; ++l)
       if (l >= n || ix[l] == p.skip_row) rows[l] = nullptr;
     scatter_add<T, HC>(p, rows, dat);
     if (t == 0) break;  // h_prev = h0 is constant: no gradient flows further
-    // gn += [Uz; Uh]^T da: tiles of 8 state rows in registers.
+    // gn += U^T da: tiles of 8 state rows in registers.
     constexpr int JT = 8;
     if constexpr (HC > 0) {
       for (int j0 = 0; j0 < HC; j0 += JT) {
         Vec<T> s[JT];
         for (int jj = 0; jj < JT; ++jj) s[jj] = load(gn + (j0 + jj) * L);
-        for (int k = 0; k < 2 * HC; ++k) {
+        for (int k = 0; k < HC; ++k) {
           const Vec<T> dk = load(dat + k * L);
-          const T* u = p.ucat + k * HC + j0;
+          const T* u = p.u + k * HC + j0;
 #pragma GCC unroll 8
           for (int jj = 0; jj < JT; ++jj) s[jj] += u[jj] * dk;
         }
@@ -390,27 +402,23 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
     } else {
       for (int j = 0; j < H; ++j) {
         Vec<T> s = load(gn + j * L);
-        for (int k = 0; k < 2 * H; ++k) s += p.ucat[k * H + j] * load(dat + k * L);
+        for (int k = 0; k < H; ++k) s += p.u[k * H + j] * load(dat + k * L);
         store(gn + j * L, s);
       }
     }
     std::memcpy(g, gn, sizeof(T) * HL);
   }
-  // Lane sums: dU[i][j] += sum_t da_t[i] h_{t-1}[j] (rows i of [Uz; Uh]),
-  // dbias[i] += sum_t da_t[i].
+  // Lane sums: dU[i][j] += sum_t da_t[i] h_{t-1}[j], dbias[i] += sum_t da_t[i].
   // Tiles of 4 x 2 products stay in registers over the steps.
-  T* du = acc;
-  T* db = acc + 2 * (int64_t)H * H * L;
-  const int H2 = 2 * H;
   constexpr int IT = 4, JT2 = 2;
-  for (int i0 = 0; i0 < H2; i0 += IT) {
-    const int ni = H2 - i0 < IT ? H2 - i0 : IT;
+  for (int i0 = 0; i0 < H; i0 += IT) {
+    const int ni = H - i0 < IT ? H - i0 : IT;
     for (int j0 = 0; j0 < H; j0 += JT2) {
       const int nj = H - j0 < JT2 ? H - j0 : JT2;
       if (ni == IT && nj == JT2) {
         Vec<T> s[IT][JT2] = {};
         for (int64_t t = 0; t < TT; ++t) {
-          const T* dat = da + t * 2 * HL;
+          const T* dat = da + t * HL;
           const T* hp = hs + t * HL;
           const Vec<T> h0v = load(hp + j0 * L), h1v = load(hp + (j0 + 1) * L);
 #pragma GCC unroll 4
@@ -430,19 +438,18 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
           for (int jj = 0; jj < nj; ++jj) {
             Vec<T> s{};
             for (int64_t t = 0; t < TT; ++t)
-              s += load(da + t * 2 * HL + (i0 + ii) * L) * load(hs + t * HL + (j0 + jj) * L);
+              s += load(da + t * HL + (i0 + ii) * L) * load(hs + t * HL + (j0 + jj) * L);
             T* q = du + ((int64_t)(i0 + ii) * H + j0 + jj) * L;
             store(q, load(q) + s);
           }
       }
     }
   }
-  for (int i = 0; i < H2; ++i) {
+  for (int i = 0; i < H; ++i) {
     Vec<T> s = load(db + i * L);
-    for (int64_t t = 0; t < TT; ++t) s += load(da + t * 2 * HL + i * L);
+    for (int64_t t = 0; t < TT; ++t) s += load(da + t * HL + i * L);
     store(db + i * L, s);
   }
-  T* zn = db + H2 * L;
   store(zn, load(zn) + dzeta);
   store(zn + L, load(zn + L) + dnu);
 }
@@ -471,7 +478,7 @@ void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, int thre
   const int64_t H = p.H;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<T> work(5 * H * L);
+    std::vector<T> work(4 * H * L);
     T* o = out;
     for (int f = 0; f < nfam; ++f) {
       const Cell<T> q = for_family(p, fam[f]);
@@ -487,7 +494,7 @@ void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, int thre
   }
 }
 
-// Backward of every family into one dsrc (P rows of 2H, zeroed here by the threads that
+// Backward of every family into one dsrc (P rows of H, zeroed here by the threads that
 // then write it). Families run one after the other; within a family, groups in parallel.
 // The parameter gradients are summed per slot (a fixed range of groups) and the slots in
 // order, so the result does not depend on the number of threads or on scheduling.
@@ -495,7 +502,7 @@ template <typename T, int HC, int G, int U>
 void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, const T* gout,
                   T* dsrc, T* dparams, double* dzn, int threads) {
   constexpr int L = kLanes<T>;
-  const int64_t H = p.H, kSlots = 64, SZ = 2 * H * H + 2 * H, AZ = lane_acc_size<T>(H);
+  const int64_t H = p.H, kSlots = 64, SZ = H * H + 2 * H, AZ = lane_acc_size<T>(H);
   int64_t max_steps = 0;
   for (int f = 0; f < nfam; ++f) max_steps = fam[f].steps > max_steps ? fam[f].steps : max_steps;
   std::vector<T> slots(kSlots * SZ, T(0));
@@ -505,7 +512,7 @@ void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, c
     const int64_t chunk = 4096;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; r += chunk)
-      std::memset(dsrc + r * 2 * H, 0, sizeof(T) * 2 * H * (rows - r < chunk ? rows - r : chunk));
+      std::memset(dsrc + r * H, 0, sizeof(T) * H * (rows - r < chunk ? rows - r : chunk));
     std::vector<T> work(backward_work(max_steps) * H * L);
     std::vector<T> acc(AZ);
     const T* g = gout;
@@ -564,10 +571,11 @@ int dispatch(const Cell<T>& p, const Family* fam, int nfam, bool fwd, T* out, in
 }
 
 template <typename T>
-int run(Cell<T> p, const T* uz, const T* uh, const int64_t* const* idx, const int64_t* steps,
+int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* steps,
         const int64_t* B, const int64_t* const* groups, const int64_t* ngroups, int nfam,
         int gate, int update, bool fwd, T* out, int64_t rows, const T* gout, T* dsrc,
         T* dparams, double* dzn, int threads) {
+  constexpr int L = kLanes<T>;
   if (p.H <= 0 || p.H > kMaxH || p.C < 0 || nfam <= 0 || threads <= 0) return -2;
   std::vector<Family> fam(nfam);
   for (int f = 0; f < nfam; ++f) {
@@ -582,18 +590,17 @@ int run(Cell<T> p, const T* uz, const T* uh, const int64_t* const* idx, const in
       if (g[k + 1] < g[k]) return -3;
   }
   const int64_t H = p.H;
-  std::vector<T> ucat(2 * H * H), upk(2 * H * H);
-  std::memcpy(ucat.data(), uz, sizeof(T) * H * H);
-  std::memcpy(ucat.data() + H * H, uh, sizeof(T) * H * H);
-  std::vector<T> k0(p.bias, p.bias + 2 * H);
-  for (int64_t i = 0; i < 2 * H; ++i)
-    for (int64_t j = 0; j < H; ++j) k0[i] += ucat[i * H + j] * p.h0[j];
+  std::vector<T> upk(H * H), ubl(H * L), k0(p.bias, p.bias + H);
+  for (int64_t i = 0; i < H; ++i)
+    for (int64_t j = 0; j < H; ++j) k0[i] += p.u[i * H + j] * p.h0[j];
   p.k0 = k0.data();
   if (H % 8 == 0)
-    for (int64_t i = 0; i < 2 * H; ++i)
-      for (int64_t j = 0; j < H; ++j) upk[((i / 8) * H + j) * 8 + i % 8] = ucat[i * H + j];
-  p.ucat = ucat.data();
+    for (int64_t i = 0; i < H; ++i)
+      for (int64_t j = 0; j < H; ++j) upk[((i / 8) * H + j) * 8 + i % 8] = p.u[i * H + j];
   p.upk = upk.data();
+  for (int64_t i = 0; i < H; ++i)
+    for (int l = 0; l < L; ++l) ubl[i * L + l] = ubias[i];
+  p.ubl = ubl.data();
 #define RNNPOOL_CASE(GV, UV)                                                                 \
   if (gate == GV && update == UV)                                                           \
     return dispatch<T, GV, UV>(p, fam.data(), nfam, fwd, out, rows, gout, dsrc, dparams, dzn,   \
@@ -610,35 +617,36 @@ int run(Cell<T> p, const T* uz, const T* uh, const int64_t* const* idx, const in
 }  // namespace
 
 // The C interface (loaded with ctypes). src holds either projections without the bias
-// (P, 2H; C = 0) or raw inputs (P, C) that the kernel projects with wt = W^T (C, 2H); the kernel
-// adds bias (2H) to every projected row. Families f < nfam: idx[f] is (steps[f], B[f]) row
+// (P, H; C = 0) or raw inputs (P, C) that the kernel projects with wt = W^T (C, H); the kernel
+// adds bias (H) to every projected row. u is the recurrent matrix (H, H), ubias (H) the update's
+// offset, kappa its scale (see the top). Families f < nfam: idx[f] is (steps[f], B[f]) row
 // indices into src; groups[f] holds ngroups[f] + 1 offsets (0 ... B[f]) of the runs of sweeps
-// described at the top. The backward writes dsrc (P, 2H), the gradient of the projected rows
-// (W and the raw inputs get theirs from it outside), and adds into dparams: dUz (H, H),
-// dUh (H, H), dbias (2H). Sweeps of any group may read row skip_row (a shared padding row,
-// or -1 for none): its gradient is left at zero. Status: 0, -1 unknown activations, -2 bad
-// sizes, -3 bad groups.
+// described at the top. The backward writes dsrc (P, H), the gradient of the projected rows
+// (W and the raw inputs get theirs from it outside), and adds into dparams: dU (H, H),
+// dbias (H), dubias (H). Sweeps of any group may read row skip_row (a shared padding row, or -1
+// for none): its gradient is left at zero. Status: 0, -1 unknown activations, -2 bad sizes,
+// -3 bad groups.
 #define RNNPOOL_API(SUFFIX, T)                                                                  \
   extern "C" int rnnpool_scan_forward_##SUFFIX(                                                 \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
-      const int64_t* B, int64_t H, const T* uz, const T* uh, const T* h0, const T* bias,       \
-      const T* wt, int64_t C, int gate, int update, T zeta, T nu, T out_scale, T out_shift,    \
-      T* out, int threads) {                                                                    \
-    Cell<T> p{src,  nullptr, 0,  0,    H,  nullptr,   nullptr,   h0,    bias,                   \
-              wt,   C,       nullptr, zeta, nu, out_scale, out_shift, false, -1};             \
-    return run<T>(p, uz, uh, idx, steps, B, nullptr, nullptr, nfam, gate, update, true, out, 0, \
+      const int64_t* B, int64_t H, const T* u, const T* h0, const T* bias, const T* ubias,     \
+      const T* wt, int64_t C, int gate, int update, T kappa, T zeta, T nu, T out_scale,        \
+      T out_shift, T* out, int threads) {                                                       \
+    Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, h0, bias, nullptr, wt, C, nullptr,            \
+              kappa, zeta, nu, out_scale, out_shift, false, -1};                               \
+    return run<T>(p, ubias, idx, steps, B, nullptr, nullptr, nfam, gate, update, true, out, 0,  \
                   nullptr, nullptr, nullptr, nullptr, threads);                                 \
   }                                                                                             \
   extern "C" int rnnpool_scan_backward_##SUFFIX(                                                \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
-      const int64_t* B, int64_t H, const T* uz, const T* uh, const T* h0, const T* bias,       \
-      const T* wt, int64_t C, int gate, int update, T zeta, T nu, T out_scale, T out_shift,    \
-      const int64_t* const* groups, const int64_t* ngroups, int64_t rows, const T* gout,       \
-      T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu, int64_t skip_row, int threads) { \
-    Cell<T> p{src,  nullptr, 0,  0,    H,  nullptr,   nullptr,   h0,    bias,                   \
-              wt,   C,       nullptr, zeta, nu, out_scale, out_shift, grad_zeta_nu != 0,      \
-              skip_row};                                                                       \
-    return run<T>(p, uz, uh, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr,  \
+      const int64_t* B, int64_t H, const T* u, const T* h0, const T* bias, const T* ubias,     \
+      const T* wt, int64_t C, int gate, int update, T kappa, T zeta, T nu, T out_scale,        \
+      T out_shift, const int64_t* const* groups, const int64_t* ngroups, int64_t rows,         \
+      const T* gout, T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu,                  \
+      int64_t skip_row, int threads) {                                                          \
+    Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, h0, bias, nullptr, wt, C, nullptr,            \
+              kappa, zeta, nu, out_scale, out_shift, grad_zeta_nu != 0, skip_row};             \
+    return run<T>(p, ubias, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr, \
                   rows, gout, dsrc, dparams, dzeta_nu, threads);                                \
   }
 
