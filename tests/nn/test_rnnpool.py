@@ -311,6 +311,30 @@ def test_float32_close_to_float64(backend, cell):
     assert (g32.double() - g64).abs().max() < 1e-4 * g64.abs().max()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("update_bias", ["same", "zero"])
+def test_float32_saturated_cells_close_to_float64(backend, update_bias):
+    """Gate pre-activations near +-40, in float32 against float64. The compiled kernel computes
+    the gate and the update from one exponential with the pre-activation clamped to +-30; that
+    is exact to e^-30 only while the update's offset is small ("same": b_h = b_z), and with
+    b_h = 0 the offset is 80 and the kernel must use two exponentials (the update is then not
+    saturated: 2 a - 80 is near 0)."""
+    torch.manual_seed(1)
+    m = RNNPool2d(3, 8, 8, 4, 2, "same", backend=backend)
+    with torch.no_grad():
+        for cell in (m.rnn1, m.rnn2):
+            cell.bias_gate.copy_(40.0 * torch.tensor([1.0, -1.0]).repeat(4))
+            cell.bias_update.copy_(cell.bias_gate if update_bias == "same" else 0.0)
+    x = torch.randn(2, 3, 12, 10)
+    y32 = m(x)
+    y64 = m.double()(x.double())
+    # Float32 rounds a pre-activation near 40 by up to 40 * 2^-24 = 2.4e-6, doubled in the
+    # update; clamping where it is not exact would be off by up to 0.5.
+    assert (y32.double() - y64).abs().max() < 5e-5
+    if update_bias == "zero":  # the update is in its sensitive range somewhere
+        assert ((y64.abs() > 0.05) & (y64.abs() < 0.95)).any()
+
+
 @pytest.mark.skipif(not native_available(), reason="no compiled kernel")
 def test_native_backward_is_deterministic_across_threads():
     """Parameter gradients are summed in a fixed order, whatever the threads do."""

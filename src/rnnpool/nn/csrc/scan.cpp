@@ -38,8 +38,7 @@ enum Update { UPDATE_TANH = 0, UPDATE_HARD_TANH = 1, UPDATE_SIGMOID = 2 };
 // exp for float: Cody-Waite reduction and a degree-6 polynomial (Cephes' expf coefficients),
 // within 2 ulp, branch-free so that loops over it vectorize without library calls. Double keeps
 // the libm exp: it is the reference-precision path.
-inline float exp_approx(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+inline float exp_core(float x) {  // for x in [-87, 88]
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -54,6 +53,7 @@ inline float exp_approx(float x) {
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
 }
+inline float exp_approx(float x) { return exp_core(x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x)); }
 inline double exp_approx(double x) { return std::exp(x); }
 
 template <typename T>
@@ -115,6 +115,7 @@ struct Cell {
   const T* h0;     // (H,)
   const T* bias;   // (H,): added to every projected input row
   const T* ubl;    // (H, L): ubias, repeated over the lanes
+  const T* eub;    // (H, L): exp(-s ubias) for the one-exponential activation, or null
   const T* wt;     // (C, H): the input matrix W transposed, when src holds raw inputs (C > 0)
   int64_t C;       // 0: src rows are projections (H wide); else raw inputs (C wide)
   const T* k0;     // (H,): bias + U h0, the first step's constant, shared by all sweeps
@@ -254,8 +255,30 @@ inline void activate(const Cell<T>& p, const T* a, const T* h, T* z, T* c, T* h_
   constexpr int L = kLanes<T>;
   const int n = (HC ? HC : (int)p.H) * L;
   const T kappa = p.kappa, zeta = p.zeta, nu = p.nu;
-  const T* ub = p.ubl;
+  if constexpr (sizeof(T) == 4 && G == GATE_SIGMOID && (U == UPDATE_SIGMOID || U == UPDATE_TANH)) {
+    if (p.eub) {
+      // One exponential per unit: with E = exp(-a), the update's sigmoid argument s (kappa a +
+      // ubias) (s = 2 for tanh = 2 sigmoid(2x) - 1, else 1; s kappa = 2) has exp(-..) =
+      // E^2 exp(-s ubias). run() enables this only for |s ubias| <= 20, and a is clamped to
+      // [-30, 30]: E^2 exp(-s ubias) stays finite, and where the clamp acts the gate and the
+      // update are both within e^-30 of their limits, as are the true values.
+      const T* eu = p.eub;
 #pragma omp simd
+      for (int k = 0; k < n; ++k) {
+        const T ak = a[k] < T(-30) ? T(-30) : (a[k] > T(30) ? T(30) : a[k]);
+        const T e = exp_core(-ak);
+        const T zk = T(1) / (T(1) + e);
+        const T su = T(1) / (T(1) + e * e * eu[k]);
+        const T ck = U == UPDATE_SIGMOID ? su : T(2) * su - T(1);
+        z[k] = zk;
+        c[k] = ck;
+        h_new[k] = zk * h[k] + (zeta * (T(1) - zk) + nu) * ck;
+      }
+      return;
+    }
+  }
+  const T* ub = p.ubl;
+#pragma omp simd simdlen(16)
   for (int k = 0; k < n; ++k) {
     const T zk = gate_fn<T, G>(a[k]), ck = update_fn<T, U>(kappa * a[k] + ub[k]);
     z[k] = zk;
@@ -601,6 +624,15 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
   for (int64_t i = 0; i < H; ++i)
     for (int l = 0; l < L; ++l) ubl[i * L + l] = ubias[i];
   p.ubl = ubl.data();
+  // The one-exponential activation (see activate): float, sigmoid gate, s kappa = 2.
+  const T s = update == UPDATE_TANH ? T(2) : T(1);
+  bool one_exp = sizeof(T) == 4 && gate == GATE_SIGMOID &&
+                 (update == UPDATE_TANH || update == UPDATE_SIGMOID) && s * p.kappa == T(2);
+  for (int64_t i = 0; i < H; ++i) one_exp = one_exp && std::fabs(s * ubias[i]) <= T(20);
+  std::vector<T> eub(one_exp ? H * L : 0);
+  for (int64_t i = 0; i < (one_exp ? H : 0); ++i)
+    for (int l = 0; l < L; ++l) eub[i * L + l] = std::exp(-s * ubias[i]);
+  p.eub = one_exp ? eub.data() : nullptr;
 #define RNNPOOL_CASE(GV, UV)                                                                 \
   if (gate == GV && update == UV)                                                           \
     return dispatch<T, GV, UV>(p, fam.data(), nfam, fwd, out, rows, gout, dsrc, dparams, dzn,   \
@@ -632,7 +664,7 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
       const int64_t* B, int64_t H, const T* u, const T* h0, const T* bias, const T* ubias,     \
       const T* wt, int64_t C, int gate, int update, T kappa, T zeta, T nu, T out_scale,        \
       T out_shift, T* out, int threads) {                                                       \
-    Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, h0, bias, nullptr, wt, C, nullptr,            \
+    Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, h0, bias, nullptr, nullptr, wt, C, nullptr,   \
               kappa, zeta, nu, out_scale, out_shift, false, -1};                               \
     return run<T>(p, ubias, idx, steps, B, nullptr, nullptr, nfam, gate, update, true, out, 0,  \
                   nullptr, nullptr, nullptr, nullptr, threads);                                 \
@@ -644,7 +676,7 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
       T out_shift, const int64_t* const* groups, const int64_t* ngroups, int64_t rows,         \
       const T* gout, T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu,                  \
       int64_t skip_row, int threads) {                                                          \
-    Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, h0, bias, nullptr, wt, C, nullptr,            \
+    Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, h0, bias, nullptr, nullptr, wt, C, nullptr,   \
               kappa, zeta, nu, out_scale, out_shift, grad_zeta_nu != 0, skip_row};             \
     return run<T>(p, ubias, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr, \
                   rows, gout, dsrc, dparams, dzeta_nu, threads);                                \
