@@ -1,8 +1,10 @@
-"""The compiled CPU kernel of the RNNPool sweeps (``csrc/scan.cpp``), built on first use.
+"""The compiled CPU kernels of RNNPool2d (``csrc/``), built on first use.
 
-The kernel fuses each FastGRNN sweep into one pass over its state (recurrent products, gates
+``scan.cpp`` fuses each FastGRNN sweep into one pass over its state (recurrent products, gates
 and update in registers, OpenMP over sweeps), and its backward recomputes the few states of a
-sweep instead of storing them. It is plain C++ without torch headers, compiled once per machine
+sweep instead of storing them. ``project.cpp`` runs the backward of the projections that the
+scan kernel does as it reads raw inputs of few channels: tall and thin products that BLAS
+libraries run far below the machine's multiply-add rate. It is plain C++ without torch headers, compiled once per machine
 with the host ``g++`` into the user cache (``$XDG_CACHE_HOME/rnnpool`` or ``~/.cache/rnnpool``)
 and loaded with :mod:`ctypes`. When no compiler is available the operator runs its pure-torch
 path (same numbers, slower) and :func:`native_status` says why.
@@ -24,14 +26,15 @@ from typing import Optional, Sequence, Union
 
 import torch
 from torch.autograd.function import once_differentiable
-import torch.nn.functional as F
 from torch import Tensor
 
 from .._cache import cache_dir
 
-__all__ = ["native_available", "native_status", "scan"]
+__all__ = ["native_available", "native_status", "project_backward", "scan"]
 
-_SOURCE = Path(__file__).with_name("csrc") / "scan.cpp"
+_CSRC = Path(__file__).with_name("csrc")
+_SOURCES = [_CSRC / "scan.cpp", _CSRC / "project.cpp"]
+_HEADERS = [_CSRC / "simd.h"]
 _FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared", "-std=c++17"]
 GATE_CODES = {"sigmoid": 0, "hard_sigmoid": 1}
 UPDATE_CODES = {"tanh": 0, "hard_tanh": 1, "sigmoid": 2}
@@ -60,7 +63,7 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         return None, "no C++ compiler (g++) on PATH"
-    src = _SOURCE.read_bytes()
+    src = b"".join(f.read_bytes() for f in [*_SOURCES, *_HEADERS])
     key = hashlib.sha256("\0".join([cxx, *_FLAGS, _cpu_key()]).encode() + src).hexdigest()[:20]
     folder = cache_dir() / "native"
     lib = folder / f"scan-{key}.so"
@@ -72,10 +75,10 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
             os.close(fd)
             try:
-                p = subprocess.run([cxx, *_FLAGS, str(_SOURCE), "-o", tmp],
+                p = subprocess.run([cxx, *_FLAGS, *map(str, _SOURCES), "-o", tmp],
                                    capture_output=True, text=True)
                 if p.returncode != 0:
-                    return None, f"compiling {_SOURCE.name} failed:\n{p.stderr.strip()}"
+                    return None, f"compiling {_CSRC} failed:\n{p.stderr.strip()}"
                 os.replace(tmp, lib)  # atomic: concurrent builders each write their own file
             finally:
                 if os.path.exists(tmp):
@@ -100,6 +103,10 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
         # threads
         bwd.argtypes = [*common, ptr, ptr, i64, ptr, ptr, ptr, ptr, c_int, i64, c_int]
         bwd.restype = c_int
+        pb = getattr(dll, f"rnnpool_project_backward_{suffix}")
+        # dy, x, P, C, w, H, dx, dw, db, threads
+        pb.argtypes = [ptr, ptr, i64, i64, ptr, i64, ptr, ptr, ptr, c_int]
+        pb.restype = c_int
     return dll, f"loaded {lib}"
 
 
@@ -178,6 +185,31 @@ class _Call:
         return du.view(h, h), dbias, dubias, dzn
 
 
+def _ptr(t: Optional[Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+def project_backward(dy: Tensor, x: Tensor, w: Tensor, need_dx: bool = True,
+                     need_dw: bool = True, need_db: bool = False
+                     ) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """Gradients of the projection ``x W^T + b`` of ``(P, C)`` rows (``w`` ``(K, C)``) for
+    ``dy`` ``(P, K)``: ``dx = dy W``, ``dW = dy^T x`` and ``db``, each only when asked for.
+    ``dW`` and ``db`` are summed in a fixed order, whatever the number of threads. CPU tensors,
+    float32 or float64, all of one dtype."""
+    x, w, dy = x.contiguous(), w.contiguous(), dy.contiguous()
+    if (x.dim() != 2 or w.dim() != 2 or w.shape[1] != x.shape[1]
+            or dy.shape != (x.shape[0], w.shape[0]) or not dy.dtype == x.dtype == w.dtype):
+        raise ValueError(f"project_backward: x {tuple(x.shape)} {x.dtype}, w {tuple(w.shape)} "
+                         f"{w.dtype} and dy {tuple(dy.shape)} {dy.dtype} do not match")
+    dx = torch.empty_like(x) if need_dx else None
+    dw = torch.zeros_like(w) if need_dw else None
+    db = w.new_zeros(w.shape[0]) if need_db else None
+    fn = getattr(_load()[0], f"rnnpool_project_backward_{_SUFFIX[x.dtype]}")
+    _check(fn(dy.data_ptr(), x.data_ptr(), x.shape[0], x.shape[1], w.data_ptr(), w.shape[0],
+              _ptr(dx), _ptr(dw), _ptr(db), torch.get_num_threads()))
+    return dx, dw, db
+
+
 _STATUS = {-1: "unknown activation", -2: "bad sizes",
            -3: "group offsets must run from 0 to the family's sweep count without decreasing"}
 
@@ -215,9 +247,9 @@ class _Scan(torch.autograd.Function):
         dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
         if w is None:
             dsrc, dw = dproj, None
-        else:  # the projection's backward, laid out as BLAS runs it fast (x^T dy, not dy^T x)
-            dsrc = F.linear(dproj, w.t().contiguous()) if ctx.needs_input_grad[0] else None
-            dw = (src.t() @ dproj).t() if ctx.needs_input_grad[3] else None
+        else:  # the projection the kernel ran as it read the rows
+            dsrc, dw, _ = project_backward(dproj, src, w, ctx.needs_input_grad[0],
+                                           ctx.needs_input_grad[3])
         return (dsrc, dbias, dubias, dw, du, dzeta, dnu, None, None,
                 *([None] * len(idx_groups)))
 
