@@ -395,6 +395,22 @@ def _pixel_projection(x: Tensor, w: Tensor) -> Tensor:
     return _PixelProjection.apply(x, w)
 
 
+class _PermuteRows(torch.autograd.Function):
+    """``x[order]`` for a permutation ``order`` of the rows, whose backward gathers with the
+    inverse permutation ``position`` (``index_select``'s own backward scatters, several times
+    slower)."""
+
+    @staticmethod
+    def forward(ctx, x, order, position):  # type: ignore[override]
+        ctx.save_for_backward(position)
+        return x.index_select(0, order)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (position,) = ctx.saved_tensors
+        return g.index_select(0, position), None, None
+
+
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
     if isinstance(v, bool):
         raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
@@ -486,12 +502,13 @@ class _Sweeps(NamedTuple):
     ``b`` reads row ``idx[t, b]`` of the projected inputs at step ``t``) and ``groups`` the
     offsets of the runs of sweeps that alone read their rows (see
     :func:`rnnpool.nn._native.scan`). ``order`` picks, for output cell ``(i, sweep, oh, ow)``
-    in that order, the row of the RNN2 results.
+    in that order, the row of the RNN2 results: a permutation, whose inverse is ``position``.
     """
 
     rnn1: list[tuple[Tensor, Tensor]]
     rnn2: list[tuple[Tensor, Tensor]]
     order: Tensor
+    position: Tensor
 
 
 _BLOCK = 8  # adjacent columns (or patch columns) whose sweeps run together
@@ -568,8 +585,10 @@ def _sweep_indices_uncached(n: int, hr: int, wc: int, ho: int, wo: int, kh: int,
     by_rows = row_pos[((i_ * wo + ow_) * 2 + s_.clamp(max=1)) * ho + oh_]
     by_cols = nrow + ((i_ * ho + oh_) * 2 + (s_ - 2).clamp(min=0)) * wo + ow_
     order = torch.where(s_ < 2, by_rows, by_cols)
+    position = torch.empty_like(order)
+    position[order] = ar(order.numel())
     return _Sweeps([(rows, rows_groups), (cols, cols_groups)],
-                   [(row_sweeps, row_groups), (col_sweeps, col_groups)], order)
+                   [(row_sweeps, row_groups), (col_sweeps, col_groups)], order, position)
 
 
 # Index tensors depend only on the geometry: cached, so a training step does not rebuild them.
@@ -654,5 +673,9 @@ def rnnpool2d(
     # RNN2: each summary is projected once; four sweeps per patch.
     out = _project_and_scan(summaries, sweeps.rnn2, rnn2, m2, backend)  # (4*N*ho*wo, h2)
     # -> (N, 4*h2, ho, wo), channel order [row-fwd, row-rev, col-fwd, col-rev].
-    out = out.index_select(0, sweeps.order).view(n, 4, ho, wo, h2)
+    if _traced():
+        out = out.index_select(0, sweeps.order)
+    else:
+        out = _PermuteRows.apply(out, sweeps.order, sweeps.position)
+    out = out.view(n, 4, ho, wo, h2)
     return out.permute(0, 1, 4, 2, 3).reshape(n, 4 * h2, ho, wo)

@@ -243,7 +243,7 @@ inline void activate(const Cell<T>& p, const T* a, const T* h, T* z, T* c, T* h_
     }
   }
   const T* ub = p.ubl;
-#pragma omp simd simdlen(16)
+#pragma omp simd
   for (int k = 0; k < n; ++k) {
     const T zk = gate_fn<T, G>(a[k]), ck = update_fn<T, U>(kappa * a[k] + ub[k]);
     z[k] = zk;
