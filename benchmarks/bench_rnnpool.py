@@ -5,7 +5,8 @@ into patches, then run RNN1 over the rows and over the columns of the patch batc
 projection inside every step), and RNN2's four sweeps one after the other. RNNPool2d runs with
 its compiled CPU kernel (``backend="native"``, the default where it builds) and, for comparison,
 in torch ops only (``backend="torch"``). All run in the same process, on the same inputs and
-weights; the table gives times and the speed-up ratios over the baseline.
+weights, interleaved (each round runs every implementation once, in turn); the table gives
+the best times and the speed-up ratios over the baseline.
 
     python benchmarks/bench_rnnpool.py                # all shapes, 2 threads
     python benchmarks/bench_rnnpool.py --shapes vww --repeats 5
@@ -15,7 +16,6 @@ weights; the table gives times and the speed-up ratios over the baseline.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -49,18 +49,22 @@ SHAPES = {
 }
 
 
-def _time(fn: Callable[[], None], repeats: int, device: str) -> float:
-    fn()  # warm-up
-    times = []
+def _time(fns: dict[str, Callable[[], None]], repeats: int, device: str) -> dict[str, float]:
+    """Best time of each function over ``repeats`` rounds; every round runs each function once,
+    in turn, so that load changes on a shared machine reach all of them alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    best = {name: float("inf") for name in fns}
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for name, fn in fns.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def bench(shape: Shape, repeats: int, device: str, backends: list[str]) -> dict:
@@ -87,17 +91,21 @@ def bench(shape: Shape, repeats: int, device: str, backends: list[str]) -> dict:
             err = (y - y_base).abs().max().item()
             assert y.shape == y_base.shape and err < 1e-4, f"{b} and baseline disagree: {err}"
 
-    res = {"shape": shape, "patches": y_base.shape[0] * y_base.shape[2] * y_base.shape[3]}
-    for name, fn in fns.items():
-        def fwd():
+    def fwd(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
             with torch.no_grad():
                 fn()
+        return run
 
-        def fwd_bwd():
-            fn().sum().backward()
+    def fwd_bwd(fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        return lambda: fn().sum().backward()
 
-        res[name + "_fwd"] = _time(fwd, repeats, device)
-        res[name + "_fb"] = _time(fwd_bwd, max(1, repeats // 2 + 1), device)
+    res = {"shape": shape, "patches": y_base.shape[0] * y_base.shape[2] * y_base.shape[3]}
+    for name, t in _time({k: fwd(f) for k, f in fns.items()}, repeats, device).items():
+        res[name + "_fwd"] = t
+    for name, t in _time({k: fwd_bwd(f) for k, f in fns.items()}, max(1, repeats // 2 + 1),
+                         device).items():
+        res[name + "_fb"] = t
     return res
 
 
