@@ -336,6 +336,24 @@ def test_float32_saturated_cells_close_to_float64(backend, update_bias):
 
 
 @pytest.mark.skipif(not native_available(), reason="no compiled kernel")
+def test_native_propagates_nan_like_torch():
+    """A NaN pixel reaches exactly the outputs and gradients it reaches in torch ops (the kernel
+    is built with fast math, but without assuming finite values)."""
+    m = RNNPool2d(4, 8, 8, 4, 2, backend="native")
+    x = torch.randn(2, 4, 10, 9)
+    x[1, 2, 3, 4] = float("nan")
+    nans = {}
+    for backend in ("native", "torch"):
+        m.backend = backend
+        xb = x.clone().requires_grad_(True)
+        y = m(xb)
+        (g,) = torch.autograd.grad(y.nan_to_num().sum(), xb)
+        nans[backend] = (torch.isnan(y), torch.isnan(g))
+    assert nans["native"][0].any() and not nans["native"][0].all()
+    assert all(torch.equal(a, b) for a, b in zip(nans["native"], nans["torch"]))
+
+
+@pytest.mark.skipif(not native_available(), reason="no compiled kernel")
 def test_native_backward_is_deterministic_across_threads():
     """Parameter gradients are summed in a fixed order, whatever the threads do."""
     m = RNNPool2d(3, 8, 8, 6, 4, "same", backend="native")

@@ -35,7 +35,7 @@ __all__ = ["native_available", "native_status", "project_backward", "scan"]
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = [_CSRC / "scan.cpp", _CSRC / "project.cpp"]
 _HEADERS = [_CSRC / "simd.h"]
-_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared", "-std=c++17"]
+_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp", "-fPIC", "-shared", "-std=c++17"]
 GATE_CODES = {"sigmoid": 0, "hard_sigmoid": 1}
 UPDATE_CODES = {"tanh": 0, "hard_tanh": 1, "sigmoid": 2}
 _CTYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
