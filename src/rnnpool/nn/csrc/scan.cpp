@@ -214,6 +214,30 @@ inline void recurrent(const Cell<T>& p, const T* h, T* a) {
   }
 }
 
+// One exponential per unit (float, sigmoid gate): with E = exp(-a), the update's sigmoid
+// argument s (kappa a + ubias) (s = 2 for tanh = 2 sigmoid(2x) - 1, else 1; s kappa = 2) has
+// exp(-..) = E^2 exp(-s ubias). run() enables this only for |s ubias| <= 20, and a is clamped to
+// [-30, 30]: E^2 exp(-s ubias) stays finite, and where the clamp acts the gate and the update
+// are both within e^-30 of their limits, as are the true values. Plain: zeta = 1, nu = 0 (the
+// paper's cell), where h' = c + z (h - c).
+template <typename T, int U, bool Plain>
+inline void activate_one_exp(const Cell<T>& p, int n, const T* a, const T* h, T* z, T* c,
+                             T* h_new) {
+  const T zeta = p.zeta, nu = p.nu;
+  const T* eu = p.eub;
+#pragma omp simd
+  for (int k = 0; k < n; ++k) {
+    const T ak = a[k] < T(-30) ? T(-30) : (a[k] > T(30) ? T(30) : a[k]);
+    const T e = exp_core(-ak);
+    const T zk = T(1) / (T(1) + e);
+    const T su = T(1) / (T(1) + e * e * eu[k]);
+    const T ck = U == UPDATE_SIGMOID ? su : T(2) * su - T(1);
+    z[k] = zk;
+    c[k] = ck;
+    h_new[k] = Plain ? ck + zk * (h[k] - ck) : zk * h[k] + (zeta * (T(1) - zk) + nu) * ck;
+  }
+}
+
 // z = gate(a), c = update(kappa a + ubias), h_new = z h + (zeta (1 - z) + nu) c, all (H, L).
 template <typename T, int HC, int G, int U>
 inline void activate(const Cell<T>& p, const T* a, const T* h, T* z, T* c, T* h_new) {
@@ -222,23 +246,10 @@ inline void activate(const Cell<T>& p, const T* a, const T* h, T* z, T* c, T* h_
   const T kappa = p.kappa, zeta = p.zeta, nu = p.nu;
   if constexpr (sizeof(T) == 4 && G == GATE_SIGMOID && (U == UPDATE_SIGMOID || U == UPDATE_TANH)) {
     if (p.eub) {
-      // One exponential per unit: with E = exp(-a), the update's sigmoid argument s (kappa a +
-      // ubias) (s = 2 for tanh = 2 sigmoid(2x) - 1, else 1; s kappa = 2) has exp(-..) =
-      // E^2 exp(-s ubias). run() enables this only for |s ubias| <= 20, and a is clamped to
-      // [-30, 30]: E^2 exp(-s ubias) stays finite, and where the clamp acts the gate and the
-      // update are both within e^-30 of their limits, as are the true values.
-      const T* eu = p.eub;
-#pragma omp simd
-      for (int k = 0; k < n; ++k) {
-        const T ak = a[k] < T(-30) ? T(-30) : (a[k] > T(30) ? T(30) : a[k]);
-        const T e = exp_core(-ak);
-        const T zk = T(1) / (T(1) + e);
-        const T su = T(1) / (T(1) + e * e * eu[k]);
-        const T ck = U == UPDATE_SIGMOID ? su : T(2) * su - T(1);
-        z[k] = zk;
-        c[k] = ck;
-        h_new[k] = zk * h[k] + (zeta * (T(1) - zk) + nu) * ck;
-      }
+      if (zeta == T(1) && nu == T(0))
+        activate_one_exp<T, U, true>(p, n, a, h, z, c, h_new);
+      else
+        activate_one_exp<T, U, false>(p, n, a, h, z, c, h_new);
       return;
     }
   }
