@@ -408,7 +408,9 @@ class _PermuteRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (position,) = ctx.saved_tensors
-        return g.index_select(0, position), None, None
+        # g arrives as a strided view of the NCHW output's gradient; index_select is 10-20x
+        # slower on that than a copy followed by a gather of contiguous rows.
+        return g.contiguous().index_select(0, position), None, None
 
 
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
