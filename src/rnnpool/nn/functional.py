@@ -340,7 +340,8 @@ class _PixelRows(torch.autograd.Function):
     def forward(ctx, x):  # type: ignore[override]
         n, c, h, w = x.shape
         out = x.new_empty(n * h * w + 1, c)
-        out[:-1].view(n, h, w, c).copy_(x.permute(0, 2, 3, 1))
+        # As a transpose of (N, C, HW): torch copies that up to 2x faster than the 4D permute.
+        out[:-1].view(n, h * w, c).copy_(x.reshape(n, c, h * w).transpose(1, 2))
         out[-1].zero_()
         ctx.shape = x.shape
         return out
