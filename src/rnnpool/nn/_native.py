@@ -4,9 +4,9 @@
 and update in registers, OpenMP over sweeps), and its backward recomputes the few states of a
 sweep instead of storing them. ``project.cpp`` runs the backward of the projections that the
 scan kernel does as it reads raw inputs of few channels: tall and thin products that BLAS
-libraries run far below the machine's multiply-add rate. It is plain C++ without torch headers, compiled once per machine
-with the host ``g++`` into the user cache (``$XDG_CACHE_HOME/rnnpool`` or ``~/.cache/rnnpool``)
-and loaded with :mod:`ctypes`. When no compiler is available the operator runs its pure-torch
+libraries run far below the machine's multiply-add rate. Both are plain C++ without torch
+headers, compiled once per machine into one library with the host ``g++``, in the user cache
+(``$XDG_CACHE_HOME/rnnpool`` or ``~/.cache/rnnpool``), and loaded with :mod:`ctypes`. When no compiler is available the operator runs its pure-torch
 path (same numbers, slower) and :func:`native_status` says why.
 """
 
@@ -35,7 +35,9 @@ __all__ = ["native_available", "native_status", "project_backward", "scan"]
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = [_CSRC / "scan.cpp", _CSRC / "project.cpp"]
 _HEADERS = [_CSRC / "simd.h"]
-_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp", "-fPIC", "-shared", "-std=c++17"]
+# Fast math, but NaN and inf keep their meaning: a NaN input must reach the output, as in torch.
+_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp", "-fPIC",
+          "-shared", "-std=c++17"]
 GATE_CODES = {"sigmoid": 0, "hard_sigmoid": 1}
 UPDATE_CODES = {"tanh": 0, "hard_tanh": 1, "sigmoid": 2}
 _CTYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
@@ -66,7 +68,7 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
     src = b"".join(f.read_bytes() for f in [*_SOURCES, *_HEADERS])
     key = hashlib.sha256("\0".join([cxx, *_FLAGS, _cpu_key()]).encode() + src).hexdigest()[:20]
     folder = cache_dir() / "native"
-    lib = folder / f"scan-{key}.so"
+    lib = folder / f"kernels-{key}.so"
     if not lib.exists():
         print(f"rnnpool: building the compiled RNNPool2d kernel into {folder} (once per machine, "
               "about a minute)", file=sys.stderr, flush=True)
