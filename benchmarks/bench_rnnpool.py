@@ -16,12 +16,12 @@ the best times and the speed-up ratios over the baseline.
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from rnnpool.analysis.timing import best_times
 from rnnpool.nn import RNNPool2d
 from rnnpool.nn._native import native_available, native_status
 from rnnpool.nn.functional import rnnpool2d_padding
@@ -47,24 +47,6 @@ SHAPES = {
     "mobilenetv2": Shape("MobileNetV2", 4, 32, 112, 112, 6, 4, 16, 16),
     "vww": Shape("VWW", 8, 8, 112, 112, 6, 4, 8, 8),
 }
-
-
-def _time(fns: dict[str, Callable[[], None]], repeats: int, device: str) -> dict[str, float]:
-    """Best time of each function over ``repeats`` rounds; every round runs each function once,
-    in turn, so that load changes on a shared machine reach all of them alike."""
-    for fn in fns.values():
-        fn()  # warm-up
-    best = {name: float("inf") for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
 
 
 def bench(shape: Shape, repeats: int, device: str, backends: list[str]) -> dict:
@@ -101,10 +83,10 @@ def bench(shape: Shape, repeats: int, device: str, backends: list[str]) -> dict:
         return lambda: fn().sum().backward()
 
     res = {"shape": shape, "patches": y_base.shape[0] * y_base.shape[2] * y_base.shape[3]}
-    for name, t in _time({k: fwd(f) for k, f in fns.items()}, repeats, device).items():
+    for name, t in best_times({k: fwd(f) for k, f in fns.items()}, repeats, device).items():
         res[name + "_fwd"] = t
-    for name, t in _time({k: fwd_bwd(f) for k, f in fns.items()}, max(1, repeats // 2 + 1),
-                         device).items():
+    for name, t in best_times({k: fwd_bwd(f) for k, f in fns.items()},
+                              max(1, repeats // 2 + 1), device).items():
         res[name + "_fb"] = t
     return res
 

@@ -41,6 +41,7 @@ def operator_step(quick: bool) -> dict:
     """RNNPool2d at MobileNetV2-RNNPool's layer shape: output, MAdds, speed-up over unfold."""
     import torch
 
+    from .analysis.timing import best_times
     from .nn import RNNPool2d
     from .nn._native import native_available, native_status
     from .nn.functional import rnnpool2d_padding
@@ -53,21 +54,12 @@ def operator_step(quick: bool) -> dict:
     pads = rnnpool2d_padding((112, 112), 6, 4, "same")
     p1, p2 = pool.rnn1.params(), pool.rnn2.params()
 
-    def best(fns: list, repeats: int = 3) -> list[float]:  # interleaved: load hits all alike
-        for fn in fns:
-            fn()  # warm-up
-        times = [float("inf")] * len(fns)
-        for _ in range(repeats):
-            for i, fn in enumerate(fns):
-                t0 = time.perf_counter()
-                fn()
-                times[i] = min(times[i], time.perf_counter() - t0)
-        return times
-
     with torch.no_grad():
         y = pool(x)
         err = (y - unfold_rnnpool2d(x, p1, p2, 6, 4, pads)).abs().max().item()
-        t_fast, t_base = best([lambda: pool(x), lambda: unfold_rnnpool2d(x, p1, p2, 6, 4, pads)])
+        t = best_times({"fast": lambda: pool(x),
+                        "base": lambda: unfold_rnnpool2d(x, p1, p2, 6, 4, pads)}, 3)
+        t_fast, t_base = t["fast"], t["base"]
     print(f"RNNPool2d(32, h1=16, h2=16, kernel 6, stride 4, 'same'): {tuple(x.shape)} -> "
           f"{tuple(y.shape)}")
     print(f"  per image: {pool.macs((112, 112)) / 1e6:.1f} M MAdds by the paper's formula, "
