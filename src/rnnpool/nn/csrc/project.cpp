@@ -67,8 +67,9 @@ int backward(const T* dy, const T* x, int64_t P, int64_t C, const T* w, int64_t 
              T* db, int threads) {
   constexpr int L = kLanes<T>, CT = 8;
   const int64_t nb = (P + L - 1) / L, nslot = nb < 64 ? nb : 64, SZ = H * C + H;
-  std::vector<T> slots(nslot * SZ, T(0));
   const bool params = dw || db;
+  if (!dx && !params) return 0;
+  std::vector<T> slots(nslot * SZ, T(0));
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> xb(C * L), yb(H * L), gb(C * L), acc(params ? SZ * L : 0);

@@ -589,7 +589,13 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
       if (g[k + 1] < g[k]) return -3;
   }
   const int64_t H = p.H;
-  std::vector<T> upk(H * H), ubl(H * L), k0(p.bias, p.bias + H);
+  auto over_lanes = [&](auto unit_value) {  // (H, L): a value per unit, repeated over the lanes
+    std::vector<T> v(H * L);
+    for (int64_t i = 0; i < H; ++i)
+      for (int l = 0; l < L; ++l) v[i * L + l] = unit_value(i);
+    return v;
+  };
+  std::vector<T> upk(H * H), k0(p.bias, p.bias + H);
   for (int64_t i = 0; i < H; ++i)
     for (int64_t j = 0; j < H; ++j) k0[i] += p.u[i * H + j] * p.h0[j];
   p.k0 = k0.data();
@@ -597,17 +603,15 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
     for (int64_t i = 0; i < H; ++i)
       for (int64_t j = 0; j < H; ++j) upk[((i / 8) * H + j) * 8 + i % 8] = p.u[i * H + j];
   p.upk = upk.data();
-  for (int64_t i = 0; i < H; ++i)
-    for (int l = 0; l < L; ++l) ubl[i * L + l] = ubias[i];
+  const std::vector<T> ubl = over_lanes([&](int64_t i) { return ubias[i]; });
   p.ubl = ubl.data();
   // The one-exponential activation (see activate): float, sigmoid gate, s kappa = 2.
   const T s = update == UPDATE_TANH ? T(2) : T(1);
   bool one_exp = sizeof(T) == 4 && gate == GATE_SIGMOID &&
                  (update == UPDATE_TANH || update == UPDATE_SIGMOID) && s * p.kappa == T(2);
   for (int64_t i = 0; i < H; ++i) one_exp = one_exp && std::fabs(s * ubias[i]) <= T(20);
-  std::vector<T> eub(one_exp ? H * L : 0);
-  for (int64_t i = 0; i < (one_exp ? H : 0); ++i)
-    for (int l = 0; l < L; ++l) eub[i * L + l] = std::exp(-s * ubias[i]);
+  const std::vector<T> eub =
+      one_exp ? over_lanes([&](int64_t i) { return std::exp(-s * ubias[i]); }) : std::vector<T>();
   p.eub = one_exp ? eub.data() : nullptr;
 #define RNNPOOL_CASE(GV, UV)                                                                 \
   if (gate == GV && update == UV)                                                           \
