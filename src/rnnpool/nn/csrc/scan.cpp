@@ -36,25 +36,42 @@ using namespace rnnpool_simd;
 enum Gate { GATE_SIGMOID = 0, GATE_HARD_SIGMOID = 1 };
 enum Update { UPDATE_TANH = 0, UPDATE_HARD_TANH = 1, UPDATE_SIGMOID = 2 };
 
-// exp for float: Cody-Waite reduction and a degree-6 polynomial (Cephes' expf coefficients),
-// within 2 ulp, branch-free so that loops over it vectorize without library calls. Double keeps
-// the libm exp: it is the reference-precision path.
-inline float exp_core(float x) {  // for x in [-87, 88]
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const int32_t bits = ((int32_t)n + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+// exp for float, as 2^y with y = x log2(e) = n + f (n the nearest integer, |f| <= 1/2): a
+// degree-5 polynomial for 2^f (fitted here for relative error; 1.8e-7 at most, about 1.5 ulp)
+// and n added to its exponent bits. The rounding of y costs up to |x| 6e-8 of relative error:
+// where that is largest (large |x|), sigmoids are saturated and their error is below 1e-8.
+// One definition for a float (in loops that GCC vectorizes) and for a register of floats (the
+// hand-vectorized activation); double keeps the libm exp (the reference-precision path).
+inline float round_(float x) { return std::rint(x); }
+inline float scale_(float p, float n) {  // p 2^n, n integral, for a normal result
+  int32_t bits;
+  std::memcpy(&bits, &p, sizeof bits);
+  bits += (int32_t)n << 23;
+  std::memcpy(&p, &bits, sizeof p);
+  return p;
 }
-inline float exp_approx(float x) { return exp_core(x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x)); }
+#if defined(__AVX2__)
+inline Vec<float> round_(Vec<float> x) {
+  return (Vec<float>)_mm256_round_ps((__m256)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+inline Vec<float> scale_(Vec<float> p, Vec<float> n) {
+  const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32((__m256)n), 23);
+  return (Vec<float>)_mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256((__m256)p), e));
+}
+#endif
+template <typename V>
+inline V exp_core(V x) {  // for x in [-86, 88], where the result and 2^n are normal
+  const V y = x * 1.44269504088896341f;
+  const V n = round_(y);
+  const V f = y - n;
+  V p = f * 1.3269969495013356e-3f + 9.671510197222233e-3f;
+  p = p * f + 5.550715699791908e-2f;
+  p = p * f + 2.4022242426872253e-1f;
+  p = p * f + 6.931470036506653e-1f;
+  p = p * f + 1.0f;
+  return scale_(p, n);
+}
+inline float exp_approx(float x) { return exp_core(x < -86.0f ? -86.0f : (x > 88.0f ? 88.0f : x)); }
 inline double exp_approx(double x) { return std::exp(x); }
 
 template <typename T>
@@ -225,8 +242,34 @@ inline void activate_one_exp(const Cell<T>& p, int n, const T* a, const T* h, T*
                              T* h_new) {
   const T zeta = p.zeta, nu = p.nu;
   const T* eu = p.eub;
+  int k0 = 0;
+#if defined(__AVX2__)
+  // By hand: GCC's vectorization of the loop below divides (vdivps, several cycles a register)
+  // and clamps with compares and blends; here 1 / x is a reciprocal estimate with one Newton
+  // step (relative error below 2^-22 for the finite, >= 1 denominators here) and the clamp is
+  // max/min, in the operand order that returns a NaN input unchanged.
+  if constexpr (sizeof(T) == 4) {
+    using V = Vec<float>;
+    const __m256 lo = _mm256_set1_ps(-30.0f), hi = _mm256_set1_ps(30.0f);
+    auto reciprocal = [](V d) {
+      const V r = (V)_mm256_rcp_ps((__m256)d);
+      return r * (2.0f - d * r);
+    };
+    for (; k0 + 8 <= n; k0 += 8) {
+      const V ak = (V)_mm256_min_ps(hi, _mm256_max_ps(lo, (__m256)load(a + k0)));
+      const V e = exp_core(-ak);
+      const V zk = reciprocal(1.0f + e);
+      const V su = reciprocal(1.0f + e * e * load(eu + k0));
+      const V ck = U == UPDATE_SIGMOID ? su : 2.0f * su - 1.0f;
+      const V hk = load(h + k0);
+      store(z + k0, zk);
+      store(c + k0, ck);
+      store(h_new + k0, Plain ? ck + zk * (hk - ck) : zk * hk + (zeta * (1.0f - zk) + nu) * ck);
+    }
+  }
+#endif
 #pragma omp simd
-  for (int k = 0; k < n; ++k) {
+  for (int k = k0; k < n; ++k) {
     const T ak = a[k] < T(-30) ? T(-30) : (a[k] > T(30) ? T(30) : a[k]);
     const T e = exp_core(-ak);
     const T zk = T(1) / (T(1) + e);
@@ -299,9 +342,12 @@ void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work) {
     for (int i = 0; i < H; ++i) out[(b0 + l) * H + i] = s * h[i * L + l] + b;
 }
 
-// Per-thread sums over one slot, per lane: dU (H x H), dbias (H), dubias (H), dzeta, dnu.
+// Per-thread sums over one slot, per lane: dU (H x H) from steps t >= 1, dbias (H), dubias (H),
+// the first steps' da (H; dU gets h0 da_0^T from it once, as h0 is the same for every sweep),
+// dzeta, dnu.
+constexpr int64_t kSlotSums = 3;  // H-long sums after dU: dbias, dubias, da_0
 template <typename T>
-inline int64_t lane_acc_size(int64_t H) { return (H * H + 2 * H + 2) * kLanes<T>; }
+inline int64_t lane_acc_size(int64_t H) { return (H * H + kSlotSums * H + 2) * kLanes<T>; }
 
 // Work of backward_block, in H L units: hs (T + 1), zs (T), cs (T), da (T), a, g, gn.
 inline int64_t backward_work(int64_t steps) { return 4 * steps + 4; }
@@ -348,7 +394,8 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
   T* du = acc;
   T* db = acc + (int64_t)H * HL;
   T* dub = db + HL;
-  T* zn = dub + HL;
+  T* d0 = dub + HL;
+  T* zn = d0 + HL;
   init_state<T, HC>(p, hs);
   for (int64_t t = 0; t < TT; ++t)
     step<T, HC, G, U>(p, t, b0, n, hs + t * HL, a, zs + t * HL, cs + t * HL, hs + (t + 1) * HL);
@@ -407,8 +454,8 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
     }
     std::memcpy(g, gn, sizeof(T) * HL);
   }
-  // Lane sums: dU[i][j] += sum_t da_t[i] h_{t-1}[j], dbias[i] += sum_t da_t[i].
-  // Tiles of 4 x 2 products stay in registers over the steps.
+  // Lane sums: dU[i][j] += sum_{t >= 1} da_t[i] h_{t-1}[j] (step 0 is in d0),
+  // dbias[i] += sum_t da_t[i]. Tiles of 4 x 2 products stay in registers over the steps.
   constexpr int IT = 4, JT2 = 2;
   for (int i0 = 0; i0 < H; i0 += IT) {
     const int ni = H - i0 < IT ? H - i0 : IT;
@@ -416,7 +463,7 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
       const int nj = H - j0 < JT2 ? H - j0 : JT2;
       if (ni == IT && nj == JT2) {
         Vec<T> s[IT][JT2] = {};
-        for (int64_t t = 0; t < TT; ++t) {
+        for (int64_t t = 1; t < TT; ++t) {
           const T* dat = da + t * HL;
           const T* hp = hs + t * HL;
           const Vec<T> h0v = load(hp + j0 * L), h1v = load(hp + (j0 + 1) * L);
@@ -436,7 +483,7 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
         for (int ii = 0; ii < ni; ++ii)
           for (int jj = 0; jj < nj; ++jj) {
             Vec<T> s{};
-            for (int64_t t = 0; t < TT; ++t)
+            for (int64_t t = 1; t < TT; ++t)
               s += load(da + t * HL + (i0 + ii) * L) * load(hs + t * HL + (j0 + jj) * L);
             T* q = du + ((int64_t)(i0 + ii) * H + j0 + jj) * L;
             store(q, load(q) + s);
@@ -448,6 +495,7 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
     Vec<T> s = load(db + i * L);
     for (int64_t t = 0; t < TT; ++t) s += load(da + t * HL + i * L);
     store(db + i * L, s);
+    store(d0 + i * L, load(d0 + i * L) + load(da + i * L));
   }
   store(zn, load(zn) + dzeta);
   store(zn + L, load(zn + L) + dnu);
@@ -501,7 +549,7 @@ template <typename T, int HC, int G, int U>
 void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, const T* gout,
                   T* dsrc, T* dparams, double* dzn, int threads) {
   constexpr int L = kLanes<T>;
-  const int64_t H = p.H, kSlots = 64, SZ = H * H + 2 * H, AZ = lane_acc_size<T>(H);
+  const int64_t H = p.H, kSlots = 64, SZ = H * H + kSlotSums * H, AZ = lane_acc_size<T>(H);
   int64_t max_steps = 0;
   for (int f = 0; f < nfam; ++f) max_steps = fam[f].steps > max_steps ? fam[f].steps : max_steps;
   std::vector<T> slots(kSlots * SZ, T(0));
@@ -542,11 +590,16 @@ void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, c
       g += q.B * H;
     }
   }
+  std::vector<T> sums(SZ, T(0));
   for (int64_t sl = 0; sl < kSlots; ++sl) {
-    for (int64_t k = 0; k < SZ; ++k) dparams[k] += slots[sl * SZ + k];
+    for (int64_t k = 0; k < SZ; ++k) sums[k] += slots[sl * SZ + k];
     dzn[0] += slot_zn[2 * sl];
     dzn[1] += slot_zn[2 * sl + 1];
   }
+  const T* d0 = sums.data() + H * H + 2 * H;
+  for (int64_t i = 0; i < H; ++i)
+    for (int64_t j = 0; j < H; ++j) sums[i * H + j] += d0[i] * p.h0[j];
+  for (int64_t k = 0; k < H * H + 2 * H; ++k) dparams[k] += sums[k];
 }
 
 template <typename T, int G, int U>
