@@ -1,6 +1,7 @@
 """The compiled projection backward (rnnpool.nn._native.project_backward) against einsum in
-float64, at sizes that hit the register-transposed paths (multiples of 8 rows and features) and
-the scalar tails (everything else)."""
+float64, and the map-to-rows copy (pixel_rows) against torch's permute, at sizes that hit the
+register-transposed paths (multiples of 8 rows or pixels, 4 or 8 features) and the scalar tails
+(everything else)."""
 
 import pytest
 import torch
@@ -26,6 +27,36 @@ def test_project_backward_matches_einsum(dtype, rows, c, k):
     assert _native.project_backward(dy, x, w, False, False, False) == (None, None, None)
     only_dw = _native.project_backward(dy, x, w, False, True, False)
     assert only_dw[0] is None and torch.equal(only_dw[1], got[1]) and only_dw[2] is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n,c,h,w", [(2, 4, 4, 6), (3, 8, 5, 5), (1, 3, 8, 8), (2, 12, 3, 7),
+                                     (2, 5, 4, 4)])
+def test_project_backward_of_a_map_matches_einsum(dtype, n, c, h, w):
+    """x (N, C, H, W) whose rows are its pixels: dx comes back as a map. H*W = 24 and 25 put
+    blocks of 8 pixels across two maps."""
+    torch.manual_seed(0)
+    x, wt = torch.randn(n, c, h, w, dtype=dtype), torch.randn(16, c, dtype=dtype)
+    dy = torch.randn(n * h * w, 16, dtype=dtype)
+    rows64 = x.double().permute(0, 2, 3, 1).reshape(-1, c)
+    want_dx = torch.einsum("pk,kc->pc", dy.double(), wt.double())
+    want_dx = want_dx.view(n, h, w, c).permute(0, 3, 1, 2)
+    want_dw = torch.einsum("pk,pc->kc", dy.double(), rows64)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    dx, dw, _ = _native.project_backward(dy, x, wt)
+    assert dx.shape == x.shape and dx.is_contiguous()
+    for g, r in ((dx, want_dx), (dw, want_dw)):
+        assert (g.double() - r).abs().max() <= tol * max(1.0, r.abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(2, 4, 4, 6), (3, 8, 5, 5), (1, 3, 3, 3), (2, 12, 4, 4),
+                                   (1, 13, 8, 3), (2, 1, 2, 9)])
+def test_pixel_rows_is_a_permute_and_a_zero_row(dtype, shape):
+    x = torch.randn(*shape, dtype=dtype)
+    rows = _native.pixel_rows(x)
+    want = torch.cat([x.permute(0, 2, 3, 1).reshape(-1, shape[1]), x.new_zeros(1, shape[1])])
+    assert torch.equal(rows, want)
 
 
 def test_project_backward_is_deterministic_across_threads():

@@ -2,9 +2,10 @@
 
 ``scan.cpp`` fuses each FastGRNN sweep into one pass over its state (recurrent products, gates
 and update in registers, OpenMP over sweeps), and its backward recomputes the few states of a
-sweep instead of storing them. ``project.cpp`` runs the backward of the projections that the
-scan kernel does as it reads raw inputs of few channels: tall and thin products that BLAS
-libraries run far below the machine's multiply-add rate. Both are plain C++ without torch
+sweep instead of storing them. ``project.cpp`` serves the projections that the scan kernel does
+as it reads raw inputs of few channels: it turns an ``(N, C, H, W)`` map into the pixel rows the
+scan reads, and runs the projections' backward (tall and thin products that BLAS libraries run
+far below the machine's multiply-add rate) straight from and into the map's own layout. Both are plain C++ without torch
 headers, compiled once per machine into one library with the host ``g++``, in the user cache
 (``$XDG_CACHE_HOME/rnnpool`` or ``~/.cache/rnnpool``), and loaded with :mod:`ctypes`. When no compiler is available the operator runs its pure-torch
 path (same numbers, slower) and :func:`native_status` says why.
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from .._cache import cache_dir
 
-__all__ = ["native_available", "native_status", "project_backward", "scan"]
+__all__ = ["native_available", "native_status", "pixel_rows", "project_backward", "scan"]
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = [_CSRC / "scan.cpp", _CSRC / "project.cpp"]
@@ -106,9 +107,11 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
         bwd.argtypes = [*common, ptr, ptr, i64, ptr, ptr, ptr, ptr, c_int, i64, c_int]
         bwd.restype = c_int
         pb = getattr(dll, f"rnnpool_project_backward_{suffix}")
-        # dy, x, P, C, w, H, dx, dw, db, threads
-        pb.argtypes = [ptr, ptr, i64, i64, ptr, i64, ptr, ptr, ptr, c_int]
+        # dy, x, P, C, hw, w, H, dx, dw, db, threads
+        pb.argtypes = [ptr, ptr, i64, i64, i64, ptr, i64, ptr, ptr, ptr, c_int]
         pb.restype = c_int
+        pr = getattr(dll, f"rnnpool_pixel_rows_{suffix}")
+        pr.argtypes, pr.restype = [ptr, i64, i64, i64, ptr, c_int], c_int  # x, N, C, hw, out, threads
     return dll, f"loaded {lib}"
 
 
@@ -191,23 +194,40 @@ def _ptr(t: Optional[Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
+def pixel_rows(x: Tensor) -> Tensor:
+    """``(N, C, H, W)`` -> ``(N*H*W + 1, C)``: the pixels ``(i, y, x)`` as rows, then a zero
+    row (what the sweeps read in the padding). Not differentiable: :func:`scan` takes the map
+    itself and returns its gradient in the map's layout. CPU, float32 or float64."""
+    if x.dim() != 4:
+        raise ValueError(f"pixel_rows expects an (N, C, H, W) map, got {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    x = x.detach().contiguous()
+    out = x.new_empty(n * h * w + 1, c)
+    fn = getattr(_load()[0], f"rnnpool_pixel_rows_{_SUFFIX[x.dtype]}")
+    _check(fn(x.data_ptr(), n, c, h * w, out.data_ptr(), torch.get_num_threads()))
+    return out
+
+
 def project_backward(dy: Tensor, x: Tensor, w: Tensor, need_dx: bool = True,
                      need_dw: bool = True, need_db: bool = False
                      ) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """Gradients of the projection ``x W^T + b`` of ``(P, C)`` rows (``w`` ``(K, C)``) for
     ``dy`` ``(P, K)``: ``dx = dy W``, ``dW = dy^T x`` and ``db``, each only when asked for.
-    ``dW`` and ``db`` are summed in a fixed order, whatever the number of threads. CPU tensors,
-    float32 or float64, all of one dtype."""
+    ``x`` may also be an ``(N, C, H, W)`` map whose rows are its pixels ``(i, y, x)`` (then
+    ``P = N*H*W`` and ``dx`` is a map too). ``dW`` and ``db`` are summed in a fixed order,
+    whatever the number of threads. CPU tensors, float32 or float64, all of one dtype."""
     x, w, dy = x.contiguous(), w.contiguous(), dy.contiguous()
-    if (x.dim() != 2 or w.dim() != 2 or w.shape[1] != x.shape[1]
-            or dy.shape != (x.shape[0], w.shape[0]) or not dy.dtype == x.dtype == w.dtype):
+    hw = x.shape[2] * x.shape[3] if x.dim() == 4 else 0
+    rows = x.shape[0] * hw if hw else x.shape[0]
+    if (x.dim() not in (2, 4) or w.dim() != 2 or w.shape[1] != x.shape[1]
+            or dy.shape != (rows, w.shape[0]) or not dy.dtype == x.dtype == w.dtype):
         raise ValueError(f"project_backward: x {tuple(x.shape)} {x.dtype}, w {tuple(w.shape)} "
                          f"{w.dtype} and dy {tuple(dy.shape)} {dy.dtype} do not match")
     dx = torch.empty_like(x) if need_dx else None
     dw = torch.zeros_like(w) if need_dw else None
     db = w.new_zeros(w.shape[0]) if need_db else None
     fn = getattr(_load()[0], f"rnnpool_project_backward_{_SUFFIX[x.dtype]}")
-    _check(fn(dy.data_ptr(), x.data_ptr(), x.shape[0], x.shape[1], w.data_ptr(), w.shape[0],
+    _check(fn(dy.data_ptr(), x.data_ptr(), rows, x.shape[1], hw, w.data_ptr(), w.shape[0],
               _ptr(dx), _ptr(dw), _ptr(db), torch.get_num_threads()))
     return dx, dw, db
 
@@ -226,22 +246,23 @@ class _Scan(torch.autograd.Function):
     def forward(ctx, src, bias, ubias, w, u, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
         gate, update, kappa, affine, _ = cfg
         idx = idx_groups[0::2]
-        call = _Call(src, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
+        rows = pixel_rows(src) if src.dim() == 4 else src
+        call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
         out = src.new_empty(sum(i.shape[1] for i in idx), u.shape[0])
         call.forward(out)
-        ctx.save_for_backward(src, bias, ubias, w, u, h0, *idx_groups)
+        ctx.save_for_backward(src, rows, bias, ubias, w, u, h0, *idx_groups)
         ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
         return out
 
     @staticmethod
     @once_differentiable  # the saved activations are treated as constants
     def backward(ctx, gout):  # type: ignore[override]
-        src, bias, ubias, w, u, h0, *idx_groups = ctx.saved_tensors
+        src, rows, bias, ubias, w, u, h0, *idx_groups = ctx.saved_tensors
         idx, groups = idx_groups[0::2], idx_groups[1::2]
         gate, update, kappa, affine, skip_row = ctx.cfg
         zeta, nu = ctx.zeta, ctx.nu
-        call = _Call(src, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
-        dproj = src.new_empty(src.shape[0], u.shape[0])  # zeroed by the kernel
+        call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
+        dproj = src.new_empty(rows.shape[0], u.shape[0])  # zeroed by the kernel
         grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
         du, dbias, dubias, dzn = call.backward(groups, gout.contiguous(), dproj, grad_zeta_nu,
                                                skip_row)
@@ -249,8 +270,9 @@ class _Scan(torch.autograd.Function):
         dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
         if w is None:
             dsrc, dw = dproj, None
-        else:  # the projection the kernel ran as it read the rows
-            dsrc, dw, _ = project_backward(dproj, src, w, ctx.needs_input_grad[0],
+        else:  # the projection the kernel ran as it read the rows (a map's: not its zero row)
+            used = dproj[:-1] if src.dim() == 4 else dproj
+            dsrc, dw, _ = project_backward(used, src, w, ctx.needs_input_grad[0],
                                            ctx.needs_input_grad[3])
         return (dsrc, dbias, dubias, dw, du, dzeta, dnu, None, None,
                 *([None] * len(idx_groups)))
@@ -271,7 +293,9 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
 
     Args:
         src: ``(P, H)`` float32 or float64 CPU tensor of projected inputs, or ``(P, C)`` raw
-            inputs when ``w`` is given.
+            inputs when ``w`` is given, or, with ``w``, an ``(N, C, H, W)`` map: its rows are
+            its pixels ``(i, y, x)`` in that order, then one zero row (row ``N*H*W``, which
+            is the ``skip_row``), and its gradient is a map.
         families: ``(idx, groups)`` pairs: ``idx`` is ``(T, B)`` int64 row indices into
             ``src``; ``groups`` is an int64 tensor of offsets ``0 = g_0 <= ... <= g_G = B``
             cutting the sweeps into runs. The backward adds input gradients into ``src``'s
@@ -311,13 +335,19 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
             raise ValueError(f"each family needs (T, B) int64 indices and offsets 0 ... B, got "
                              f"{tuple(idx.shape)} {idx.dtype} and {tuple(groups.shape)}")
         flat += [idx, groups]  # the kernel checks the offsets (status -3)
+    if src.dim() == 4:
+        if w is None or (skip_row is not None and skip_row != src[:, 0].numel()):
+            raise ValueError("an (N, C, H, W) src needs w, and its skip_row is its zero row "
+                             f"{src[:, 0].numel()}")
+        skip_row = src[:, 0].numel()
     skip = -1 if skip_row is None else int(skip_row)
     cfg = (gate, update, float(kappa), (float(affine[0]), float(affine[1])), skip)
     bias = src.new_zeros(hidden) if bias is None else bias
     ubias = src.new_zeros(hidden) if ubias is None else ubias
     width = src.shape[1] if w is None else w.shape[0]
-    if width != hidden or (w is not None and (w.dim() != 2 or w.shape[1] != src.shape[1])):
-        raise ValueError(f"src must be (P, {hidden}), or (P, C) with w (H, C) = "
-                         f"{(hidden, src.shape[1])}; got src {tuple(src.shape)} and w "
+    if (width != hidden or src.dim() not in (2, 4)
+            or (w is not None and (w.dim() != 2 or w.shape[1] != src.shape[1]))):
+        raise ValueError(f"src must be (P, {hidden}), or (P, C) or (N, C, H, W) with w "
+                         f"(H, C) = {(hidden, src.shape[1])}; got src {tuple(src.shape)} and w "
                          f"{None if w is None else tuple(w.shape)}")
     return _Scan.apply(src, bias, ubias, w, u, zeta, nu, h0, cfg, *flat)

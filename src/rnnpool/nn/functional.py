@@ -277,7 +277,8 @@ def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNN
 
     Args:
         src: ``(P, h)`` projected inputs (``x W^T``, plus ``m.b`` unless given as ``bias``), or
-            ``(P, in)`` raw inputs when ``w`` is given.
+            ``(P, in)`` raw inputs or an ``(N, in, H, W)`` map (the compiled kernel only) when
+            ``w`` is given.
         families: ``(idx, groups)``: ``idx`` is ``(T, B)`` int64 (sweep ``b`` reads row
             ``idx[t, b]`` at step ``t``); ``groups`` are offsets of runs of sweeps that alone
             read their rows (see :func:`rnnpool.nn._native.scan`).
@@ -320,9 +321,8 @@ def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: 
     bias = m.b
     pad_row = inputs.shape[0] * inputs.shape[2] * inputs.shape[3] if inputs.dim() == 4 else None
     native = _use_native(inputs, p, m, backend)
-    if native and inputs.shape[1] <= _FUSE_MAX_CHANNELS:
-        rows = _pixel_rows(inputs) if pad_row is not None else inputs
-        return _scan_groups(rows, families, p, m, "native", bias, m.w, pad_row)
+    if native and inputs.shape[1] <= _FUSE_MAX_CHANNELS:  # the kernel reads a map's pixels
+        return _scan_groups(inputs, families, p, m, "native", bias, m.w, pad_row)
     if pad_row is not None:
         rows = _pixel_projection(inputs, m.w)
     elif native:
@@ -331,25 +331,6 @@ def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: 
         rows, bias = _project(inputs, m.w, bias), None
     return _scan_groups(rows, families, p, m, "native" if native else "torch", bias,
                         skip_row=pad_row)
-
-
-class _PixelRows(torch.autograd.Function):
-    """``(N, C, H, W)`` -> ``(N*H*W + 1, C)``: one row per pixel, then a zero row."""
-
-    @staticmethod
-    def forward(ctx, x):  # type: ignore[override]
-        n, c, h, w = x.shape
-        out = x.new_empty(n * h * w + 1, c)
-        # As a transpose of (N, C, HW): torch copies that up to 2x faster than the 4D permute.
-        out[:-1].view(n, h * w, c).copy_(x.reshape(n, c, h * w).transpose(1, 2))
-        out[-1].zero_()
-        ctx.shape = x.shape
-        return out
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        n, c, h, w = ctx.shape
-        return g[:-1].view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 class _PixelProjection(torch.autograd.Function):
@@ -382,11 +363,10 @@ class _PixelProjection(torch.autograd.Function):
 
 
 def _pixel_rows(x: Tensor) -> Tensor:
-    """``(N, C, H, W)`` -> ``(N*H*W + 1, C)``: the pixels as rows, then a zero row."""
-    if _traced():
-        rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-        return torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
-    return _PixelRows.apply(x)
+    """``(N, C, H, W)`` -> ``(N*H*W + 1, C)``: the pixels as rows, then a zero row (in torch
+    ops, for tracers; the compiled kernel reads the map itself)."""
+    rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    return torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
 
 
 def _pixel_projection(x: Tensor, w: Tensor) -> Tensor:

@@ -1,11 +1,15 @@
-// The backward of RNNPool's input projections on the CPU (see rnnpool/nn/_native.py).
+// The input side of RNNPool's fused projections on the CPU (see rnnpool/nn/_native.py).
 //
-// For out (P, H) = x W^T + b over P rows of C features: dx = dy W, dW = dy^T x, db = the sum of
-// dy's rows. scan.cpp projects raw inputs of few channels as it reads them and returns dy, the
-// projected rows' gradient; at those shapes (P up to 10^5, C of at most 8, H of 8 or 16) BLAS
-// libraries run far below the machine's multiply-add rate. Here each block of L rows (one SIMD
-// register of lanes) is transposed into registers once and multiplied by the whole of W. (With
-// 16 or more channels BLAS is faster, and the projections stay with it.)
+// scan.cpp projects raw inputs of few channels as it reads them: it reads pixels as rows of C
+// features (pixel_rows makes those rows from an (N, C, H, W) map), and returns dy, the
+// projected rows' gradient. For out (P, H) = x W^T + b over P rows of C features, backward
+// gives dx = dy W, dW = dy^T x and db = the sum of dy's rows. At these shapes (P up to 10^5, C of
+// at most 8, H of 8 or 16) BLAS libraries run far below the machine's multiply-add rate, and
+// torch's copies between the two layouts take several times a plain copy. Here each block of L
+// rows (one SIMD register of lanes) is transposed into registers once and multiplied by the
+// whole of W; x and dx can be the (N, C, H, W) maps themselves, where L consecutive pixels of a
+// channel already form a register. (With 16 or more channels BLAS is faster, and the
+// projections stay with it.)
 //
 // dW and db are summed per slot (a fixed range of blocks) and then over the slots in order, so
 // they do not depend on the number of threads.
@@ -20,51 +24,104 @@ namespace {
 
 using namespace rnnpool_simd;
 
-// xb (width, L) = rows r0 .. r0 + n - 1 of x (rows of `width`), transposed; zero in unused lanes.
+// Where feature c of row r of a (P, width) matrix lives: at r * width + c for rows (hw = 0), or
+// at ((r / hw) * width + c) * hw + r % hw in maps (P / hw, width, hw) whose rows are the pixels.
+inline int64_t offset(int64_t r, int64_t c, int64_t width, int64_t hw) {
+  return hw ? ((r / hw) * width + c) * hw + r % hw : r * width + c;
+}
+
+// xb (width, L) = rows r0 .. r0 + n - 1 of x, transposed; zero in unused lanes.
 template <typename T>
-inline void gather(const T* x, int64_t width, int64_t r0, int n, T* xb) {
+inline void gather(const T* x, int64_t width, int64_t hw, int64_t r0, int n, T* xb) {
   constexpr int L = kLanes<T>;
-  const T* xr = x + r0 * width;
+  if (hw && n == L && r0 % hw + L <= hw) {  // L pixels of one map: already lanes
+    for (int64_t c = 0; c < width; ++c) store(xb + c * L, load(x + offset(r0, c, width, hw)));
+    return;
+  }
   int64_t c0 = 0;
 #if defined(__AVX__)
   if constexpr (sizeof(T) == 4) {
-    if (n == L)
-      for (; c0 + 8 <= width; c0 += 8) {
+    if (n == L && !hw)
+      for (const float* xr = (const float*)x + r0 * width; c0 + 8 <= width; c0 += 8) {
         __m256 r[8];
-        for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps((const float*)xr + l * width + c0);
+        for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(xr + l * width + c0);
         transpose8(r);
         for (int k = 0; k < 8; ++k) _mm256_storeu_ps((float*)xb + (c0 + k) * 8, r[k]);
       }
   }
 #endif
   for (int64_t c = c0; c < width; ++c)
-    for (int l = 0; l < L; ++l) xb[c * L + l] = l < n ? xr[l * width + c] : T(0);
+    for (int l = 0; l < L; ++l) xb[c * L + l] = l < n ? x[offset(r0 + l, c, width, hw)] : T(0);
 }
 
 // The inverse of gather: rows r0 .. r0 + n - 1 of x = the lanes of xb (width, L).
 template <typename T>
-inline void scatter(const T* xb, int64_t width, int64_t r0, int n, T* x) {
+inline void scatter(const T* xb, int64_t width, int64_t hw, int64_t r0, int n, T* x) {
   constexpr int L = kLanes<T>;
-  T* xr = x + r0 * width;
+  if (hw && n == L && r0 % hw + L <= hw) {
+    for (int64_t c = 0; c < width; ++c) store(x + offset(r0, c, width, hw), load(xb + c * L));
+    return;
+  }
   int64_t c0 = 0;
 #if defined(__AVX__)
   if constexpr (sizeof(T) == 4) {
-    if (n == L)
-      for (; c0 + 8 <= width; c0 += 8) {
+    if (n == L && !hw)
+      for (float* xr = (float*)x + r0 * width; c0 + 8 <= width; c0 += 8) {
         __m256 r[8];
         for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps((const float*)xb + (c0 + k) * 8);
         transpose8(r);
-        for (int l = 0; l < 8; ++l) _mm256_storeu_ps((float*)xr + l * width + c0, r[l]);
+        for (int l = 0; l < 8; ++l) _mm256_storeu_ps(xr + l * width + c0, r[l]);
       }
   }
 #endif
   for (int64_t c = c0; c < width; ++c)
-    for (int l = 0; l < n; ++l) xr[l * width + c] = xb[c * L + l];
+    for (int l = 0; l < n; ++l) x[offset(r0 + l, c, width, hw)] = xb[c * L + l];
+}
+
+// out (N hw + 1, C) = the pixels of the maps x (N, C, hw) as rows of C, then a zero row.
+template <typename T>
+int pixel_rows(const T* x, int64_t N, int64_t C, int64_t hw, T* out, int threads) {
+  constexpr int L = kLanes<T>;
+  const int64_t nblk = (hw + L - 1) / L;  // blocks of L pixels of one map
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t b = 0; b < N * nblk; ++b) {
+    const int64_t i = b / nblk, p0 = (b % nblk) * L;
+    const int n = hw - p0 < L ? (int)(hw - p0) : L;
+    const T* xi = x + i * C * hw + p0;
+    T* o = out + (i * hw + p0) * C;
+    int64_t c0 = 0;
+#if defined(__AVX__)
+    if constexpr (sizeof(T) == 4) {
+      if (n == L) {
+        for (; c0 + 8 <= C; c0 += 8) {  // 8 channels of 8 pixels
+          __m256 r[8];
+          for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps((const float*)xi + (c0 + k) * hw);
+          transpose8(r);
+          for (int l = 0; l < 8; ++l) _mm256_storeu_ps((float*)o + l * C + c0, r[l]);
+        }
+        if (c0 + 4 <= C) {  // 4 channels of 8 pixels
+          __m256 r[4];
+          for (int k = 0; k < 4; ++k) r[k] = _mm256_loadu_ps((const float*)xi + (c0 + k) * hw);
+          transpose4x2(r);  // r[l] = pixels l and l + 4
+          for (int l = 0; l < 4; ++l) {
+            _mm_storeu_ps((float*)o + l * C + c0, _mm256_castps256_ps128(r[l]));
+            _mm_storeu_ps((float*)o + (l + 4) * C + c0, _mm256_extractf128_ps(r[l], 1));
+          }
+          c0 += 4;
+        }
+      }
+    }
+#endif
+    for (int l = 0; l < n; ++l)
+      for (int64_t c = c0; c < C; ++c) o[l * C + c] = xi[c * hw + l];
+  }
+  std::fill(out + N * hw * C, out + (N * hw + 1) * C, T(0));
+  return 0;
 }
 
 template <typename T>
-int backward(const T* dy, const T* x, int64_t P, int64_t C, const T* w, int64_t H, T* dx, T* dw,
-             T* db, int threads) {
+int backward(const T* dy, const T* x, int64_t P, int64_t C, int64_t hw, const T* w, int64_t H,
+             T* dx, T* dw, T* db, int threads) {
   constexpr int L = kLanes<T>, CT = 8;
   const int64_t nb = (P + L - 1) / L, nslot = nb < 64 ? nb : 64, SZ = H * C + H;
   const bool params = dw || db;
@@ -79,7 +136,7 @@ int backward(const T* dy, const T* x, int64_t P, int64_t C, const T* w, int64_t 
       for (int64_t b = s * nb / nslot; b < (s + 1) * nb / nslot; ++b) {
         const int64_t r0 = b * L;
         const int n = P - r0 < L ? (int)(P - r0) : L;
-        gather(dy, H, r0, n, yb.data());  // unused lanes read as zero
+        gather(dy, H, 0, r0, n, yb.data());  // unused lanes read as zero
         if (dx) {  // gb (C, L) = W^T yb: tiles of 8 features in registers
           for (int64_t c0 = 0; c0 < C; c0 += CT) {
             const int nc = C - c0 < CT ? (int)(C - c0) : CT;
@@ -90,10 +147,10 @@ int backward(const T* dy, const T* x, int64_t P, int64_t C, const T* w, int64_t 
             }
             for (int cc = 0; cc < nc; ++cc) store(gb.data() + (c0 + cc) * L, a[cc]);
           }
-          scatter(gb.data(), C, r0, n, dx);
+          scatter(gb.data(), C, hw, r0, n, dx);
         }
         if (!params) continue;
-        gather(x, C, r0, n, xb.data());
+        gather(x, C, hw, r0, n, xb.data());
         for (int64_t u = 0; u < H; ++u) {  // lane sums: dW[u][c] += dy_u x_c, db[u] += dy_u
           const Vec<T> d = load(yb.data() + u * L);
           T* a = acc.data() + u * C * L;
@@ -122,14 +179,21 @@ int backward(const T* dy, const T* x, int64_t P, int64_t C, const T* w, int64_t 
 }  // namespace
 
 // The C interface (loaded with ctypes). For x (P, C), W (H, C) and dy (P, H), all row-major:
-// writes dx (P, C) when not null and adds into dW (H, C) and db (H) when not null. Status: 0,
-// or -2 for bad sizes.
+// writes dx (P, C) when not null and adds into dW (H, C) and db (H) when not null; with hw > 0,
+// x and dx are maps (P / hw, C, hw) whose rows are the pixels. pixel_rows: x (N, C, hw) ->
+// out (N hw + 1, C). Status: 0, or -2 for bad sizes.
 #define RNNPOOL_PROJECT_API(SUFFIX, T)                                                          \
   extern "C" int rnnpool_project_backward_##SUFFIX(const T* dy, const T* x, int64_t P,         \
-                                                   int64_t C, const T* w, int64_t H, T* dx,    \
-                                                   T* dw, T* db, int threads) {                \
-    if (P < 0 || C <= 0 || H <= 0 || threads <= 0) return -2;                                  \
-    return backward<T>(dy, x, P, C, w, H, dx, dw, db, threads);                                \
+                                                   int64_t C, int64_t hw, const T* w,          \
+                                                   int64_t H, T* dx, T* dw, T* db,             \
+                                                   int threads) {                              \
+    if (P < 0 || C <= 0 || H <= 0 || hw < 0 || (hw && P % hw) || threads <= 0) return -2;     \
+    return backward<T>(dy, x, P, C, hw, w, H, dx, dw, db, threads);                            \
+  }                                                                                             \
+  extern "C" int rnnpool_pixel_rows_##SUFFIX(const T* x, int64_t N, int64_t C, int64_t hw,     \
+                                             T* out, int threads) {                            \
+    if (N < 0 || C <= 0 || hw < 0 || threads <= 0) return -2;                                  \
+    return pixel_rows<T>(x, N, C, hw, out, threads);                                           \
   }
 
 RNNPOOL_PROJECT_API(f32, float)

@@ -157,12 +157,8 @@ inline void gather_lanes(const float* const* rows, int64_t c0, Vec<float>* x) {
     for (int l = 0; l < 4; ++l)
       r[l] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(rows[l] + c0)),
                                   _mm_loadu_ps(rows[l + 4] + c0), 1);
-    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    x[0] = (Vec<float>)_mm256_shuffle_ps(t0, t2, 0x44);
-    x[1] = (Vec<float>)_mm256_shuffle_ps(t0, t2, 0xEE);
-    x[2] = (Vec<float>)_mm256_shuffle_ps(t1, t3, 0x44);
-    x[3] = (Vec<float>)_mm256_shuffle_ps(t1, t3, 0xEE);
+    transpose4x2(r);
+    for (int c = 0; c < 4; ++c) x[c] = (Vec<float>)r[c];
   }
 #else
   for (int c = 0; c < NC; ++c) {

@@ -1,5 +1,5 @@
 // SIMD helpers shared by the compiled kernels (scan.cpp, project.cpp): one register of lanes as
-// a GCC vector type, and the 8 x 8 float register transpose.
+// a GCC vector type, and float register transposes.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +45,18 @@ inline void transpose8(__m256 r[8]) {
   r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
   r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// Two 4 x 4 float transposes, one in each 128-bit half: element c of half h of out[k] = element
+// k of half h of in[c]. Turns 8 rows of 4 (row l in half 0 of r[l], row l + 4 in half 1) into 4
+// registers of 8 (one per column), and back.
+inline void transpose4x2(__m256 r[4]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  r[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+  r[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+  r[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+  r[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
 }
 #endif
 
