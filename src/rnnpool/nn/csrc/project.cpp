@@ -119,45 +119,76 @@ int pixel_rows(const T* x, int64_t N, int64_t C, int64_t hw, T* out, int threads
   return 0;
 }
 
+// out[j] (L lanes) = sum_u m[u * ld + j0 + j] v_u for j < NJ and v_u = v + u * L: NJ sums in
+// registers.
+template <typename T, int NJ>
+inline void tile_product(const T* m, int64_t ld, int64_t j0, const T* v, int64_t n, T* out) {
+  constexpr int L = kLanes<T>;
+  Vec<T> a[NJ] = {};
+  for (int64_t u = 0; u < n; ++u) {
+    const Vec<T> d = load(v + u * L);
+    const T* mu = m + u * ld + j0;
+#pragma GCC unroll 8
+    for (int j = 0; j < NJ; ++j) a[j] += mu[j] * d;
+  }
+  for (int j = 0; j < NJ; ++j) store(out + j * L, a[j]);
+}
+
+// out (width, L) = m^T v for m (n, width) row-major and v (n, L), in tiles of 8 columns.
+template <typename T>
+inline void product(const T* m, int64_t width, const T* v, int64_t n, T* out) {
+  constexpr int L = kLanes<T>;
+  for (int64_t j0 = 0; j0 < width; j0 += 8) {
+    T* o = out + j0 * L;
+    switch (width - j0 < 8 ? width - j0 : 8) {
+      case 1: tile_product<T, 1>(m, width, j0, v, n, o); break;
+      case 2: tile_product<T, 2>(m, width, j0, v, n, o); break;
+      case 3: tile_product<T, 3>(m, width, j0, v, n, o); break;
+      case 4: tile_product<T, 4>(m, width, j0, v, n, o); break;
+      case 5: tile_product<T, 5>(m, width, j0, v, n, o); break;
+      case 6: tile_product<T, 6>(m, width, j0, v, n, o); break;
+      case 7: tile_product<T, 7>(m, width, j0, v, n, o); break;
+      default: tile_product<T, 8>(m, width, j0, v, n, o); break;
+    }
+  }
+}
+
 template <typename T>
 int backward(const T* dy, const T* x, int64_t P, int64_t C, int64_t hw, const T* w, int64_t H,
              T* dx, T* dw, T* db, int threads) {
-  constexpr int L = kLanes<T>, CT = 8;
+  constexpr int L = kLanes<T>;
+  constexpr int64_t G = 16;  // blocks whose dW products are summed together in registers
   const int64_t nb = (P + L - 1) / L, nslot = nb < 64 ? nb : 64, SZ = H * C + H;
   const bool params = dw || db;
   if (!dx && !params) return 0;
   std::vector<T> slots(nslot * SZ, T(0));
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<T> xb(C * L), yb(H * L), gb(C * L), acc(params ? SZ * L : 0);
+    std::vector<T> xb(G * C * L), yb(G * H * L), gb(C * L), acc(params ? SZ * L : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t s = 0; s < nslot; ++s) {
       std::fill(acc.begin(), acc.end(), T(0));
-      for (int64_t b = s * nb / nslot; b < (s + 1) * nb / nslot; ++b) {
-        const int64_t r0 = b * L;
-        const int n = P - r0 < L ? (int)(P - r0) : L;
-        gather(dy, H, 0, r0, n, yb.data());  // unused lanes read as zero
-        if (dx) {  // gb (C, L) = W^T yb: tiles of 8 features in registers
-          for (int64_t c0 = 0; c0 < C; c0 += CT) {
-            const int nc = C - c0 < CT ? (int)(C - c0) : CT;
-            Vec<T> a[CT] = {};
-            for (int64_t u = 0; u < H; ++u) {
-              const Vec<T> d = load(yb.data() + u * L);
-              for (int cc = 0; cc < nc; ++cc) a[cc] += w[u * C + c0 + cc] * d;
-            }
-            for (int cc = 0; cc < nc; ++cc) store(gb.data() + (c0 + cc) * L, a[cc]);
+      const int64_t b_end = (s + 1) * nb / nslot;
+      for (int64_t b0 = s * nb / nslot; b0 < b_end; b0 += G) {
+        const int64_t ng = b_end - b0 < G ? b_end - b0 : G;
+        for (int64_t g = 0; g < ng; ++g) {
+          const int64_t r0 = (b0 + g) * L;
+          const int n = P - r0 < L ? (int)(P - r0) : L;
+          T* y = yb.data() + g * H * L;
+          gather(dy, H, 0, r0, n, y);  // unused lanes read as zero
+          if (dx) {  // gb (C, L) = W^T y
+            product(w, C, y, H, gb.data());
+            scatter(gb.data(), C, hw, r0, n, dx);
           }
-          scatter(gb.data(), C, hw, r0, n, dx);
+          if (params) gather(x, C, hw, r0, n, xb.data() + g * C * L);
         }
         if (!params) continue;
-        gather(x, C, hw, r0, n, xb.data());
-        for (int64_t u = 0; u < H; ++u) {  // lane sums: dW[u][c] += dy_u x_c, db[u] += dy_u
-          const Vec<T> d = load(yb.data() + u * L);
-          T* a = acc.data() + u * C * L;
-          for (int64_t c = 0; c < C; ++c)
-            store(a + c * L, load(a + c * L) + d * load(xb.data() + c * L));
-          T* ab = acc.data() + (H * C + u) * L;
-          store(ab, load(ab) + d);
+        // Lane sums: dW[u][c] += sum_g dy_u x_c, db[u] += sum_g dy_u.
+        lane_outer_sums(yb.data(), H * L, xb.data(), C * L, ng, (int)H, (int)C, acc.data());
+        for (int64_t u = 0; u < H; ++u) {
+          Vec<T> v = load(acc.data() + (H * C + u) * L);
+          for (int64_t g = 0; g < ng; ++g) v += load(yb.data() + (g * H + u) * L);
+          store(acc.data() + (H * C + u) * L, v);
         }
       }
       for (int64_t k = 0; k < (params ? SZ : 0); ++k) {  // lanes summed in order

@@ -486,42 +486,8 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
     std::memcpy(g, gn, sizeof(T) * HL);
   }
   // Lane sums: dU[i][j] += sum_{t >= 1} da_t[i] h_{t-1}[j] (step 0 is in d0),
-  // dbias[i] += sum_t da_t[i]. Tiles of 4 x 2 products stay in registers over the steps.
-  constexpr int IT = 4, JT2 = 2;
-  for (int i0 = 0; i0 < H; i0 += IT) {
-    const int ni = H - i0 < IT ? H - i0 : IT;
-    for (int j0 = 0; j0 < H; j0 += JT2) {
-      const int nj = H - j0 < JT2 ? H - j0 : JT2;
-      if (ni == IT && nj == JT2) {
-        Vec<T> s[IT][JT2] = {};
-        for (int64_t t = 1; t < TT; ++t) {
-          const T* dat = da + t * HL;
-          const T* hp = hs + t * HL;
-          const Vec<T> h0v = load(hp + j0 * L), h1v = load(hp + (j0 + 1) * L);
-#pragma GCC unroll 4
-          for (int ii = 0; ii < IT; ++ii) {
-            const Vec<T> d = load(dat + (i0 + ii) * L);
-            s[ii][0] += d * h0v;
-            s[ii][1] += d * h1v;
-          }
-        }
-        for (int ii = 0; ii < IT; ++ii)
-          for (int jj = 0; jj < JT2; ++jj) {
-            T* q = du + ((int64_t)(i0 + ii) * H + j0 + jj) * L;
-            store(q, load(q) + s[ii][jj]);
-          }
-      } else {
-        for (int ii = 0; ii < ni; ++ii)
-          for (int jj = 0; jj < nj; ++jj) {
-            Vec<T> s{};
-            for (int64_t t = 1; t < TT; ++t)
-              s += load(da + t * HL + (i0 + ii) * L) * load(hs + t * HL + (j0 + jj) * L);
-            T* q = du + ((int64_t)(i0 + ii) * H + j0 + jj) * L;
-            store(q, load(q) + s);
-          }
-      }
-    }
-  }
+  // dbias[i] += sum_t da_t[i].
+  lane_outer_sums(da + HL, HL, hs + HL, HL, TT - 1, H, H, du);
   for (int i = 0; i < H; ++i) {
     Vec<T> s = load(db + i * L);
     for (int64_t t = 0; t < TT; ++t) s += load(da + t * HL + i * L);

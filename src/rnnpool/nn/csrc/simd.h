@@ -26,6 +26,49 @@ inline Vec<T> load(const T* p) {
 template <typename T>
 inline void store(T* p, Vec<T> v) { std::memcpy(p, &v, sizeof v); }
 
+// Lane-wise sums of outer products: acc[i][j] (M x N registers, row-major) += sum over
+// t < n of a_t[i] b_t[j], for a_t = a + t * sa and b_t = b + t * sb, both (rows, lanes). Tiles of
+// 4 x 2 sums stay in registers over t.
+template <typename T>
+inline void lane_outer_sums(const T* a, int64_t sa, const T* b, int64_t sb, int64_t n, int M,
+                            int N, T* acc) {
+  constexpr int L = kLanes<T>, IT = 4, JT = 2;
+  for (int i0 = 0; i0 < M; i0 += IT) {
+    const int ni = M - i0 < IT ? M - i0 : IT;
+    for (int j0 = 0; j0 < N; j0 += JT) {
+      const int nj = N - j0 < JT ? N - j0 : JT;
+      if (ni == IT && nj == JT) {
+        Vec<T> s[IT][JT] = {};
+        for (int64_t t = 0; t < n; ++t) {
+          const T* at = a + t * sa;
+          const T* bt = b + t * sb;
+          const Vec<T> b0 = load(bt + j0 * L), b1 = load(bt + (j0 + 1) * L);
+#pragma GCC unroll 4
+          for (int ii = 0; ii < IT; ++ii) {
+            const Vec<T> d = load(at + (i0 + ii) * L);
+            s[ii][0] += d * b0;
+            s[ii][1] += d * b1;
+          }
+        }
+        for (int ii = 0; ii < IT; ++ii)
+          for (int jj = 0; jj < JT; ++jj) {
+            T* q = acc + ((int64_t)(i0 + ii) * N + j0 + jj) * L;
+            store(q, load(q) + s[ii][jj]);
+          }
+      } else {
+        for (int ii = 0; ii < ni; ++ii)
+          for (int jj = 0; jj < nj; ++jj) {
+            Vec<T> s{};
+            for (int64_t t = 0; t < n; ++t)
+              s += load(a + t * sa + (i0 + ii) * L) * load(b + t * sb + (j0 + jj) * L);
+            T* q = acc + ((int64_t)(i0 + ii) * N + j0 + jj) * L;
+            store(q, load(q) + s);
+          }
+      }
+    }
+  }
+}
+
 #if defined(__AVX__)
 // 8 x 8 float transpose: out[k] (a register) = element k of each of in[0..7].
 inline void transpose8(__m256 r[8]) {
