@@ -462,7 +462,7 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
       if (l >= n || ix[l] == p.skip_row) rows[l] = nullptr;
     scatter_add<T, HC>(p, rows, dat);
     if (t == 0) break;  // h_prev = h0 is constant: no gradient flows further
-    // gn += U^T da: tiles of 8 state rows in registers.
+    // g = gn + U^T da, the previous state's gradient: tiles of 8 state rows in registers.
     constexpr int JT = 8;
     if constexpr (HC > 0) {
       for (int j0 = 0; j0 < HC; j0 += JT) {
@@ -474,16 +474,15 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
 #pragma GCC unroll 8
           for (int jj = 0; jj < JT; ++jj) s[jj] += u[jj] * dk;
         }
-        for (int jj = 0; jj < JT; ++jj) store(gn + (j0 + jj) * L, s[jj]);
+        for (int jj = 0; jj < JT; ++jj) store(g + (j0 + jj) * L, s[jj]);
       }
     } else {
       for (int j = 0; j < H; ++j) {
         Vec<T> s = load(gn + j * L);
         for (int k = 0; k < H; ++k) s += p.u[k * H + j] * load(dat + k * L);
-        store(gn + j * L, s);
+        store(g + j * L, s);
       }
     }
-    std::memcpy(g, gn, sizeof(T) * HL);
   }
   // Lane sums: dU[i][j] += sum_{t >= 1} da_t[i] h_{t-1}[j] (step 0 is in d0),
   // dbias[i] += sum_t da_t[i].
