@@ -351,7 +351,15 @@ inline void step(const Cell<T>& p, int64_t t, int64_t b0, int n, const T* h, T* 
                  T* h_new) {
   constexpr int L = kLanes<T>;
   const T* rows[L];
-  row_pointers(p, t, b0, n, p.src, p.C ? p.C : p.H, rows);
+  const int64_t width = p.C ? p.C : p.H;
+  row_pointers(p, t, b0, n, p.src, width, rows);
+  // The rows of step t + 1 (their indices were fetched a step ago) and the indices of t + 2.
+  if (t + 1 < p.steps) {
+    const T* next[L];
+    row_pointers(p, t + 1, b0, n, p.src, width, next);
+    for (int l = 0; l < L; ++l) __builtin_prefetch(next[l]);
+    if (t + 2 < p.steps) __builtin_prefetch(p.idx + (t + 2) * p.B + b0);
+  }
   load_inputs<T, HC>(p, rows, t == 0 ? p.k0 : p.bias, a);
   if (t > 0) recurrent<T, HC>(p, h, a);  // at t = 0, h = h0 and U h0 is in k0
   activate<T, HC, G, U>(p, a, h, z, c, h_new);
