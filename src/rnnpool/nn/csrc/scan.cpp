@@ -46,7 +46,7 @@ inline float round_(float x) { return std::rint(x); }
 inline float scale_(float p, float n) {  // p 2^n, n integral, for a normal result
   int32_t bits;
   std::memcpy(&bits, &p, sizeof bits);
-  bits += (int32_t)n << 23;
+  bits += (int32_t)((uint32_t)(int32_t)n << 23);  // n < 0 too: shifted as unsigned
   std::memcpy(&p, &bits, sizeof p);
   return p;
 }
