@@ -1,7 +1,7 @@
-"""The compiled projection backward (rnnpool.nn._native.project_backward) against einsum in
-float64, and the map-to-rows copy (pixel_rows) against torch's permute, at sizes that hit the
-register-transposed paths (multiples of 8 rows or pixels, 4 or 8 features) and the scalar tails
-(everything else)."""
+"""The compiled projection backward (rnnpool.nn._native.project_backward) and the map
+projection (pixel_projection) against einsum in float64, and the map-to-rows copy (pixel_rows)
+against torch's permute, at sizes that hit the register-transposed or register-tiled paths and
+the scalar tails (everything else)."""
 
 import pytest
 import torch
@@ -57,6 +57,22 @@ def test_pixel_rows_is_a_permute_and_a_zero_row(dtype, shape):
     rows = _native.pixel_rows(x)
     want = torch.cat([x.permute(0, 2, 3, 1).reshape(-1, shape[1]), x.new_zeros(1, shape[1])])
     assert torch.equal(rows, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape,k", [((2, 32, 4, 6), 16), ((1, 9, 5, 5), 8), ((2, 3, 3, 3), 24),
+                                     ((1, 12, 4, 2), 5), ((2, 16, 7, 1), 12)])
+def test_pixel_projection_matches_einsum(dtype, shape, k):
+    """Register tiles of 16 and 8 outputs (4 for float64) over 4 pixels, and the scalar tails:
+    pixel counts that are not multiples of 4, and output counts that tiles do not cover."""
+    torch.manual_seed(0)
+    x, w = torch.randn(*shape, dtype=dtype), torch.randn(k, shape[1], dtype=dtype)
+    want = torch.einsum("nchw,kc->nhwk", x.double(), w.double()).reshape(-1, k)
+    want = torch.cat([want, want.new_zeros(1, k)])
+    got = _native.pixel_projection(x, w)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    assert got.dtype == dtype and got.shape == want.shape
+    assert (got.double() - want).abs().max() <= tol * max(1.0, want.abs().max())
 
 
 def test_project_backward_is_deterministic_across_threads():

@@ -5,7 +5,8 @@ and update in registers, OpenMP over sweeps), and its backward recomputes the fe
 sweep instead of storing them. ``project.cpp`` serves the projections that the scan kernel does
 as it reads raw inputs of few channels: it turns an ``(N, C, H, W)`` map into the pixel rows the
 scan reads, and runs the projections' backward (tall and thin products that BLAS libraries run
-far below the machine's multiply-add rate) straight from and into the map's own layout. Both are plain C++ without torch
+far below the machine's multiply-add rate) straight from and into the map's own layout. It also
+projects maps of more channels into rows for the scan (``pixel_projection``). Both are plain C++ without torch
 headers, compiled once per machine into one library with the host ``g++``, in the user cache
 (``$XDG_CACHE_HOME/rnnpool`` or ``~/.cache/rnnpool``), and loaded with :mod:`ctypes`. When no compiler is available the operator runs its pure-torch
 path (same numbers, slower) and :func:`native_status` says why.
@@ -31,7 +32,8 @@ from torch import Tensor
 
 from .._cache import cache_dir
 
-__all__ = ["native_available", "native_status", "pixel_rows", "project_backward", "scan"]
+__all__ = ["native_available", "native_status", "pixel_projection", "pixel_rows",
+           "project_backward", "scan"]
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = [_CSRC / "scan.cpp", _CSRC / "project.cpp"]
@@ -112,6 +114,9 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
         pb.restype = c_int
         pr = getattr(dll, f"rnnpool_pixel_rows_{suffix}")
         pr.argtypes, pr.restype = [ptr, i64, i64, i64, ptr, c_int], c_int  # x, N, C, hw, out, threads
+        pp = getattr(dll, f"rnnpool_pixel_projection_{suffix}")
+        # x, N, C, hw, wt, K, out, threads
+        pp.argtypes, pp.restype = [ptr, i64, i64, i64, ptr, i64, ptr, c_int], c_int
     return dll, f"loaded {lib}"
 
 
@@ -205,6 +210,22 @@ def pixel_rows(x: Tensor) -> Tensor:
     out = x.new_empty(n * h * w + 1, c)
     fn = getattr(_load()[0], f"rnnpool_pixel_rows_{_SUFFIX[x.dtype]}")
     _check(fn(x.data_ptr(), n, c, h * w, out.data_ptr(), torch.get_num_threads()))
+    return out
+
+
+def pixel_projection(x: Tensor, w: Tensor) -> Tensor:
+    """``(N, C, H, W)``, ``(K, C)`` -> ``(N*H*W + 1, K)``: ``w`` times each pixel ``(i, y, x)``,
+    then a zero row. Not differentiable (:func:`project_backward` with the map is its
+    backward). CPU, float32 or float64, both of one dtype."""
+    if x.dim() != 4 or w.dim() != 2 or w.shape[1] != x.shape[1] or w.dtype != x.dtype:
+        raise ValueError(f"pixel_projection: x {tuple(x.shape)} {x.dtype} and w "
+                         f"{tuple(w.shape)} {w.dtype} do not match")
+    n, c, h, wd = x.shape
+    x, wt = x.detach().contiguous(), w.detach().t().contiguous()
+    out = x.new_empty(n * h * wd + 1, w.shape[0])
+    fn = getattr(_load()[0], f"rnnpool_pixel_projection_{_SUFFIX[x.dtype]}")
+    _check(fn(x.data_ptr(), n, c, h * wd, wt.data_ptr(), w.shape[0], out.data_ptr(),
+              torch.get_num_threads()))
     return out
 
 

@@ -324,7 +324,7 @@ def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: 
     if native and inputs.shape[1] <= _FUSE_MAX_CHANNELS:  # the kernel reads a map's pixels
         return _scan_groups(inputs, families, p, m, "native", bias, m.w, pad_row)
     if pad_row is not None:
-        rows = _pixel_projection(inputs, m.w)
+        rows = _pixel_projection(inputs, m.w, native)
     elif native:
         rows = _project(inputs, m.w, None)
     else:  # the torch path adds the bias in the projection's product
@@ -335,17 +335,19 @@ def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: 
 
 class _PixelProjection(torch.autograd.Function):
     """``(N, C, H, W)``, ``(K, C)`` -> ``(N*H*W + 1, K)``: ``W x`` of every pixel, then a zero
-    row. The products read the map in place (no channels-last copy), and the backward returns
-    the input's gradient in its own layout."""
+    row. The products read the map in place (no channels-last copy; the compiled kernel when
+    ``native``), and the backward returns the input's gradient in its own layout."""
 
     @staticmethod
-    def forward(ctx, x, w):  # type: ignore[override]
+    def forward(ctx, x, w, native):  # type: ignore[override]
+        ctx.save_for_backward(x, w)
+        if native:
+            return _native.pixel_projection(x, w)
         n, c, h, wd = x.shape
         out = x.new_empty(n * h * wd + 1, w.shape[0])
         torch.matmul(x.reshape(n, c, h * wd).transpose(1, 2), w.t(),
                      out=out[:-1].view(n, h * wd, w.shape[0]))
         out[-1].zero_()
-        ctx.save_for_backward(x, w)
         return out
 
     @staticmethod
@@ -359,7 +361,7 @@ class _PixelProjection(torch.autograd.Function):
             dx = torch.bmm(w.t().expand(n, c, w.shape[0]), d.transpose(1, 2)).view(n, c, h, wd)
         if ctx.needs_input_grad[1]:
             dw = torch.matmul(d.transpose(1, 2), x.reshape(n, c, h * wd).transpose(1, 2)).sum(0)
-        return dx, dw
+        return dx, dw, None
 
 
 def _pixel_rows(x: Tensor) -> Tensor:
@@ -369,11 +371,12 @@ def _pixel_rows(x: Tensor) -> Tensor:
     return torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
 
 
-def _pixel_projection(x: Tensor, w: Tensor) -> Tensor:
-    """``(N, C, H, W)`` -> ``(N*H*W + 1, K)``: ``w`` times each pixel, then a zero row."""
+def _pixel_projection(x: Tensor, w: Tensor, native: bool) -> Tensor:
+    """``(N, C, H, W)`` -> ``(N*H*W + 1, K)``: ``w`` times each pixel, then a zero row;
+    ``native``: in the compiled kernel."""
     if _traced():
         return _project(_pixel_rows(x), w, None)
-    return _PixelProjection.apply(x, w)
+    return _PixelProjection.apply(x, w, native)
 
 
 class _PermuteRows(torch.autograd.Function):
