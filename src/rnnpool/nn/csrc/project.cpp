@@ -79,15 +79,23 @@ inline void scatter(const T* xb, int64_t width, int64_t hw, int64_t r0, int n, T
     for (int l = 0; l < n; ++l) x[offset(r0 + l, c, width, hw)] = xb[c * L + l];
 }
 
+// fn(i, p0, n) for every run of n <= `block` pixels p0 .. p0 + n - 1 of map i of N maps of hw
+// pixels (n = block but at a map's end), spread over threads.
+template <typename F>
+inline void for_pixel_blocks(int64_t N, int64_t hw, int block, int threads, F fn) {
+  const int64_t nb = (hw + block - 1) / block;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t b = 0; b < N * nb; ++b) {
+    const int64_t i = b / nb, p0 = (b % nb) * block;
+    fn(i, p0, hw - p0 < block ? (int)(hw - p0) : block);
+  }
+}
+
 // out (N hw + 1, C) = the pixels of the maps x (N, C, hw) as rows of C, then a zero row.
 template <typename T>
 int pixel_rows(const T* x, int64_t N, int64_t C, int64_t hw, T* out, int threads) {
   constexpr int L = kLanes<T>;
-  const int64_t nblk = (hw + L - 1) / L;  // blocks of L pixels of one map
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t b = 0; b < N * nblk; ++b) {
-    const int64_t i = b / nblk, p0 = (b % nblk) * L;
-    const int n = hw - p0 < L ? (int)(hw - p0) : L;
+  for_pixel_blocks(N, hw, L, threads, [&](int64_t i, int64_t p0, int n) {
     const T* xi = x + i * C * hw + p0;
     T* o = out + (i * hw + p0) * C;
     int64_t c0 = 0;
@@ -115,7 +123,7 @@ int pixel_rows(const T* x, int64_t N, int64_t C, int64_t hw, T* out, int threads
 #endif
     for (int l = 0; l < n; ++l)
       for (int64_t c = c0; c < C; ++c) o[l * C + c] = xi[c * hw + l];
-  }
+  });
   std::fill(out + N * hw * C, out + (N * hw + 1) * C, T(0));
   return 0;
 }
@@ -179,11 +187,7 @@ template <typename T>
 int pixel_projection(const T* x, int64_t N, int64_t C, int64_t hw, const T* wt, int64_t K,
                      T* out, int threads) {
   constexpr int L = kLanes<T>, PT = 4;
-  const int64_t nq = (hw + PT - 1) / PT;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t b = 0; b < N * nq; ++b) {
-    const int64_t i = b / nq, p0 = (b % nq) * PT;
-    const int np = hw - p0 < PT ? (int)(hw - p0) : PT;
+  for_pixel_blocks(N, hw, PT, threads, [&](int64_t i, int64_t p0, int np) {
     const T* xi = x + i * C * hw + p0;
     T* o = out + (i * hw + p0) * K;
     int64_t k0 = 0;
@@ -197,7 +201,7 @@ int pixel_projection(const T* x, int64_t N, int64_t C, int64_t hw, const T* wt, 
         for (int64_t c = 0; c < C; ++c) v += xi[c * hw + q] * wt[c * K + k];
         o[q * K + k] = v;
       }
-  }
+  });
   std::fill(out + N * hw * K, out + (N * hw + 1) * K, T(0));
   return 0;
 }
