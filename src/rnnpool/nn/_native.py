@@ -6,10 +6,11 @@ sweep instead of storing them. ``project.cpp`` serves the projections that the s
 as it reads raw inputs of few channels: it turns an ``(N, C, H, W)`` map into the pixel rows the
 scan reads, and runs the projections' backward (tall and thin products that BLAS libraries run
 far below the machine's multiply-add rate) straight from and into the map's own layout. It also
-projects maps of more channels into rows for the scan (``pixel_projection``). Both are plain C++ without torch
-headers, compiled once per machine into one library with the host ``g++``, in the user cache
-(``$XDG_CACHE_HOME/rnnpool`` or ``~/.cache/rnnpool``), and loaded with :mod:`ctypes`. When no compiler is available the operator runs its pure-torch
-path (same numbers, slower) and :func:`native_status` says why.
+projects maps of more channels into rows for the scan (``pixel_projection``). Both are plain
+C++ without torch headers, compiled once per machine into one library with the host ``g++``, in
+the user cache (``$XDG_CACHE_HOME/rnnpool`` or ``~/.cache/rnnpool``), and loaded with
+:mod:`ctypes`. When no compiler is available the operator runs its pure-torch path (same
+numbers, slower) and :func:`native_status` says why.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@
 // rows (one SIMD register of lanes) is transposed into registers once and multiplied by the
 // whole of W; x and dx can be the (N, C, H, W) maps themselves, where L consecutive pixels of a
 // channel already form a register. Maps of more channels are projected here too
-// (pixel_projection, lanes over outputs: 1.2x BLAS, which reads the map transposed); their
-// backward stays with BLAS, which is as fast or faster there.
+// (pixel_projection, lanes over outputs: as fast as BLAS for 16 outputs, 3.4x faster for 8);
+// their backward stays with BLAS, which is as fast or faster there.
 //
 // dW and db are summed per slot (a fixed range of blocks) and then over the slots in order, so
 // they do not depend on the number of threads.
