@@ -286,6 +286,33 @@ inline void activate_one_exp(const Cell<T>& p, int n, const T* a, const T* h, T*
       const V r = (V)_mm256_rcp_ps((__m256)d);
       return r * (2.0f - d * r);
     };
+    // Four registers at a time, stage by stage: their dependency chains (about 60 cycles each)
+    // then sit side by side in the out-of-order window (forward kernel 1.07-1.26x with one
+    // thread per core). The same steps one register at a time follow, for what is left
+    // (generic hidden sizes; one lambda for both loops measured up to 1.2x slower on Face-M4).
+    constexpr int R = 4;
+    for (; k0 + 8 * R <= n; k0 += 8 * R) {
+      V e[R], zk[R], su[R];
+      for (int r = 0; r < R; ++r)
+        e[r] = -(V)_mm256_min_ps(hi, _mm256_max_ps(lo, (__m256)load(a + k0 + 8 * r)));
+      for (int r = 0; r < R; ++r) e[r] = exp_core(e[r]);
+      for (int r = 0; r < R; ++r) {
+        zk[r] = 1.0f + e[r];
+        su[r] = 1.0f + e[r] * e[r] * load(eu + k0 + 8 * r);
+      }
+      for (int r = 0; r < R; ++r) {
+        zk[r] = reciprocal(zk[r]);
+        su[r] = reciprocal(su[r]);
+      }
+      for (int r = 0; r < R; ++r) {
+        const V ck = U == UPDATE_SIGMOID ? su[r] : 2.0f * su[r] - 1.0f;
+        const V hk = load(h + k0 + 8 * r);
+        store(z + k0 + 8 * r, zk[r]);
+        store(c + k0 + 8 * r, ck);
+        store(h_new + k0 + 8 * r,
+              Plain ? ck + zk[r] * (hk - ck) : zk[r] * hk + (zeta * (1.0f - zk[r]) + nu) * ck);
+      }
+    }
     for (; k0 + 8 <= n; k0 += 8) {
       const V ak = (V)_mm256_min_ps(hi, _mm256_max_ps(lo, (__m256)load(a + k0)));
       const V e = exp_core(-ak);
