@@ -462,6 +462,14 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
   T* dub = db + HL;
   T* d0 = dub + HL;
   T* zn = d0 + HL;
+  // The rows of dsrc this block adds into (cold: zeroed at the start, touched by other blocks
+  // since) are fetched while its forward steps are recomputed: backward 1.07-1.15x at 2 threads
+  // for Face-M4, MobileNetV2 and VWW (Face-Quant 0.94-1.11x).
+  for (int64_t t = 0; t < TT; ++t) {
+    T* rows[L];
+    row_pointers(p, t, b0, n, dsrc, H, rows);
+    for (int l = 0; l < L; ++l) __builtin_prefetch(rows[l], 1);
+  }
   init_state<T, HC>(p, hs);
   for (int64_t t = 0; t < TT; ++t)
     step<T, HC, G, U>(p, t, b0, n, hs + t * HL, a, zs + t * HL, cs + t * HL, hs + (t + 1) * HL);
