@@ -11,13 +11,16 @@ the best times and the speed-up ratios over the baseline.
     python benchmarks/bench_rnnpool.py                # all shapes, 2 threads
     python benchmarks/bench_rnnpool.py --shapes vww --repeats 5
     python benchmarks/bench_rnnpool.py --device cuda  # on a GPU
+    python benchmarks/bench_rnnpool.py --sets 5       # the table 5 times, then each ratio's
+                                                      # range and median over the 5 sets
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -92,12 +95,17 @@ def bench(shape: Shape, repeats: int, device: str, backends: list[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sets", type=int, default=1,
+                    help="run the whole table this many times, then summarise the ratios")
     args = ap.parse_args()
+    if args.repeats < 1 or args.sets < 1 or args.threads < 1:
+        ap.error("--repeats, --sets and --threads must be at least 1")
     torch.set_num_threads(args.threads)
     backends = ["torch"]
     if args.device == "cpu":
@@ -106,25 +114,36 @@ def main() -> None:
         else:
             print(f"compiled kernel unavailable ({native_status()}): torch path only")
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
-          f"best of {args.repeats} runs (forward+backward: best of {max(1, args.repeats // 2 + 1)})")
+          f"best of {args.repeats} runs "
+          f"(forward+backward: best of {max(1, args.repeats // 2 + 1)})")
     hdr = (f"{'layer':<12} {'input':<15} {'k/s':>4} {'h1/h2':>6} {'backend':>7} | {'fwd ms':>8} "
            f"{'base ms':>8} {'ratio':>6} | {'f+b ms':>8} {'base ms':>8} {'ratio':>6} | "
            f"{'patches/s fwd':>13}")
-    print(hdr)
-    print("-" * len(hdr))
-    for key in args.shapes:
-        r = bench(SHAPES[key], args.repeats, args.device, backends)
-        s = r["shape"]
-        for b in backends:
-            print(
-                f"{s.name:<12} {f'{s.n}x{s.c}x{s.h}x{s.w}':<15} {f'{s.k}/{s.s}':>4} "
-                f"{f'{s.h1}/{s.h2}':>6} {b:>7} | {r[b + '_fwd'] * 1e3:8.1f} "
-                f"{r['base_fwd'] * 1e3:8.1f} {r['base_fwd'] / r[b + '_fwd']:5.1f}x | "
-                f"{r[b + '_fb'] * 1e3:8.1f} {r['base_fb'] * 1e3:8.1f} "
-                f"{r['base_fb'] / r[b + '_fb']:5.1f}x | {r['patches'] / r[b + '_fwd']:13.3g}",
-                flush=True,
-            )
-
+    ratios: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for _ in range(args.sets):
+        print(hdr)
+        print("-" * len(hdr))
+        for key in args.shapes:
+            r = bench(SHAPES[key], args.repeats, args.device, backends)
+            s = r["shape"]
+            for b in backends:
+                fwd, fb = r["base_fwd"] / r[b + "_fwd"], r["base_fb"] / r[b + "_fb"]
+                ratios.setdefault((s.name, b), []).append((fwd, fb))
+                print(
+                    f"{s.name:<12} {f'{s.n}x{s.c}x{s.h}x{s.w}':<15} {f'{s.k}/{s.s}':>4} "
+                    f"{f'{s.h1}/{s.h2}':>6} {b:>7} | {r[b + '_fwd'] * 1e3:8.1f} "
+                    f"{r['base_fwd'] * 1e3:8.1f} {fwd:5.1f}x | "
+                    f"{r[b + '_fb'] * 1e3:8.1f} {r['base_fb'] * 1e3:8.1f} "
+                    f"{fb:5.1f}x | {r['patches'] / r[b + '_fwd']:13.3g}",
+                    flush=True,
+                )
+    if args.sets > 1:
+        print(f"\nratios over {args.sets} sets: range (median)")
+        for (name, b), v in ratios.items():
+            fwd, fb = sorted(x[0] for x in v), sorted(x[1] for x in v)
+            print(f"{name:<12} {b:>7} | fwd {fwd[0]:.1f}-{fwd[-1]:.1f}x "
+                  f"({statistics.median(fwd):.1f}x) | f+b {fb[0]:.1f}-{fb[-1]:.1f}x "
+                  f"({statistics.median(fb):.1f}x)")
 
 if __name__ == "__main__":
     main()
