@@ -145,5 +145,6 @@ def main() -> None:
                   f"({statistics.median(fwd):.1f}x) | f+b {fb[0]:.1f}-{fb[-1]:.1f}x "
                   f"({statistics.median(fb):.1f}x)")
 
+
 if __name__ == "__main__":
     main()

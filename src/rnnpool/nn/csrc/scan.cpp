@@ -468,7 +468,9 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
   for (int64_t t = 0; t < TT; ++t) {
     T* rows[L];
     row_pointers(p, t, b0, n, dsrc, H, rows);
-    for (int l = 0; l < L; ++l) __builtin_prefetch(rows[l], 1);
+    for (int l = 0; l < L; ++l)
+      for (int64_t i = 0; i < H; i += 64 / (int64_t)sizeof(T))  // each 64-byte line
+        __builtin_prefetch(rows[l] + i, 1);
   }
   init_state<T, HC>(p, hs);
   for (int64_t t = 0; t < TT; ++t)
