@@ -102,7 +102,7 @@ def face_demo(
         loss.backward()
         opt.step()
         step_times.append(time.perf_counter() - t0)
-    t_model = sum(step_times[1:]) / 2
+    t_model = sum(step_times[1:]) / len(step_times[1:])
     t0 = time.perf_counter()
     for i in range(batch_size):
         train_set[i]
