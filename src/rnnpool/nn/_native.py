@@ -103,12 +103,16 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
         common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, c_int, c_int,
                   scalar, scalar, scalar, scalar, scalar]
         fwd = getattr(dll, f"rnnpool_scan_forward_{suffix}")
-        fwd.argtypes, fwd.restype = [*common, ptr, c_int], c_int
+        # groups[], ngroups[] (or null when nothing is saved), out, pre, threads
+        fwd.argtypes, fwd.restype = [*common, ptr, ptr, ptr, ptr, c_int], c_int
         bwd = getattr(dll, f"rnnpool_scan_backward_{suffix}")
         # groups[], ngroups[], rows, gout, dsrc, dparams, dzeta_nu, grad_zeta_nu, skip_row,
-        # threads
-        bwd.argtypes = [*common, ptr, ptr, i64, ptr, ptr, ptr, ptr, c_int, i64, c_int]
+        # pre, threads
+        bwd.argtypes = [*common, ptr, ptr, i64, ptr, ptr, ptr, ptr, c_int, i64, ptr, c_int]
         bwd.restype = c_int
+        size = getattr(dll, f"rnnpool_scan_saved_size_{suffix}")
+        # nfam, steps[], B[], groups[], ngroups[], H
+        size.argtypes, size.restype = [c_int, ptr, ptr, ptr, ptr, i64], i64
         pb = getattr(dll, f"rnnpool_project_backward_{suffix}")
         # dy, x, P, C, hw, w, H, dx, dw, db, threads
         pb.argtypes = [ptr, ptr, i64, i64, i64, ptr, i64, ptr, ptr, ptr, c_int]
@@ -174,23 +178,34 @@ class _Call:
                      scalar(_scalar(zeta)), scalar(_scalar(nu)), scalar(affine[0]),
                      scalar(affine[1])]
 
-    def forward(self, out: Tensor) -> None:
+    def forward(self, out: Tensor, groups: Optional[Sequence[Tensor]] = None
+                ) -> Optional[Tensor]:
+        """Fill ``out``. With the families' ``groups`` (as :meth:`backward` will get them), also
+        return every step's pre-activation, which :meth:`backward` needs."""
+        pre = offsets = counts = None
+        if groups is not None:
+            offsets, counts = _groups(groups)
+            size = getattr(self.dll, f"rnnpool_scan_saved_size_{self.suffix}")(
+                len(self.idx), self.steps, self.sweeps, offsets, counts, self.hidden)
+            _check(min(size, 0))
+            pre = out.new_empty(size)
         fn = getattr(self.dll, f"rnnpool_scan_forward_{self.suffix}")
-        _check(fn(*self.args, out.data_ptr(), torch.get_num_threads()))
+        _check(fn(*self.args, offsets, counts, out.data_ptr(), _ptr(pre),
+                  torch.get_num_threads()))
+        return pre
 
     def backward(self, groups: Sequence[Tensor], gout: Tensor, dsrc: Tensor, grad_zeta_nu: bool,
-                 skip_row: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 skip_row: int, pre: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Fill ``dsrc`` (``(P, H)``: the gradient of the projected rows, zero at row
-        ``skip_row``); return ``dU, dbias, dubias`` and ``(dzeta, dnu)`` in float64."""
+        ``skip_row``); return ``dU, dbias, dubias`` and ``(dzeta, dnu)`` in float64. ``pre``:
+        what :meth:`forward` saved with the same ``groups``."""
         fn = getattr(self.dll, f"rnnpool_scan_backward_{self.suffix}")
-        n = len(groups)
-        offsets = (ctypes.c_void_p * n)(*[g.data_ptr() for g in groups])
-        counts = (ctypes.c_int64 * n)(*[g.numel() - 1 for g in groups])
+        offsets, counts = _groups(groups)
         h = self.hidden
         dparams = dsrc.new_zeros(h * h + 2 * h)
         dzn = torch.zeros(2, dtype=torch.float64)
         _check(fn(*self.args, offsets, counts, dsrc.shape[0], gout.data_ptr(), dsrc.data_ptr(),
-                  dparams.data_ptr(), dzn.data_ptr(), int(grad_zeta_nu), skip_row,
+                  dparams.data_ptr(), dzn.data_ptr(), int(grad_zeta_nu), skip_row, pre.data_ptr(),
                   torch.get_num_threads()))
         du, dbias, dubias = dparams.split([h * h, h, h])
         return du.view(h, h), dbias, dubias, dzn
@@ -198,6 +213,13 @@ class _Call:
 
 def _ptr(t: Optional[Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
+
+
+def _groups(groups: Sequence[Tensor]) -> tuple[ctypes.Array, ctypes.Array]:
+    """The kernel's groups[] and ngroups[] for the families' offset tensors."""
+    n = len(groups)
+    return ((ctypes.c_void_p * n)(*[g.data_ptr() for g in groups]),
+            (ctypes.c_int64 * n)(*[g.numel() - 1 for g in groups]))
 
 
 def pixel_rows(x: Tensor) -> Tensor:
@@ -266,12 +288,12 @@ def _check(rc: int) -> None:
 class _Scan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, src, bias, ubias, w, u, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
-        gate, update, kappa, affine, _ = cfg
+        gate, update, kappa, affine, _, save = cfg
         idx = idx_groups[0::2]
         rows = pixel_rows(src) if src.dim() == 4 else src
         call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
         out = src.new_empty(sum(i.shape[1] for i in idx), u.shape[0])
-        call.forward(out)
+        ctx.pre = call.forward(out, idx_groups[1::2] if save else None)
         ctx.save_for_backward(src, rows, bias, ubias, w, u, h0, *idx_groups)
         ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
         return out
@@ -281,13 +303,13 @@ class _Scan(torch.autograd.Function):
     def backward(ctx, gout):  # type: ignore[override]
         src, rows, bias, ubias, w, u, h0, *idx_groups = ctx.saved_tensors
         idx, groups = idx_groups[0::2], idx_groups[1::2]
-        gate, update, kappa, affine, skip_row = ctx.cfg
+        gate, update, kappa, affine, skip_row, _ = ctx.cfg
         zeta, nu = ctx.zeta, ctx.nu
         call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
         dproj = src.new_empty(rows.shape[0], u.shape[0])  # zeroed by the kernel
         grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
         du, dbias, dubias, dzn = call.backward(groups, gout.contiguous(), dproj, grad_zeta_nu,
-                                               skip_row)
+                                               skip_row, ctx.pre)
         dzeta = dzn[0].to(src.dtype) if isinstance(zeta, Tensor) else None
         dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
         if w is None:
@@ -311,7 +333,9 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
     ``x = src[idx[t, b]]`` (or ``w src[idx[t, b]]`` when ``w`` is given) and computes, from
     ``h = h0``, the pre-activation ``a = x + bias + u h`` that FastGRNN's gate and update share,
     ``z = gate(a)``, ``c = update(kappa a + ubias)``, ``h' = z h + (zeta (1 - z) + nu) c``.
-    Differentiable in ``src``, ``bias``, ``ubias``, ``w``, ``u``, ``zeta`` and ``nu``.
+    Differentiable in ``src``, ``bias``, ``ubias``, ``w``, ``u``, ``zeta`` and ``nu``; when
+    one of them requires a gradient (and grad mode is on), the forward keeps every step's
+    pre-activation for the backward: ``T * H`` values per sweep.
 
     Args:
         src: ``(P, H)`` float32 or float64 CPU tensor of projected inputs, or ``(P, C)`` raw
@@ -363,9 +387,12 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
                              f"{src[:, 0].numel()}")
         skip_row = src[:, 0].numel()
     skip = -1 if skip_row is None else int(skip_row)
-    cfg = (gate, update, float(kappa), (float(affine[0]), float(affine[1])), skip)
     bias = src.new_zeros(hidden) if bias is None else bias
     ubias = src.new_zeros(hidden) if ubias is None else ubias
+    # Keep every step's pre-activation for the backward only when there will be one.
+    save = torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in (src, bias, ubias, w, u, zeta, nu))
+    cfg = (gate, update, float(kappa), (float(affine[0]), float(affine[1])), skip, save)
     width = src.shape[1] if w is None else w.shape[0]
     if (width != hidden or src.dim() not in (2, 4)
             or (w is not None and (w.dim() != 2 or w.shape[1] != src.shape[1]))):

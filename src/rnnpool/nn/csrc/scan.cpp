@@ -15,8 +15,10 @@
 // registers. Input rows are transposed into that layout as they are read (8 x 8 register
 // transposes on AVX), and input gradients transposed back as they are added.
 //
-// Backward: each block's T states are recomputed (a few KB, in cache) instead of stored. Input
-// gradients are added straight into dsrc; to do that without atomics the sweeps come in groups
+// Backward: a forward run for training saves every step's pre-activation a (H values a step;
+// one contiguous (T, H, L) piece per block, written with non-temporal stores), and the backward
+// recomputes the states and gates from them: activations only, no recurrent products or input
+// loads (f+b 1.1-1.2x over recomputing whole steps). Input gradients are added straight into dsrc; to do that without atomics the sweeps come in groups
 // (runs of consecutive sweeps) such that sweeps of different groups never read the same src
 // row, and a thread owns whole groups; families run one after the other. dU, dbias and dubias
 // are accumulated per lane over a slot (a fixed range of groups), then summed in a fixed order,
@@ -392,9 +394,10 @@ inline void step(const Cell<T>& p, int64_t t, int64_t b0, int n, const T* h, T* 
   activate<T, HC, G, U>(p, a, h, z, c, h_new);
 }
 
-// Forward of the n <= L sweeps starting at b0; work holds 4 H L values.
+// Forward of the n <= L sweeps starting at b0; work holds 4 H L values. pre, when not null,
+// receives every step's pre-activation a, (steps, H, L), idle lanes included.
 template <typename T, int HC, int G, int U>
-void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work) {
+void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work, T* pre) {
   constexpr int L = kLanes<T>;
   const int H = HC ? HC : (int)p.H;
   T* h = work;
@@ -402,7 +405,12 @@ void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work) {
   T* z = a + H * L;
   T* c = z + H * L;
   init_state<T, HC>(p, h);
-  for (int64_t t = 0; t < p.steps; ++t) step<T, HC, G, U>(p, t, b0, n, h, a, z, c, h);
+  for (int64_t t = 0; t < p.steps; ++t) {
+    step<T, HC, G, U>(p, t, b0, n, h, a, z, c, h);
+    // Streamed: storing straight into pre (lines not in cache) made the forward 2x slower.
+    if (pre)
+      for (int i = 0; i < H; ++i) stream(pre + (t * H + i) * L, load(a + i * L));
+  }
   const T s = p.out_scale, b = p.out_shift;
   for (int l = 0; l < n; ++l)
     for (int i = 0; i < H; ++i) out[(b0 + l) * H + i] = s * h[i * L + l] + b;
@@ -415,8 +423,8 @@ constexpr int64_t kSlotSums = 3;  // H-long sums after dU: dbias, dubias, da_0
 template <typename T>
 inline int64_t lane_acc_size(int64_t H) { return (H * H + kSlotSums * H + 2) * kLanes<T>; }
 
-// Work of backward_block, in H L units: hs (T + 1), zs (T), cs (T), da (T), a, g, gn.
-inline int64_t backward_work(int64_t steps) { return 4 * steps + 4; }
+// Work of backward_block, in H L units: hs (T + 1), zs (T), cs (T), da (T), g, gn.
+inline int64_t backward_work(int64_t steps) { return 4 * steps + 3; }
 
 // dsrc rows of the block's lanes += the columns of da (H, L); lanes whose row is null skip.
 template <typename T, int HC>
@@ -443,10 +451,11 @@ inline void scatter_add(const Cell<T>& p, T* const* rows, const T* da) {
       for (int i = i0; i < H; ++i) rows[l][i] += da[i * L + l];
 }
 
-// Backward of the n <= L sweeps starting at b0: adds into dsrc and the lane sums acc.
+// Backward of the n <= L sweeps starting at b0: adds into dsrc and the lane sums acc. pre:
+// what forward_block saved for the same sweeps.
 template <typename T, int HC, int G, int U>
 void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc, T* acc,
-                    T* work) {
+                    T* work, const T* pre) {
   constexpr int L = kLanes<T>;
   const int H = HC ? HC : (int)p.H;
   const int64_t HL = (int64_t)H * L, TT = p.steps;
@@ -454,8 +463,7 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
   T* zs = hs + (TT + 1) * HL;
   T* cs = zs + TT * HL;
   T* da = cs + TT * HL;
-  T* a = da + TT * HL;
-  T* g = a + HL;
+  T* g = da + TT * HL;
   T* gn = g + HL;
   T* du = acc;
   T* db = acc + (int64_t)H * HL;
@@ -463,8 +471,8 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
   T* d0 = dub + HL;
   T* zn = d0 + HL;
   // The rows of dsrc this block adds into (cold: zeroed at the start, touched by other blocks
-  // since) are fetched while its forward steps are recomputed: backward 1.07-1.15x at 2 threads
-  // for Face-M4, MobileNetV2 and VWW (Face-Quant 0.94-1.11x).
+  // since) are fetched while its states are recomputed (when those were recomputed from the
+  // inputs: backward 1.07-1.15x at 2 threads for Face-M4, MobileNetV2 and VWW).
   for (int64_t t = 0; t < TT; ++t) {
     T* rows[L];
     row_pointers(p, t, b0, n, dsrc, H, rows);
@@ -472,9 +480,11 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
       for (int64_t i = 0; i < H; i += 64 / (int64_t)sizeof(T))  // each 64-byte line
         __builtin_prefetch(rows[l] + i, 1);
   }
+  // The states and gates again, from the saved pre-activations (no recurrent products).
   init_state<T, HC>(p, hs);
   for (int64_t t = 0; t < TT; ++t)
-    step<T, HC, G, U>(p, t, b0, n, hs + t * HL, a, zs + t * HL, cs + t * HL, hs + (t + 1) * HL);
+    activate<T, HC, G, U>(p, pre + t * HL, hs + t * HL, zs + t * HL, cs + t * HL,
+                          hs + (t + 1) * HL);
   for (int i = 0; i < H; ++i)
     for (int l = 0; l < L; ++l) g[i * L + l] = l < n ? p.out_scale * gout[(b0 + l) * H + i] : T(0);
   const T kappa = p.kappa, zeta = p.zeta, nu = p.nu;
@@ -548,7 +558,18 @@ struct Family {
   int64_t steps, B;
   const int64_t* groups;  // ngroups + 1 offsets: group g is sweeps [groups[g], groups[g + 1])
   int64_t ngroups;
+  int64_t pre_offset;       // where its blocks' saved pre-activations start
+  const int64_t* slot_blk;  // slots + 1 offsets: the blocks before each slot
 };
+
+// The backward runs a family's groups in slots (a fixed range of groups each; at most kSlots),
+// and each slot in blocks of L sweeps from its first; a forward that saves pre-activations for
+// it runs the same blocks, so that each block's are one contiguous (steps, H, L) piece.
+constexpr int64_t kSlots = 64;
+inline int64_t slot_count(const Family& f) { return f.ngroups < kSlots ? f.ngroups : kSlots; }
+inline int64_t slot_start(const Family& f, int64_t sl) {
+  return f.groups[sl * f.ngroups / slot_count(f)];
+}
 
 template <typename T>
 inline Cell<T> for_family(const Cell<T>& p, const Family& f) {
@@ -561,7 +582,7 @@ inline Cell<T> for_family(const Cell<T>& p, const Family& f) {
 
 // Forward of every family; out holds the families' (B, H) results one after the other.
 template <typename T, int HC, int G, int U>
-void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, int threads) {
+void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, T* pre, int threads) {
   constexpr int L = kLanes<T>;
   const int64_t H = p.H;
 #pragma omp parallel num_threads(threads)
@@ -570,15 +591,28 @@ void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, int thre
     T* o = out;
     for (int f = 0; f < nfam; ++f) {
       const Cell<T> q = for_family(p, fam[f]);
-      const int64_t nblk = (q.B + L - 1) / L;
+      if (pre) {  // the backward's blocks (see Family)
+        const Family& fm = fam[f];
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t sl = 0; sl < slot_count(fm); ++sl) {
+          const int64_t s1 = slot_start(fm, sl + 1);
+          T* pb = pre + fm.pre_offset + fm.slot_blk[sl] * q.steps * H * L;
+          for (int64_t b0 = slot_start(fm, sl); b0 < s1; b0 += L, pb += q.steps * H * L)
+            forward_block<T, HC, G, U>(q, b0, s1 - b0 < L ? (int)(s1 - b0) : L, o, work.data(),
+                                       pb);
+        }
+      } else {
+        const int64_t nblk = (q.B + L - 1) / L;
 #pragma omp for schedule(dynamic, 8) nowait
-      for (int64_t blk = 0; blk < nblk; ++blk) {
-        const int64_t b0 = blk * L;
-        const int n = q.B - b0 < L ? (int)(q.B - b0) : L;
-        forward_block<T, HC, G, U>(q, b0, n, o, work.data());
+        for (int64_t blk = 0; blk < nblk; ++blk) {
+          const int64_t b0 = blk * L;
+          const int n = q.B - b0 < L ? (int)(q.B - b0) : L;
+          forward_block<T, HC, G, U>(q, b0, n, o, work.data(), nullptr);
+        }
       }
       o += q.B * H;
     }
+    if (pre) stream_fence();
   }
 }
 
@@ -588,9 +622,9 @@ void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, int thre
 // order, so the result does not depend on the number of threads or on scheduling.
 template <typename T, int HC, int G, int U>
 void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, const T* gout,
-                  T* dsrc, T* dparams, double* dzn, int threads) {
+                  T* dsrc, T* dparams, double* dzn, const T* pre, int threads) {
   constexpr int L = kLanes<T>;
-  const int64_t H = p.H, kSlots = 64, SZ = H * H + kSlotSums * H, AZ = lane_acc_size<T>(H);
+  const int64_t H = p.H, SZ = H * H + kSlotSums * H, AZ = lane_acc_size<T>(H);
   int64_t max_steps = 0;
   for (int f = 0; f < nfam; ++f) max_steps = fam[f].steps > max_steps ? fam[f].steps : max_steps;
   std::vector<T> slots(kSlots * SZ, T(0));
@@ -606,18 +640,18 @@ void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, c
     const T* g = gout;
     for (int f = 0; f < nfam; ++f) {
       const Cell<T> q = for_family(p, fam[f]);
-      const int64_t* goff = fam[f].groups;
-      const int64_t ng = fam[f].ngroups, nslot = ng < kSlots ? ng : kSlots;
+      const Family& fm = fam[f];
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t sl = 0; sl < nslot; ++sl) {
+      for (int64_t sl = 0; sl < slot_count(fm); ++sl) {
         std::fill(acc.begin(), acc.end(), T(0));
         // The slot's groups are this thread's alone, so a block may span groups: only the
         // slot's last block can have idle lanes (blocks of one group each left 4 of 32 lanes
         // idle in MobileNetV2's and VWW's row segments).
-        const int64_t s0 = goff[sl * ng / nslot], s1 = goff[(sl + 1) * ng / nslot];
-        for (int64_t b0 = s0; b0 < s1; b0 += L) {
+        const int64_t s1 = slot_start(fm, sl + 1);
+        const T* pb = pre + fm.pre_offset + fm.slot_blk[sl] * q.steps * H * L;
+        for (int64_t b0 = slot_start(fm, sl); b0 < s1; b0 += L, pb += q.steps * H * L) {
           const int n = s1 - b0 < L ? (int)(s1 - b0) : L;
-          backward_block<T, HC, G, U>(q, b0, n, g, dsrc, acc.data(), work.data());
+          backward_block<T, HC, G, U>(q, b0, n, g, dsrc, acc.data(), work.data(), pb);
         }
         T* slot = slots.data() + sl * SZ;  // lanes summed in order
         for (int64_t k = 0; k < SZ; ++k) {
@@ -648,14 +682,14 @@ void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, c
 
 template <typename T, int G, int U>
 int dispatch(const Cell<T>& p, const Family* fam, int nfam, bool fwd, T* out, int64_t rows,
-             const T* gout, T* dsrc, T* dparams, double* dzn, int threads) {
-#define RNNPOOL_RUN(HC)                                                                   \
-  do {                                                                                    \
-    if (fwd)                                                                              \
-      forward_all<T, HC, G, U>(p, fam, nfam, out, threads);                               \
-    else                                                                                  \
-      backward_all<T, HC, G, U>(p, fam, nfam, rows, gout, dsrc, dparams, dzn, threads);   \
-    return 0;                                                                             \
+             const T* gout, T* dsrc, T* dparams, double* dzn, T* pre, int threads) {
+#define RNNPOOL_RUN(HC)                                                                      \
+  do {                                                                                       \
+    if (fwd)                                                                                 \
+      forward_all<T, HC, G, U>(p, fam, nfam, out, pre, threads);                             \
+    else                                                                                     \
+      backward_all<T, HC, G, U>(p, fam, nfam, rows, gout, dsrc, dparams, dzn, pre, threads); \
+    return 0;                                                                                \
   } while (0)
   switch (p.H) {
     case 8: RNNPOOL_RUN(8);
@@ -666,25 +700,54 @@ int dispatch(const Cell<T>& p, const Family* fam, int nfam, bool fwd, T* out, in
 #undef RNNPOOL_RUN
 }
 
+// The families of a call, checked (status -2 bad sizes, -3 bad groups; groups may be null when
+// only the forward runs, unsaved). With groups, blk receives each family's slot_blk, and
+// *saved the size of all their blocks' pre-activations (H units).
 template <typename T>
-int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* steps,
-        const int64_t* B, const int64_t* const* groups, const int64_t* ngroups, int nfam,
-        int gate, int update, bool fwd, T* out, int64_t rows, const T* gout, T* dsrc,
-        T* dparams, double* dzn, int threads) {
+int make_families(const int64_t* const* idx, const int64_t* steps, const int64_t* B,
+                  const int64_t* const* groups, const int64_t* ngroups, int nfam, int64_t H,
+                  std::vector<Family>& fam, std::vector<std::vector<int64_t>>& blk,
+                  int64_t* saved) {
   constexpr int L = kLanes<T>;
-  if (p.H <= 0 || p.H > kMaxH || p.C < 0 || nfam <= 0 || threads <= 0) return -2;
-  std::vector<Family> fam(nfam);
+  if (H <= 0 || H > kMaxH || nfam <= 0) return -2;
+  fam.assign(nfam, Family{});
+  blk.assign(nfam, {});
+  *saved = 0;
   for (int f = 0; f < nfam; ++f) {
     if (steps[f] <= 0 || B[f] < 0) return -2;
-    fam[f] = Family{idx[f], steps[f], B[f], nullptr, 0};
-    if (fwd) continue;
-    fam[f].groups = groups[f];
-    fam[f].ngroups = ngroups[f];
+    fam[f] = Family{idx ? idx[f] : nullptr, steps[f], B[f], nullptr, 0, 0, nullptr};
+    if (!groups) continue;
     const int64_t* g = groups[f];
     if (ngroups[f] < 0 || g[0] != 0 || g[ngroups[f]] != B[f]) return -3;
     for (int64_t k = 0; k < ngroups[f]; ++k)
       if (g[k + 1] < g[k]) return -3;
+    fam[f].groups = g;
+    fam[f].ngroups = ngroups[f];
+    const int64_t nslot = slot_count(fam[f]);
+    blk[f].assign(nslot + 1, 0);
+    for (int64_t sl = 0; sl < nslot; ++sl)
+      blk[f][sl + 1] = blk[f][sl] + (slot_start(fam[f], sl + 1) - slot_start(fam[f], sl) + L - 1) / L;
+    fam[f].slot_blk = blk[f].data();
+    fam[f].pre_offset = *saved;
+    *saved += blk[f][nslot] * steps[f] * H * L;
   }
+  return 0;
+}
+
+template <typename T>
+int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* steps,
+        const int64_t* B, const int64_t* const* groups, const int64_t* ngroups, int nfam,
+        int gate, int update, bool fwd, T* out, int64_t rows, const T* gout, T* dsrc,
+        T* dparams, double* dzn, T* pre, int threads) {
+  constexpr int L = kLanes<T>;
+  if (p.C < 0 || threads <= 0 || ((!fwd || pre) && !groups)) return -2;
+  std::vector<Family> fam;
+  std::vector<std::vector<int64_t>> blk;
+  int64_t saved = 0;
+  const int rc = make_families<T>(idx, steps, B, (!fwd || pre) ? groups : nullptr, ngroups,
+                                  nfam, p.H, fam, blk, &saved);
+  if (rc) return rc;
+  if (!fwd && !pre && saved > 0) return -2;  // (an empty tensor's data may be null)
   const int64_t H = p.H;
   auto over_lanes = [&](auto unit_value) {  // (H, L): a value per unit, repeated over the lanes
     std::vector<T> v(H * L);
@@ -713,7 +776,7 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
 #define RNNPOOL_CASE(GV, UV)                                                                 \
   if (gate == GV && update == UV)                                                           \
     return dispatch<T, GV, UV>(p, fam.data(), nfam, fwd, out, rows, gout, dsrc, dparams, dzn,   \
-                               threads);
+                               pre, threads);
   RNNPOOL_CASE(GATE_SIGMOID, UPDATE_TANH)
   RNNPOOL_CASE(GATE_SIGMOID, UPDATE_HARD_TANH)
   RNNPOOL_CASE(GATE_SIGMOID, UPDATE_SIGMOID)
@@ -733,18 +796,21 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
 // described at the top. The backward writes dsrc (P, H), the gradient of the projected rows
 // (W and the raw inputs get theirs from it outside), and adds into dparams: dU (H, H),
 // dbias (H), dubias (H). Sweeps of any group may read row skip_row (a shared padding row, or -1
-// for none): its gradient is left at zero. Status: 0, -1 unknown activations, -2 bad sizes,
-// -3 bad groups.
+// for none): its gradient is left at zero. A forward for training gets the groups and pre, of
+// rnnpool_scan_saved_size elements, and saves the pre-activations there; the backward needs
+// them (pre) and the same groups. A forward for inference passes null groups and pre. Status:
+// 0, -1 unknown activations, -2 bad sizes, -3 bad groups.
 #define RNNPOOL_API(SUFFIX, T)                                                                  \
   extern "C" int rnnpool_scan_forward_##SUFFIX(                                                 \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
       const int64_t* B, int64_t H, const T* u, const T* h0, const T* bias, const T* ubias,     \
       const T* wt, int64_t C, int gate, int update, T kappa, T zeta, T nu, T out_scale,        \
-      T out_shift, T* out, int threads) {                                                       \
+      T out_shift, const int64_t* const* groups, const int64_t* ngroups, T* out, T* pre,       \
+      int threads) {                                                                            \
     Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, h0, bias, nullptr, nullptr, wt, C, nullptr,   \
               kappa, zeta, nu, out_scale, out_shift, false, -1};                               \
-    return run<T>(p, ubias, idx, steps, B, nullptr, nullptr, nfam, gate, update, true, out, 0,  \
-                  nullptr, nullptr, nullptr, nullptr, threads);                                 \
+    return run<T>(p, ubias, idx, steps, B, groups, ngroups, nfam, gate, update, true, out, 0,   \
+                  nullptr, nullptr, nullptr, nullptr, pre, threads);                            \
   }                                                                                             \
   extern "C" int rnnpool_scan_backward_##SUFFIX(                                                \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
@@ -752,11 +818,21 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
       const T* wt, int64_t C, int gate, int update, T kappa, T zeta, T nu, T out_scale,        \
       T out_shift, const int64_t* const* groups, const int64_t* ngroups, int64_t rows,         \
       const T* gout, T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu,                  \
-      int64_t skip_row, int threads) {                                                          \
+      int64_t skip_row, const T* pre, int threads) {                                            \
     Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, h0, bias, nullptr, nullptr, wt, C, nullptr,   \
               kappa, zeta, nu, out_scale, out_shift, grad_zeta_nu != 0, skip_row};             \
     return run<T>(p, ubias, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr, \
-                  rows, gout, dsrc, dparams, dzeta_nu, threads);                                \
+                  rows, gout, dsrc, dparams, dzeta_nu, const_cast<T*>(pre), threads);          \
+  }                                                                                             \
+  extern "C" int64_t rnnpool_scan_saved_size_##SUFFIX(                                          \
+      int nfam, const int64_t* steps, const int64_t* B, const int64_t* const* groups,          \
+      const int64_t* ngroups, int64_t H) {                                                      \
+    std::vector<Family> fam;                                                                    \
+    std::vector<std::vector<int64_t>> blk;                                                      \
+    int64_t saved = 0;                                                                          \
+    const int rc = make_families<T>(nullptr, steps, B, groups, ngroups, nfam, H, fam, blk,     \
+                                    &saved);                                                    \
+    return rc ? rc : saved;                                                                     \
   }
 
 RNNPOOL_API(f32, float)
