@@ -16,13 +16,14 @@
 // transposes on AVX), and input gradients transposed back as they are added.
 //
 // Backward: a forward run for training saves every step's pre-activation a (H values a step;
-// one contiguous (T, H, L) piece per block, written with non-temporal stores), and the backward
+// one contiguous (T, H, L) piece per block, where the steps compute it), and the backward
 // recomputes the states and gates from them: activations only, no recurrent products or input
-// loads (f+b 1.1-1.2x over recomputing whole steps). Input gradients are added straight into dsrc; to do that without atomics the sweeps come in groups
-// (runs of consecutive sweeps) such that sweeps of different groups never read the same src
-// row, and a thread owns whole groups; families run one after the other. dU, dbias and dubias
-// are accumulated per lane over a slot (a fixed range of groups), then summed in a fixed order,
-// so results do not depend on the number of threads.
+// loads (f+b 1.1-1.2x over recomputing whole steps). Input gradients are added straight into
+// dsrc; to do that without atomics the sweeps come in groups (runs of consecutive sweeps) such
+// that sweeps of different groups never read the same src row, and a thread owns whole groups;
+// families run one after the other. dU, dbias and dubias are accumulated per lane over a slot
+// (a fixed range of groups), then summed in a fixed order, so results do not depend on the
+// number of threads.
 
 #include <cmath>
 #include <cstdint>
@@ -405,12 +406,8 @@ void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work, T* pre)
   T* z = a + H * L;
   T* c = z + H * L;
   init_state<T, HC>(p, h);
-  for (int64_t t = 0; t < p.steps; ++t) {
-    step<T, HC, G, U>(p, t, b0, n, h, a, z, c, h);
-    // Streamed: storing straight into pre (lines not in cache) made the forward 2x slower.
-    if (pre)
-      for (int i = 0; i < H; ++i) stream(pre + (t * H + i) * L, load(a + i * L));
-  }
+  for (int64_t t = 0; t < p.steps; ++t)
+    step<T, HC, G, U>(p, t, b0, n, h, pre ? pre + t * H * L : a, z, c, h);
   const T s = p.out_scale, b = p.out_shift;
   for (int l = 0; l < n; ++l)
     for (int i = 0; i < H; ++i) out[(b0 + l) * H + i] = s * h[i * L + l] + b;
@@ -612,7 +609,6 @@ void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, T* pre, 
       }
       o += q.B * H;
     }
-    if (pre) stream_fence();
   }
 }
 

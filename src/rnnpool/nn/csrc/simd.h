@@ -26,28 +26,6 @@ inline Vec<T> load(const T* p) {
 template <typename T>
 inline void store(T* p, Vec<T> v) { std::memcpy(p, &v, sizeof v); }
 
-// store() for data read back much later, to a register-aligned p: a non-temporal store on AVX
-// (no read of the line first, no cache space). Call stream_fence() before others read it.
-inline void stream(float* p, Vec<float> v) {
-#if defined(__AVX__)
-  _mm256_stream_ps(p, (__m256)v);
-#else
-  store(p, v);
-#endif
-}
-inline void stream(double* p, Vec<double> v) {
-#if defined(__AVX__)
-  _mm256_stream_pd(p, (__m256d)v);
-#else
-  store(p, v);
-#endif
-}
-inline void stream_fence() {
-#if defined(__AVX__)
-  _mm_sfence();
-#endif
-}
-
 // Lane-wise sums of outer products: acc[i][j] (M x N registers, row-major) += sum over
 // t < n of a_t[i] b_t[j], for a_t = a + t * sa and b_t = b + t * sb, both (rows, lanes). Tiles of
 // 4 x 2 sums stay in registers over t. Left alone, GCC reads b's two registers from memory again
