@@ -390,6 +390,18 @@ def test_training_after_inference_mode(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_twice_through_a_retained_graph(backend):
+    """What the forward keeps for the backward survives a first backward unchanged."""
+    m = RNNPool2d(3, 8, 8, 6, 4, "same", backend=backend)
+    x = torch.randn(2, 3, 17, 15, requires_grad=True)
+    y = m(x)
+    gy = torch.randn_like(y)
+    first = torch.autograd.grad(y, [x, *m.parameters()], gy, retain_graph=True)
+    second = torch.autograd.grad(y, [x, *m.parameters()], gy)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_double_backward_is_refused(backend):
     """The hand-written backwards treat saved activations as constants: no silent 2nd order."""
     m = RNNPool2d(3, 4, 4, 4, 2, backend=backend).double()

@@ -78,7 +78,9 @@ class RNNPool2d(nn.Module):
             :class:`FastGRNNCell` s.
         backend: ``"auto"``, ``"native"`` or ``"torch"``: where the recurrences run (see
             :func:`~rnnpool.nn.functional.rnnpool2d`). Default: ``"auto"``, the compiled CPU
-            kernel when it applies.
+            kernel when it applies. When gradients are wanted, the kernel keeps every
+            recurrence step's pre-activation for the backward (``h`` values a step: about
+            30 MB for a ``(4, 4, 120, 160)`` input at ``h1 = h2 = 16``, kernel 8, stride 4).
 
     Shape:
         - Input: :math:`(N, C, H_{in}, W_{in})`
