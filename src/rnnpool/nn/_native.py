@@ -391,7 +391,7 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
     ubias = src.new_zeros(hidden) if ubias is None else ubias
     # Keep every step's pre-activation for the backward only when there will be one.
     save = torch.is_grad_enabled() and any(
-        isinstance(t, Tensor) and t.requires_grad for t in (src, bias, ubias, w, u, zeta, nu))
+        isinstance(t, Tensor) and t.requires_grad for t in (src, bias, ubias, w, u, zeta, nu, h0))
     cfg = (gate, update, float(kappa), (float(affine[0]), float(affine[1])), skip, save)
     width = src.shape[1] if w is None else w.shape[0]
     if (width != hidden or src.dim() not in (2, 4)

@@ -722,8 +722,10 @@ int make_families(const int64_t* const* idx, const int64_t* steps, const int64_t
     fam[f].ngroups = ngroups[f];
     const int64_t nslot = slot_count(fam[f]);
     blk[f].assign(nslot + 1, 0);
-    for (int64_t sl = 0; sl < nslot; ++sl)
-      blk[f][sl + 1] = blk[f][sl] + (slot_start(fam[f], sl + 1) - slot_start(fam[f], sl) + L - 1) / L;
+    for (int64_t sl = 0; sl < nslot; ++sl) {
+      const int64_t sweeps = slot_start(fam[f], sl + 1) - slot_start(fam[f], sl);
+      blk[f][sl + 1] = blk[f][sl] + (sweeps + L - 1) / L;
+    }
     fam[f].slot_blk = blk[f].data();
     fam[f].pre_offset = *saved;
     *saved += blk[f][nslot] * steps[f] * H * L;
