@@ -569,6 +569,17 @@ inline int64_t slot_start(const Family& f, int64_t sl) {
   return f.groups[sl * f.ngroups / slot_count(f)];
 }
 
+// fn(b0, n, piece) for each block of slot sl (n <= L sweeps from b0), with piece the block's
+// saved pre-activations in pre: the one walk that both the saving forward and the backward use.
+template <typename T, typename P, typename F>
+inline void for_slot_blocks(const Family& f, int64_t sl, int64_t H, P* pre, F fn) {
+  constexpr int L = kLanes<T>;
+  const int64_t s1 = slot_start(f, sl + 1), size = f.steps * H * L;
+  P* piece = pre + f.pre_offset + f.slot_blk[sl] * size;
+  for (int64_t b0 = slot_start(f, sl); b0 < s1; b0 += L, piece += size)
+    fn(b0, s1 - b0 < L ? (int)(s1 - b0) : L, piece);
+}
+
 template <typename T>
 inline Cell<T> for_family(const Cell<T>& p, const Family& f) {
   Cell<T> q = p;
@@ -590,15 +601,11 @@ void forward_all(const Cell<T>& p, const Family* fam, int nfam, T* out, T* pre, 
     for (int f = 0; f < nfam; ++f) {
       const Cell<T> q = for_family(p, fam[f]);
       if (pre) {  // the backward's blocks (see Family)
-        const Family& fm = fam[f];
 #pragma omp for schedule(dynamic, 1) nowait
-        for (int64_t sl = 0; sl < slot_count(fm); ++sl) {
-          const int64_t s1 = slot_start(fm, sl + 1);
-          T* pb = pre + fm.pre_offset + fm.slot_blk[sl] * q.steps * H * L;
-          for (int64_t b0 = slot_start(fm, sl); b0 < s1; b0 += L, pb += q.steps * H * L)
-            forward_block<T, HC, G, U, true>(q, b0, s1 - b0 < L ? (int)(s1 - b0) : L, o,
-                                             work.data(), pb);
-        }
+        for (int64_t sl = 0; sl < slot_count(fam[f]); ++sl)
+          for_slot_blocks<T>(fam[f], sl, H, pre, [&](int64_t b0, int n, T* piece) {
+            forward_block<T, HC, G, U, true>(q, b0, n, o, work.data(), piece);
+          });
       } else {
         const int64_t nblk = (q.B + L - 1) / L;
 #pragma omp for schedule(dynamic, 8) nowait
@@ -644,12 +651,9 @@ void backward_all(const Cell<T>& p, const Family* fam, int nfam, int64_t rows, c
         // The slot's groups are this thread's alone, so a block may span groups: only the
         // slot's last block can have idle lanes (blocks of one group each left 4 of 32 lanes
         // idle in MobileNetV2's and VWW's row segments).
-        const int64_t s1 = slot_start(fm, sl + 1);
-        const T* pb = pre + fm.pre_offset + fm.slot_blk[sl] * q.steps * H * L;
-        for (int64_t b0 = slot_start(fm, sl); b0 < s1; b0 += L, pb += q.steps * H * L) {
-          const int n = s1 - b0 < L ? (int)(s1 - b0) : L;
-          backward_block<T, HC, G, U>(q, b0, n, g, dsrc, acc.data(), work.data(), pb);
-        }
+        for_slot_blocks<T>(fm, sl, H, pre, [&](int64_t b0, int n, const T* piece) {
+          backward_block<T, HC, G, U>(q, b0, n, g, dsrc, acc.data(), work.data(), piece);
+        });
         T* slot = slots.data() + sl * SZ;  // lanes summed in order
         for (int64_t k = 0; k < SZ; ++k) {
           T s = T(0);
@@ -739,12 +743,13 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
         int gate, int update, bool fwd, T* out, int64_t rows, const T* gout, T* dsrc,
         T* dparams, double* dzn, T* pre, int threads) {
   constexpr int L = kLanes<T>;
-  if (p.C < 0 || threads <= 0 || ((!fwd || pre) && !groups)) return -2;
+  const bool slotted = !fwd || pre;  // runs the backward's blocks: needs the groups
+  if (p.C < 0 || threads <= 0 || (slotted && !groups)) return -2;
   std::vector<Family> fam;
   std::vector<std::vector<int64_t>> blk;
   int64_t saved = 0;
-  const int rc = make_families<T>(idx, steps, B, (!fwd || pre) ? groups : nullptr, ngroups,
-                                  nfam, p.H, fam, blk, &saved);
+  const int rc = make_families<T>(idx, steps, B, slotted ? groups : nullptr, ngroups, nfam,
+                                  p.H, fam, blk, &saved);
   if (rc) return rc;
   if (!fwd && !pre && saved > 0) return -2;  // (an empty tensor's data may be null)
   const int64_t H = p.H;
