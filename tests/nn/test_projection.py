@@ -1,6 +1,6 @@
 """The compiled projection backward (rnnpool.nn._native.project_backward) and the map
 projection (pixel_projection) against einsum in float64, and the map-to-rows copy (pixel_rows)
-against torch's permute, at sizes that hit the register-transposed or register-tiled paths and
+and the rows-to-map reorder (place_rows, take_rows) against torch's indexing and permute, at sizes that hit the register-transposed or register-tiled paths and
 the scalar tails (everything else)."""
 
 import pytest
@@ -94,3 +94,26 @@ def test_project_backward_rejects_mismatched_shapes():
         _native.project_backward(torch.randn(10, 3), torch.randn(10, 4), torch.randn(3, 5))
     with pytest.raises(ValueError, match="do not match"):
         _native.project_backward(torch.randn(10, 3), torch.randn(10, 4), torch.randn(3, 4).double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("slabs,h,plane", [(3, 16, 20), (2, 8, 8), (4, 12, 5), (1, 3, 17)])
+def test_place_rows_is_a_gather_and_a_transpose_and_take_rows_its_inverse(dtype, slabs, h,
+                                                                          plane):
+    """Register-transposed blocks of 8 cells and 8 units, and the scalar tails (plane not a
+    multiple of 8, units not a multiple of 8)."""
+    torch.manual_seed(0)
+    rows = torch.randn(slabs * plane, h, dtype=dtype)
+    order = torch.randperm(slabs * plane)
+    placed = _native.place_rows(rows, order, plane)
+    assert torch.equal(placed, rows[order].view(slabs, plane, h).transpose(1, 2))
+    assert torch.equal(_native.take_rows(placed, order), rows)
+
+
+def test_place_rows_rejects_an_order_outside_the_rows():
+    rows, order = torch.randn(12, 4), torch.arange(12)
+    order[5] = 12
+    with pytest.raises(RuntimeError, match="order entry lies outside"):
+        _native.place_rows(rows, order, 6)
+    with pytest.raises(ValueError, match="do not match"):
+        _native.place_rows(rows, order[:-1], 6)

@@ -34,7 +34,7 @@ from torch import Tensor
 from .._cache import cache_dir
 
 __all__ = ["native_available", "native_status", "pixel_projection", "pixel_rows",
-           "project_backward", "scan"]
+           "place_rows", "project_backward", "scan", "take_rows"]
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = [_CSRC / "scan.cpp", _CSRC / "project.cpp"]
@@ -122,6 +122,9 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
         pp = getattr(dll, f"rnnpool_pixel_projection_{suffix}")
         # x, N, C, hw, wt, K, out, threads
         pp.argtypes, pp.restype = [ptr, i64, i64, i64, ptr, i64, ptr, c_int], c_int
+        place = getattr(dll, f"rnnpool_place_rows_{suffix}")
+        # take, rows, order, S, H, plane, map, threads
+        place.argtypes, place.restype = [c_int, ptr, ptr, i64, i64, i64, ptr, c_int], c_int
     return dll, f"loaded {lib}"
 
 
@@ -252,6 +255,37 @@ def pixel_projection(x: Tensor, w: Tensor) -> Tensor:
     return out
 
 
+def _place(take: bool, rows: Tensor, order: Tensor, map_: Tensor) -> None:
+    s, h, plane = map_.shape
+    if (rows.dim() != 2 or rows.shape != (s * plane, h) or order.shape != (s * plane,)
+            or order.dtype != torch.int64 or rows.dtype != map_.dtype or rows.dtype not in _CTYPES):
+        raise ValueError(f"rows {tuple(rows.shape)} {rows.dtype}, order {tuple(order.shape)} "
+                         f"{order.dtype} and map {tuple(map_.shape)} {map_.dtype} do not match")
+    fn = getattr(_load()[0], f"rnnpool_place_rows_{_SUFFIX[rows.dtype]}")
+    _check(fn(int(take), rows.data_ptr(), order.data_ptr(), s, h, plane, map_.data_ptr(),
+              torch.get_num_threads()))
+
+
+def place_rows(rows: Tensor, order: Tensor, plane: int) -> Tensor:
+    """``(S * plane, H)`` rows -> ``(S, H, plane)`` map whose cell ``q`` of slab ``s`` is row
+    ``order[s * plane + q]``: ``rows[order].view(S, plane, H).transpose(1, 2)``, in one pass.
+    ``order`` is a permutation (int64); :func:`take_rows` is the inverse. Not differentiable."""
+    rows, order = rows.detach().contiguous(), order.contiguous()
+    out = rows.new_empty(rows.shape[0] // plane, rows.shape[1], plane)
+    _place(False, rows, order, out)
+    return out
+
+
+def take_rows(map_: Tensor, order: Tensor) -> Tensor:
+    """The inverse of :func:`place_rows`: ``(S, H, plane)`` -> ``(S * plane, H)``."""
+    map_, order = map_.detach().contiguous(), order.contiguous()
+    if map_.dim() != 3:
+        raise ValueError(f"take_rows expects an (S, H, plane) map, got {tuple(map_.shape)}")
+    rows = map_.new_empty(map_.shape[0] * map_.shape[2], map_.shape[1])
+    _place(True, rows, order, map_)
+    return rows
+
+
 def project_backward(dy: Tensor, x: Tensor, w: Tensor, need_dx: bool = True,
                      need_dw: bool = True, need_db: bool = False
                      ) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
@@ -277,7 +311,8 @@ def project_backward(dy: Tensor, x: Tensor, w: Tensor, need_dx: bool = True,
 
 
 _STATUS = {-1: "unknown activation", -2: "bad sizes",
-           -3: "group offsets must run from 0 to the family's sweep count without decreasing"}
+           -3: "group offsets must run from 0 to the family's sweep count without decreasing",
+           -4: "an order entry lies outside the rows"}
 
 
 def _check(rc: int) -> None:

@@ -397,6 +397,21 @@ class _PermuteRows(torch.autograd.Function):
         return g.contiguous().index_select(0, position), None, None
 
 
+class _PlaceRows(torch.autograd.Function):
+    """``(S * plane, H)`` rows -> ``(S, H, plane)``: cell ``q`` of slab ``s`` is row
+    ``order[s * plane + q]`` (a permutation), in the compiled kernel, both ways in one pass."""
+
+    @staticmethod
+    def forward(ctx, rows, order, plane):  # type: ignore[override]
+        ctx.save_for_backward(order)
+        return _native.place_rows(rows, order, plane)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (order,) = ctx.saved_tensors
+        return _native.take_rows(g, order), None, None
+
+
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
     if isinstance(v, bool):
         raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
@@ -659,6 +674,8 @@ def rnnpool2d(
     # RNN2: each summary is projected once; four sweeps per patch.
     out = _project_and_scan(summaries, sweeps.rnn2, rnn2, m2, backend)  # (4*N*ho*wo, h2)
     # -> (N, 4*h2, ho, wo), channel order [row-fwd, row-rev, col-fwd, col-rev].
+    if _use_native(out, rnn2, m2, backend):  # rows to the map in one pass
+        return _PlaceRows.apply(out, sweeps.order, ho * wo).view(n, 4 * h2, ho, wo)
     if _traced():
         out = out.index_select(0, sweeps.order)
     else:

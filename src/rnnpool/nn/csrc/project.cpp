@@ -206,6 +206,48 @@ int pixel_projection(const T* x, int64_t N, int64_t C, int64_t hw, const T* wt, 
   return 0;
 }
 
+// Between rows and a map: rows (S plane, H) and map (S, H, plane), where cell q of slab s is
+// row order[s plane + q]. Place: map[s][:, q] = that row; take (place's backward): that row =
+// map[s][:, q]. Blocks of 8 cells are transposed in registers, so the map side is read or written
+// 8 cells at a time (the rows side is whole rows either way). False on an order outside the rows.
+template <typename T>
+bool place_rows(bool take, T* rows, const int64_t* order, int64_t S, int64_t H, int64_t plane,
+                T* map, int threads) {
+  const int64_t P = S * plane;
+  for (int64_t k = 0; k < P; ++k)
+    if (order[k] < 0 || order[k] >= P) return false;
+  for_pixel_blocks(S, plane, 8, threads, [&](int64_t s, int64_t q0, int n) {
+    T* m = map + s * H * plane + q0;
+    const int64_t* ord = order + s * plane + q0;
+    int64_t i0 = 0;
+#if defined(__AVX__)
+    if constexpr (sizeof(T) == 4) {
+      if (n == 8) {
+        for (; i0 + 8 <= H; i0 += 8) {
+          __m256 r[8];
+          if (take) {
+            for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps((float*)m + (i0 + k) * plane);
+            transpose8(r);
+            for (int l = 0; l < 8; ++l) _mm256_storeu_ps((float*)rows + ord[l] * H + i0, r[l]);
+          } else {
+            for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps((float*)rows + ord[l] * H + i0);
+            transpose8(r);
+            for (int k = 0; k < 8; ++k) _mm256_storeu_ps((float*)m + (i0 + k) * plane, r[k]);
+          }
+        }
+      }
+    }
+#endif
+    for (int64_t i = i0; i < H; ++i)
+      for (int l = 0; l < n; ++l) {
+        T& v = m[i * plane + l];
+        T& r = rows[ord[l] * H + i];
+        if (take) r = v; else v = r;
+      }
+  });
+  return true;
+}
+
 template <typename T>
 int backward(const T* dy, const T* x, int64_t P, int64_t C, int64_t hw, const T* w, int64_t H,
              T* dx, T* dw, T* db, int threads) {
@@ -266,7 +308,9 @@ int backward(const T* dy, const T* x, int64_t P, int64_t C, int64_t hw, const T*
 // writes dx (P, C) when not null and adds into dW (H, C) and db (H) when not null; with hw > 0,
 // x and dx are maps (P / hw, C, hw) whose rows are the pixels. pixel_rows: x (N, C, hw) ->
 // out (N hw + 1, C); pixel_projection: the same rows times W, from wt = W^T (C, K), into
-// out (N hw + 1, K). Status: 0, or -2 for bad sizes.
+// out (N hw + 1, K). place_rows (take = 0; see place_rows above) writes the map (S, H, plane)
+// from the rows (S plane, H), take = 1 the rows from the map. Status: 0, -2 for bad sizes, -4
+// for an order outside the rows.
 #define RNNPOOL_PROJECT_API(SUFFIX, T)                                                          \
   extern "C" int rnnpool_project_backward_##SUFFIX(const T* dy, const T* x, int64_t P,         \
                                                    int64_t C, int64_t hw, const T* w,          \
@@ -285,6 +329,12 @@ int backward(const T* dy, const T* x, int64_t P, int64_t C, int64_t hw, const T*
                                                    int threads) {                              \
     if (N < 0 || C <= 0 || hw <= 0 || K <= 0 || threads <= 0) return -2;                      \
     return pixel_projection<T>(x, N, C, hw, wt, K, out, threads);                              \
+  }                                                                                             \
+  extern "C" int rnnpool_place_rows_##SUFFIX(int take, T* rows, const int64_t* order,          \
+                                             int64_t S, int64_t H, int64_t plane, T* map,      \
+                                             int threads) {                                    \
+    if (S < 0 || H <= 0 || plane <= 0 || threads <= 0) return -2;                              \
+    return place_rows<T>(take != 0, rows, order, S, H, plane, map, threads) ? 0 : -4;          \
   }
 
 RNNPOOL_PROJECT_API(f32, float)
