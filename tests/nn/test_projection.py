@@ -63,8 +63,8 @@ def test_pixel_rows_is_a_permute_and_a_zero_row(dtype, shape):
 @pytest.mark.parametrize("shape,k", [((2, 32, 4, 6), 16), ((1, 9, 5, 5), 8), ((2, 3, 3, 3), 24),
                                      ((1, 12, 4, 2), 5), ((2, 16, 7, 1), 12)])
 def test_pixel_projection_matches_einsum(dtype, shape, k):
-    """Register tiles of 16 and 8 outputs (4 for float64) over 4 pixels, and the scalar tails:
-    pixel counts that are not multiples of 4, and output counts that tiles do not cover."""
+    """Register tiles of 16 and 8 outputs (4 for float64) over 6 pixels, and the scalar tails:
+    pixel counts that are not multiples of 6, and output counts that tiles do not cover."""
     torch.manual_seed(0)
     x, w = torch.randn(*shape, dtype=dtype), torch.randn(k, shape[1], dtype=dtype)
     want = torch.einsum("nchw,kc->nhwk", x.double(), w.double()).reshape(-1, k)
