@@ -477,6 +477,7 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
     for (int l = 0; l < L; ++l)
       for (int64_t i = 0; i < H; i += 64 / (int64_t)sizeof(T))  // each 64-byte line
         __builtin_prefetch(rows[l] + i, 1);
+    if (b0 + 2 * L <= p.B) __builtin_prefetch(p.idx + t * p.B + b0 + L);  // the next block's
   }
   // The states and gates again, from the saved pre-activations (no recurrent products).
   init_state<T, HC>(p, hs);
@@ -493,6 +494,7 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
     const T* c = cs + t * HL;
     T* __restrict dat = da + t * HL;
     T* __restrict dubt = dub;
+    T* __restrict dbt = db;
 #pragma omp simd
     for (int64_t k = 0; k < HL; ++k) {
       const T gk = g[k];
@@ -500,6 +502,7 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
       const T dah = gk * (zeta * (T(1) - z[k]) + nu) * update_grad<T, U>(c[k]);
       dat[k] = daz + kappa * dah;  // the shared pre-activation's gradient
       dubt[k] += dah;
+      dbt[k] += dat[k];
       gn[k] = gk * z[k];
     }
     if (p.grad_zeta_nu)
@@ -537,15 +540,9 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
       }
     }
   }
-  // Lane sums: dU[i][j] += sum_{t >= 1} da_t[i] h_{t-1}[j] (step 0 is in d0),
-  // dbias[i] += sum_t da_t[i].
+  // Lane sums: dU[i][j] += sum_{t >= 1} da_t[i] h_{t-1}[j] (step 0 is in d0).
   lane_outer_sums(da + HL, HL, hs + HL, HL, TT - 1, H, H, du);
-  for (int i = 0; i < H; ++i) {
-    Vec<T> s = load(db + i * L);
-    for (int64_t t = 0; t < TT; ++t) s += load(da + t * HL + i * L);
-    store(db + i * L, s);
-    store(d0 + i * L, load(d0 + i * L) + load(da + i * L));
-  }
+  for (int64_t k = 0; k < HL; k += L) store(d0 + k, load(d0 + k) + load(da + k));
   store(zn, load(zn) + dzeta);
   store(zn + L, load(zn + L) + dnu);
 }
