@@ -328,9 +328,11 @@ class _Scan(torch.autograd.Function):
         rows = pixel_rows(src) if src.dim() == 4 else src
         call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
         out = src.new_empty(sum(i.shape[1] for i in idx), u.shape[0])
-        ctx.pre = call.forward(out, idx_groups[1::2] if save else None)
-        ctx.save_for_backward(src, rows, bias, ubias, w, u, h0, *idx_groups)
-        ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
+        pre = call.forward(out, idx_groups[1::2] if save else None)
+        if ctx is not None:  # None: called without autograd (see scan)
+            ctx.pre = pre
+            ctx.save_for_backward(src, rows, bias, ubias, w, u, h0, *idx_groups)
+            ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
         return out
 
     @staticmethod
@@ -434,4 +436,6 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
         raise ValueError(f"src must be (P, {hidden}), or (P, C) or (N, C, H, W) with w "
                          f"(H, C) = {(hidden, src.shape[1])}; got src {tuple(src.shape)} and w "
                          f"{None if w is None else tuple(w.shape)}")
+    if not save:  # no gradient can flow: no autograd node either
+        return _Scan.forward(None, src, bias, ubias, w, u, zeta, nu, h0, cfg, *flat)
     return _Scan.apply(src, bias, ubias, w, u, zeta, nu, h0, cfg, *flat)

@@ -235,13 +235,17 @@ class _ScanFunction(torch.autograd.Function):
 BACKENDS = ("auto", "native", "torch")
 
 
-def _use_native(x: Tensor, p: FastGRNNParams, m: _CellMatrices, backend: str) -> bool:
+def _use_native(x: Tensor, p: FastGRNNParams, m: _CellMatrices, backend: str,
+                traced: Optional[bool] = None) -> bool:
+    """Whether the compiled kernel runs this cell's sweeps over ``x`` (``traced``:
+    :func:`_traced`, if known)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return False
     update = "sigmoid" if m.sigmoid_form else p.update
-    ok = not _traced() and _native.supports(x, p.weight_hh.shape[0], p.gate, update)
+    traced = _traced() if traced is None else traced
+    ok = not traced and _native.supports(x, p.weight_hh.shape[0], p.gate, update)
     if backend == "native" and not ok:
         raise RuntimeError(
             "backend='native' needs a float32/float64 CPU input outside tracing/compilation and "
@@ -272,7 +276,8 @@ def _scan(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tens
 
 def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNNParams,
                  m: _CellMatrices, backend: str = "auto", bias: Optional[Tensor] = None,
-                 w: Optional[Tensor] = None, skip_row: Optional[int] = None) -> Tensor:
+                 w: Optional[Tensor] = None, skip_row: Optional[int] = None,
+                 traced: Optional[bool] = None) -> Tensor:
     """Run families of sweeps over ``src``, each given as ``(idx, groups)``.
 
     Args:
@@ -286,18 +291,19 @@ def _scan_groups(src: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNN
         w: ``(h, in)``: project each raw row as it is read (the compiled kernel), or None.
         skip_row: a row that sweeps of any group may read, whose gradient is not needed (the
             shared padding row), or None.
+        traced: :func:`_traced`, if known.
 
     Returns:
         ``(sum B, h)`` final states, families in order.
     """
-    if _use_native(src, p, m, backend):
+    if _use_native(src, p, m, backend, traced):
         h0 = m.h0[:, 0] if m.h0 is not None else src.new_zeros(p.weight_hh.shape[0])
         update = "sigmoid" if m.sigmoid_form else p.update
         affine = (2.0, -1.0) if m.sigmoid_form else (1.0, 0.0)  # h = 2 g - 1
         return _native.scan(src, families, m.u, h0, p.gate, update, p.zeta, p.nu, affine,
                             bias, m.ub, m.kappa, w, skip_row)
     if w is not None or bias is not None:
-        src = _project(src, w, bias) if w is not None else src + bias
+        src = _project(src, w, bias, traced) if w is not None else src + bias
     # One batched scan per distinct T: fewer, larger torch ops.
     if len({idx.shape[0] for idx, _ in families}) == 1:
         return _scan(src, torch.cat([idx for idx, _ in families], 1), p, m)
@@ -310,27 +316,28 @@ _FUSE_MAX_CHANNELS = 8
 
 
 def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: FastGRNNParams,
-                      m: _CellMatrices, backend: str) -> Tensor:
+                      m: _CellMatrices, backend: str, traced: bool) -> Tensor:
     """Project every input row (``(P, in)`` -> ``(P, h)``) and run the sweeps over it.
 
     ``inputs`` is either ``(P, in)`` rows or an ``(N, in, H, W)`` map, whose rows are its pixels
     ``(i, y, x)`` in that order followed by one zero row (what the sweeps read in the padding).
     The compiled kernel adds the bias as it reads a row, and with few input channels also does
     the projection there, which saves writing (and in the backward, reading) a ``(P, h)`` map.
+    ``traced``: :func:`_traced`.
     """
     bias = m.b
     pad_row = inputs.shape[0] * inputs.shape[2] * inputs.shape[3] if inputs.dim() == 4 else None
-    native = _use_native(inputs, p, m, backend)
+    native = _use_native(inputs, p, m, backend, traced)
     if native and inputs.shape[1] <= _FUSE_MAX_CHANNELS:  # the kernel reads a map's pixels
-        return _scan_groups(inputs, families, p, m, "native", bias, m.w, pad_row)
+        return _scan_groups(inputs, families, p, m, "native", bias, m.w, pad_row, traced)
     if pad_row is not None:
-        rows = _pixel_projection(inputs, m.w, native)
+        rows = _pixel_projection(inputs, m.w, native, traced)
     elif native:
-        rows = _project(inputs, m.w, None)
+        rows = _project(inputs, m.w, None, traced)
     else:  # the torch path adds the bias in the projection's product
-        rows, bias = _project(inputs, m.w, bias), None
+        rows, bias = _project(inputs, m.w, bias, traced), None
     return _scan_groups(rows, families, p, m, "native" if native else "torch", bias,
-                        skip_row=pad_row)
+                        skip_row=pad_row, traced=traced)
 
 
 class _PixelProjection(torch.autograd.Function):
@@ -371,11 +378,13 @@ def _pixel_rows(x: Tensor) -> Tensor:
     return torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
 
 
-def _pixel_projection(x: Tensor, w: Tensor, native: bool) -> Tensor:
+def _pixel_projection(x: Tensor, w: Tensor, native: bool, traced: bool) -> Tensor:
     """``(N, C, H, W)`` -> ``(N*H*W + 1, K)``: ``w`` times each pixel, then a zero row;
-    ``native``: in the compiled kernel."""
-    if _traced():
-        return _project(_pixel_rows(x), w, None)
+    ``native``: in the compiled kernel; ``traced``: :func:`_traced`."""
+    if traced:
+        return _project(_pixel_rows(x), w, None, traced)
+    if native and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+        return _native.pixel_projection(x, w)
     return _PixelProjection.apply(x, w, native)
 
 
@@ -485,9 +494,9 @@ class _Projection(torch.autograd.Function):
         return dx, dw, db
 
 
-def _project(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
-    """``x @ w.T + b`` for ``(P, in)`` rows ``x``."""
-    if _traced() or not torch.is_grad_enabled():
+def _project(x: Tensor, w: Tensor, b: Optional[Tensor], traced: Optional[bool] = None) -> Tensor:
+    """``x @ w.T + b`` for ``(P, in)`` rows ``x`` (``traced``: :func:`_traced`, if known)."""
+    if (_traced() if traced is None else traced) or not torch.is_grad_enabled():
         return F.linear(x, w, b)
     return _Projection.apply(x, w, b)
 
@@ -667,16 +676,22 @@ def rnnpool2d(
     hr, wc = sh * (ho - 1) + kh, sw * (wo - 1) + kw
     h2 = rnn2.weight_hh.shape[0]
     m1, m2 = _cell_matrices(rnn1), _cell_matrices(rnn2)
+    traced = _traced()
     sweeps = _sweep_indices(n, hr, wc, ho, wo, kh, kw, sh, sw, h, w, top, left, input.device,
-                            traced=_traced())
-    # RNN1: every pixel is projected once; each row / column segment runs once.
-    summaries = _project_and_scan(input, sweeps.rnn1, rnn1, m1, backend)  # (N*(hr*wo + wc*ho), h1)
+                            traced=traced)
+    # RNN1: every pixel is projected once; each row / column segment runs once. Summaries:
+    # (N*(hr*wo + wc*ho), h1).
+    summaries = _project_and_scan(input, sweeps.rnn1, rnn1, m1, backend, traced)
     # RNN2: each summary is projected once; four sweeps per patch.
-    out = _project_and_scan(summaries, sweeps.rnn2, rnn2, m2, backend)  # (4*N*ho*wo, h2)
+    out = _project_and_scan(summaries, sweeps.rnn2, rnn2, m2, backend, traced)  # (4*N*ho*wo, h2)
     # -> (N, 4*h2, ho, wo), channel order [row-fwd, row-rev, col-fwd, col-rev].
-    if _use_native(out, rnn2, m2, backend):  # rows to the map in one pass
-        return _PlaceRows.apply(out, sweeps.order, ho * wo).view(n, 4 * h2, ho, wo)
-    if _traced():
+    if _use_native(out, rnn2, m2, backend, traced):  # rows to the map in one pass
+        if torch.is_grad_enabled() and out.requires_grad:
+            out = _PlaceRows.apply(out, sweeps.order, ho * wo)
+        else:
+            out = _native.place_rows(out, sweeps.order, ho * wo)
+        return out.view(n, 4 * h2, ho, wo)
+    if traced:
         out = out.index_select(0, sweeps.order)
     else:
         out = _PermuteRows.apply(out, sweeps.order, sweeps.position)
