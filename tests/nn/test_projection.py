@@ -117,3 +117,20 @@ def test_place_rows_rejects_an_order_outside_the_rows():
         _native.place_rows(rows, order, 6)
     with pytest.raises(ValueError, match="do not match"):
         _native.place_rows(rows, order[:-1], 6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n,c,h,w", [(2, 32, 4, 6), (1, 9, 4, 4), (3, 5, 5, 5), (1, 12, 8, 8),
+                                     (2, 1, 3, 7)])
+@pytest.mark.parametrize("k", [16, 8, 5])
+def test_project_backward_of_a_map_dx_alone_matches_einsum(dtype, n, c, h, w, k):
+    """dx alone has its own kernel for float32 (tiles of 6 channels x 16 pixels, then channel
+    and pixel tails; gradients of 8 or 16 units), the shared loop otherwise."""
+    torch.manual_seed(0)
+    x, wt = torch.randn(n, c, h, w, dtype=dtype), torch.randn(k, c, dtype=dtype)
+    dy = torch.randn(n * h * w, k, dtype=dtype)
+    want = torch.einsum("pk,kc->pc", dy.double(), wt.double()).view(n, h, w, c).permute(0, 3, 1, 2)
+    dx, dw, db = _native.project_backward(dy, x, wt, need_dx=True, need_dw=False)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    assert dw is None and db is None and dx.shape == x.shape and dx.dtype == dtype
+    assert (dx.double() - want).abs().max() <= tol * max(1.0, want.abs().max())

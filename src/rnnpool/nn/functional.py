@@ -343,11 +343,13 @@ def _project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]], p: 
 class _PixelProjection(torch.autograd.Function):
     """``(N, C, H, W)``, ``(K, C)`` -> ``(N*H*W + 1, K)``: ``W x`` of every pixel, then a zero
     row. The products read the map in place (no channels-last copy; the compiled kernel when
-    ``native``), and the backward returns the input's gradient in its own layout."""
+    ``native``, for the input's gradient too), and the backward returns the input's gradient in
+    its own layout."""
 
     @staticmethod
     def forward(ctx, x, w, native):  # type: ignore[override]
         ctx.save_for_backward(x, w)
+        ctx.native = native
         if native:
             return _native.pixel_projection(x, w)
         n, c, h, wd = x.shape
@@ -363,7 +365,9 @@ class _PixelProjection(torch.autograd.Function):
         n, c, h, wd = x.shape
         d = g[:-1].view(n, h * wd, w.shape[0])
         dx = dw = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and ctx.native:
+            dx = _native.project_backward(g[:-1], x, w, need_dx=True, need_dw=False)[0]
+        elif ctx.needs_input_grad[0]:
             # bmm writes (N, C, H*W) directly; matmul would compute it transposed, then copy.
             dx = torch.bmm(w.t().expand(n, c, w.shape[0]), d.transpose(1, 2)).view(n, c, h, wd)
         if ctx.needs_input_grad[1]:
