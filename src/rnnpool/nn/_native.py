@@ -1,16 +1,18 @@
 """The compiled CPU kernels of RNNPool2d (``csrc/``), built on first use.
 
 ``scan.cpp`` fuses each FastGRNN sweep into one pass over its state (recurrent products, gates
-and update in registers, OpenMP over sweeps), and its backward recomputes the few states of a
-sweep instead of storing them. ``project.cpp`` serves the projections that the scan kernel does
-as it reads raw inputs of few channels: it turns an ``(N, C, H, W)`` map into the pixel rows the
-scan reads, and runs the projections' backward (tall and thin products that BLAS libraries run
-far below the machine's multiply-add rate) straight from and into the map's own layout. It also
-projects maps of more channels into rows for the scan (``pixel_projection``). Both are plain
-C++ without torch headers, compiled once per machine into one library with the host ``g++``, in
-the user cache (``$XDG_CACHE_HOME/rnnpool`` or ``~/.cache/rnnpool``), and loaded with
-:mod:`ctypes`. When no compiler is available the operator runs its pure-torch path (same
-numbers, slower) and :func:`native_status` says why.
+and update in registers, OpenMP over sweeps); a forward for training saves every step's
+pre-activation, from which the backward recomputes the states and gates with the activations
+alone. ``project.cpp`` serves the projections that the scan kernel does as it reads raw inputs
+of few channels: it turns an ``(N, C, H, W)`` map into the pixel rows the scan reads, and runs
+the projections' backward (tall and thin products that BLAS libraries run far below the
+machine's multiply-add rate) straight from and into the map's own layout. It also projects maps
+of more channels into rows for the scan (``pixel_projection``) and returns their gradient as a
+map, and reorders RNN2's result rows into the NCHW output and back (``place_rows``,
+``take_rows``). Both are plain C++ without torch headers, compiled once per machine into one
+library with the host ``g++``, in the user cache (``$XDG_CACHE_HOME/rnnpool`` or
+``~/.cache/rnnpool``), and loaded with :mod:`ctypes`. When no compiler is available the operator
+runs its pure-torch path (same numbers, slower) and :func:`native_status` says why.
 """
 
 from __future__ import annotations
