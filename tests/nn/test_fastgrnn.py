@@ -5,7 +5,7 @@ import torch
 
 from rnnpool.nn import FastGRNNCell, RNNPool2d, convert_reference_state_dict, load_reference_state_dict
 from rnnpool.nn._native import native_available
-from rnnpool.nn.functional import _cell_matrices, _scan_groups
+from rnnpool.nn.functional import _SigmoidForm, _cell_matrices, _scan_groups
 
 from .reference import cell_step
 
@@ -181,3 +181,24 @@ def test_reference_weights_into_fixed_zeta_module():
 def test_reference_converter_names_missing_keys():
     with pytest.raises(KeyError, match="cell_rnn"):
         convert_reference_state_dict({"foo.W": torch.zeros(1)})
+
+
+def test_sigmoid_form_node_matches_autograd_of_its_torch_ops():
+    """The paper's cell's change of variables as one autograd node, against autograd through
+    the same torch ops, for every output and for each one alone."""
+    torch.manual_seed(0)
+    u, bz, bh = (torch.randn(*s, dtype=torch.float64, requires_grad=True)
+                 for s in ((6, 6), (6,), (6,)))
+    plain = (2.0 * u, bz - u.sum(1), 2.0 * (bh - bz))
+    fused = _SigmoidForm.apply(u, bz, bh)
+    for a, b in zip(plain, fused):
+        assert torch.equal(a, b)
+    for pick in ([0, 1, 2], [0], [1], [2]):
+        weights = [torch.randn_like(plain[k]) for k in pick]
+        want = torch.autograd.grad(sum((plain[k] * w).sum() for k, w in zip(pick, weights)),
+                                   (u, bz, bh), retain_graph=True, allow_unused=True)
+        got = torch.autograd.grad(sum((fused[k] * w).sum() for k, w in zip(pick, weights)),
+                                  (u, bz, bh), retain_graph=True, allow_unused=True)
+        for a, b in zip(want, got):
+            a = torch.zeros_like(b) if a is None else a
+            assert torch.allclose(a, b, rtol=0, atol=1e-12)
