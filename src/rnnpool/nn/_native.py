@@ -322,19 +322,24 @@ def _check(rc: int) -> None:
         raise RuntimeError(f"rnnpool native scan kernel: {_STATUS.get(rc, 'failed')} (status {rc})")
 
 
+def _scan_forward(src, bias, ubias, w, u, zeta, nu, h0, cfg, idx_groups
+                  ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """The kernel's forward for :func:`scan`: the results, the rows it read, and (when ``cfg``
+    says to save) the pre-activations the backward needs."""
+    gate, update, kappa, affine, _, save = cfg
+    idx = idx_groups[0::2]
+    rows = pixel_rows(src) if src.dim() == 4 else src
+    call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
+    out = src.new_empty(sum(i.shape[1] for i in idx), u.shape[0])
+    return out, rows, call.forward(out, idx_groups[1::2] if save else None)
+
+
 class _Scan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, src, bias, ubias, w, u, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
-        gate, update, kappa, affine, _, save = cfg
-        idx = idx_groups[0::2]
-        rows = pixel_rows(src) if src.dim() == 4 else src
-        call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
-        out = src.new_empty(sum(i.shape[1] for i in idx), u.shape[0])
-        pre = call.forward(out, idx_groups[1::2] if save else None)
-        if ctx is not None:  # None: called without autograd (see scan)
-            ctx.pre = pre
-            ctx.save_for_backward(src, rows, bias, ubias, w, u, h0, *idx_groups)
-            ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
+        out, rows, ctx.pre = _scan_forward(src, bias, ubias, w, u, zeta, nu, h0, cfg, idx_groups)
+        ctx.save_for_backward(src, rows, bias, ubias, w, u, h0, *idx_groups)
+        ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
         return out
 
     @staticmethod
@@ -439,5 +444,5 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
                          f"(H, C) = {(hidden, src.shape[1])}; got src {tuple(src.shape)} and w "
                          f"{None if w is None else tuple(w.shape)}")
     if not save:  # no gradient can flow: no autograd node either
-        return _Scan.forward(None, src, bias, ubias, w, u, zeta, nu, h0, cfg, *flat)
+        return _scan_forward(src, bias, ubias, w, u, zeta, nu, h0, cfg, flat)[0]
     return _Scan.apply(src, bias, ubias, w, u, zeta, nu, h0, cfg, *flat)
