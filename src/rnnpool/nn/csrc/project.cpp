@@ -264,13 +264,14 @@ bool place_rows(bool take, T* rows, const int64_t* order, int64_t S, int64_t H, 
 // register of pixels (as backward() runs dx) take 1.2x BLAS's.
 constexpr int64_t kMaxMapGradH = 64;
 
+// yt: the 16 pixels' rows transposed, as two (H, 8) halves.
 template <int NCH>
 inline void map_grad_tile(const float* yt, const float* w, int64_t H, int64_t C, int64_t c0,
                           float* dxc, int64_t hw) {
   using V = Vec<float>;
   V a[NCH][2] = {};
   for (int64_t u = 0; u < H; ++u) {
-    const V y0 = load(yt + u * 16), y1 = load(yt + u * 16 + 8);
+    const V y0 = load(yt + u * 8), y1 = load(yt + (H + u) * 8);
     const float* wu = w + u * C + c0;
 #pragma GCC unroll 6
     for (int c = 0; c < NCH; ++c) {
@@ -302,14 +303,9 @@ bool map_grad(const T* dy, int64_t N, int64_t hw, const T* w, int64_t H, int64_t
           }
         return;
       }
-      alignas(32) float yt[kMaxMapGradH * 16];
+      float yt[kMaxMapGradH * 16];
       for (int half = 0; half < 2; ++half)
-        for (int64_t u0 = 0; u0 < H; u0 += 8) {
-          __m256 r[8];
-          for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(d + (half * 8 + l) * H + u0);
-          transpose8(r);
-          for (int k = 0; k < 8; ++k) _mm256_store_ps(yt + (u0 + k) * 16 + half * 8, r[k]);
-        }
+        gather((const float*)dy, H, 0, i * hw + p0 + half * 8, 8, yt + half * H * 8);
       const float* wf = (const float*)w;
       int64_t c0 = 0;
       for (; c0 + 6 <= C; c0 += 6) map_grad_tile<6>(yt, wf, H, C, c0, o + c0 * hw, hw);
