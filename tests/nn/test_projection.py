@@ -1,7 +1,8 @@
 """The compiled projection backward (rnnpool.nn._native.project_backward) and the map
 projection (pixel_projection) against einsum in float64, and the map-to-rows copy (pixel_rows)
-and the rows-to-map reorder (place_rows, take_rows) against torch's indexing and permute, at sizes that hit the register-transposed or register-tiled paths and
-the scalar tails (everything else)."""
+and the rows-to-map reorder (place_rows, take_rows) against torch's indexing and permute, at
+sizes that hit the register-transposed or register-tiled paths and the scalar tails
+(everything else)."""
 
 import pytest
 import torch

@@ -154,6 +154,13 @@ def supports(x: Tensor, hidden: int, gate: str, update: str) -> bool:
     )
 
 
+def wants_grad(*values) -> bool:
+    """True when grad mode is on and one of ``values`` is a tensor that requires a gradient:
+    whether an operation on them needs an autograd node (and what its backward keeps)."""
+    return torch.is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad
+                                           for v in values)
+
+
 def _scalar(v: Union[Tensor, float]) -> float:
     return float(v.detach()) if isinstance(v, Tensor) else float(v)
 
@@ -434,8 +441,7 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
     bias = src.new_zeros(hidden) if bias is None else bias
     ubias = src.new_zeros(hidden) if ubias is None else ubias
     # Keep every step's pre-activation for the backward only when there will be one.
-    save = torch.is_grad_enabled() and any(
-        isinstance(t, Tensor) and t.requires_grad for t in (src, bias, ubias, w, u, zeta, nu, h0))
+    save = wants_grad(src, bias, ubias, w, u, zeta, nu, h0)
     cfg = (gate, update, float(kappa), (float(affine[0]), float(affine[1])), skip, save)
     width = src.shape[1] if w is None else w.shape[0]
     if (width != hidden or src.dim() not in (2, 4)

@@ -123,14 +123,19 @@ class _CellMatrices(NamedTuple):
     sigmoid_form: bool
 
 
+def _sigmoid_form(u: Tensor, bz: Tensor, bh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``U, b_z, b_h`` -> ``2 U, b_z - U 1, 2 (b_h - b_z)``: the paper's cell's matrices for
+    sweeps on ``g = (h + 1) / 2`` (see :class:`_CellMatrices`)."""
+    return 2.0 * u, bz - u.sum(1), 2.0 * (bh - bz)
+
+
 class _SigmoidForm(torch.autograd.Function):
-    """``U, b_z, b_h`` -> ``2 U, b_z - U 1, 2 (b_h - b_z)`` (see :class:`_CellMatrices`) as one
-    autograd node: as five torch ops their ten small nodes took 0.35-0.7 ms of a layer's
-    backward at the paper's shapes."""
+    """:func:`_sigmoid_form` as one autograd node: as five torch ops their ten small nodes took
+    0.35-0.7 ms of a layer's backward at the paper's shapes."""
 
     @staticmethod
     def forward(ctx, u, bz, bh):  # type: ignore[override]
-        return 2.0 * u, bz - u.sum(1), 2.0 * (bh - bz)
+        return _sigmoid_form(u, bz, bh)
 
     @staticmethod
     def backward(ctx, du, db, dub):  # type: ignore[override]
@@ -141,11 +146,10 @@ class _SigmoidForm(torch.autograd.Function):
 def _cell_matrices(p: FastGRNNParams, traced: bool = False) -> _CellMatrices:
     u = p.weight_hh
     if p.gate == "sigmoid" and p.update == "tanh" and _is_plain(p):
-        if not traced and torch.is_grad_enabled() and any(
-                t.requires_grad for t in (u, p.bias_gate, p.bias_update)):
+        if not traced and _native.wants_grad(u, p.bias_gate, p.bias_update):
             u2, b, ub = _SigmoidForm.apply(u, p.bias_gate, p.bias_update)
         else:  # no gradient wanted (or a tracer): plain ops, no node
-            u2, b, ub = 2.0 * u, p.bias_gate - u.sum(1), 2.0 * (p.bias_update - p.bias_gate)
+            u2, b, ub = _sigmoid_form(u, p.bias_gate, p.bias_update)
         return _CellMatrices(p.weight_ih, b, ub, u2, 2.0, u.new_full((u.shape[0], 1), 0.5), True)
     return _CellMatrices(p.weight_ih, p.bias_gate, p.bias_update - p.bias_gate, u, 1.0, None,
                          False)
@@ -281,12 +285,8 @@ def _scan(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tens
     Returns:
         ``(B, h)``.
     """
-    differentiable = [src, m.u, m.ub, p.zeta, p.nu]
-    if (
-        torch.is_grad_enabled()
-        and any(isinstance(t, Tensor) and t.requires_grad for t in differentiable)
-        and not _traced()  # inductor differentiates the plain loop itself
-    ):
+    # Inductor differentiates the plain loop itself.
+    if _native.wants_grad(src, m.u, m.ub, p.zeta, p.nu) and not _traced():
         return _ScanFunction.apply(src, m.u, m.ub, p.zeta, p.nu, idx, p, m).t()
     return _scan_forward(src, idx, p, m, save=False)[0].t()
 
@@ -404,7 +404,7 @@ def _pixel_projection(x: Tensor, w: Tensor, native: bool, traced: bool) -> Tenso
     ``native``: in the compiled kernel; ``traced``: :func:`_traced`."""
     if traced:
         return _project(_pixel_rows(x), w, None, traced)
-    if native and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+    if native and not _native.wants_grad(x, w):
         return _native.pixel_projection(x, w)
     return _PixelProjection.apply(x, w, native)
 
@@ -707,7 +707,7 @@ def rnnpool2d(
     out = _project_and_scan(summaries, sweeps.rnn2, rnn2, m2, backend, traced)  # (4*N*ho*wo, h2)
     # -> (N, 4*h2, ho, wo), channel order [row-fwd, row-rev, col-fwd, col-rev].
     if _use_native(out, rnn2, m2, backend, traced):  # rows to the map in one pass
-        if torch.is_grad_enabled() and out.requires_grad:
+        if _native.wants_grad(out):
             out = _PlaceRows.apply(out, sweeps.order, ho * wo)
         else:
             out = _native.place_rows(out, sweeps.order, ho * wo)
