@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
-from torch.autograd.function import once_differentiable
 from torch import Tensor
 
 from .._cache import cache_dir
 
-__all__ = ["native_available", "native_status", "pixel_projection", "pixel_rows",
-           "place_rows", "project_backward", "scan", "take_rows"]
+__all__ = ["ScanState", "native_available", "native_status", "pixel_projection", "pixel_rows",
+           "place_rows", "project_backward", "scan", "scan_backward", "take_rows"]
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = [_CSRC / "scan.cpp", _CSRC / "project.cpp"]
@@ -154,13 +153,6 @@ def supports(x: Tensor, hidden: int, gate: str, update: str) -> bool:
     )
 
 
-def wants_grad(*values) -> bool:
-    """True when grad mode is on and one of ``values`` is a tensor that requires a gradient:
-    whether an operation on them needs an autograd node (and what its backward keeps)."""
-    return torch.is_grad_enabled() and any(isinstance(v, Tensor) and v.requires_grad
-                                           for v in values)
-
-
 def _scalar(v: Union[Tensor, float]) -> float:
     return float(v.detach()) if isinstance(v, Tensor) else float(v)
 
@@ -174,7 +166,7 @@ class _Call:
         scalar = _CTYPES[src.dtype]
         self.dll = _load()[0]
         self.suffix = _SUFFIX[src.dtype]
-        self.hidden = u.shape[0]
+        self.hidden, self.rows = u.shape[0], src.shape[0]
         self.channels = 0 if w is None else w.shape[1]
         wt = src.new_zeros(1) if w is None else w.t().contiguous()
         self.keep = [src.contiguous(), u.contiguous(), h0.contiguous(), bias.contiguous(),
@@ -329,64 +321,34 @@ def _check(rc: int) -> None:
         raise RuntimeError(f"rnnpool native scan kernel: {_STATUS.get(rc, 'failed')} (status {rc})")
 
 
-def _scan_forward(src, bias, ubias, w, u, zeta, nu, h0, cfg, idx_groups
-                  ) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    """The kernel's forward for :func:`scan`: the results, the rows it read, and (when ``cfg``
-    says to save) the pre-activations the backward needs."""
-    gate, update, kappa, affine, _, save = cfg
-    idx = idx_groups[0::2]
-    rows = pixel_rows(src) if src.dim() == 4 else src
-    call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
-    out = src.new_empty(sum(i.shape[1] for i in idx), u.shape[0])
-    return out, rows, call.forward(out, idx_groups[1::2] if save else None)
+class ScanState:
+    """What :func:`scan_backward` needs from a :func:`scan` that saved for it: the call's
+    arguments, the pre-activations and the families' groups."""
 
+    __slots__ = ("call", "pre", "groups", "src", "w", "skip_row", "zeta", "nu")
 
-class _Scan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, src, bias, ubias, w, u, zeta, nu, h0, cfg, *idx_groups):  # type: ignore[override]
-        out, rows, ctx.pre = _scan_forward(src, bias, ubias, w, u, zeta, nu, h0, cfg, idx_groups)
-        ctx.save_for_backward(src, rows, bias, ubias, w, u, h0, *idx_groups)
-        ctx.cfg, ctx.zeta, ctx.nu = cfg, zeta, nu
-        return out
-
-    @staticmethod
-    @once_differentiable  # the saved activations are treated as constants
-    def backward(ctx, gout):  # type: ignore[override]
-        src, rows, bias, ubias, w, u, h0, *idx_groups = ctx.saved_tensors
-        idx, groups = idx_groups[0::2], idx_groups[1::2]
-        gate, update, kappa, affine, skip_row, _ = ctx.cfg
-        zeta, nu = ctx.zeta, ctx.nu
-        call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
-        dproj = src.new_empty(rows.shape[0], u.shape[0])  # zeroed by the kernel
-        grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
-        du, dbias, dubias, dzn = call.backward(groups, gout.contiguous(), dproj, grad_zeta_nu,
-                                               skip_row, ctx.pre)
-        dzeta = dzn[0].to(src.dtype) if isinstance(zeta, Tensor) else None
-        dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
-        if w is None:
-            dsrc, dw = dproj, None
-        else:  # the projection the kernel ran as it read the rows (a map's: not its zero row)
-            used = dproj[:-1] if src.dim() == 4 else dproj
-            dsrc, dw, _ = project_backward(used, src, w, ctx.needs_input_grad[0],
-                                           ctx.needs_input_grad[3])
-        return (dsrc, dbias, dubias, dw, du, dzeta, dnu, None, None,
-                *([None] * len(idx_groups)))
+    def __init__(self, call: _Call, pre: Tensor, groups: list[Tensor], src: Tensor,
+                 w: Optional[Tensor], skip_row: int, zeta, nu) -> None:
+        self.call, self.pre, self.groups, self.src, self.w = call, pre, groups, src, w
+        self.skip_row, self.zeta, self.nu = skip_row, zeta, nu
 
 
 def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Tensor,
          h0: Tensor, gate: str, update: str, zeta: Union[Tensor, float] = 1.0,
          nu: Union[Tensor, float] = 0.0, affine: tuple[float, float] = (1.0, 0.0),
          bias: Optional[Tensor] = None, ubias: Optional[Tensor] = None, kappa: float = 1.0,
-         w: Optional[Tensor] = None, skip_row: Optional[int] = None) -> Tensor:
+         w: Optional[Tensor] = None, skip_row: Optional[int] = None, save: bool = False
+         ) -> tuple[Tensor, Optional[ScanState]]:
     """Final states of families of FastGRNN sweeps, computed by the compiled kernel.
 
     Step ``t`` of sweep ``b`` of a family reads the projected input row
     ``x = src[idx[t, b]]`` (or ``w src[idx[t, b]]`` when ``w`` is given) and computes, from
     ``h = h0``, the pre-activation ``a = x + bias + u h`` that FastGRNN's gate and update share,
     ``z = gate(a)``, ``c = update(kappa a + ubias)``, ``h' = z h + (zeta (1 - z) + nu) c``.
-    Differentiable in ``src``, ``bias``, ``ubias``, ``w``, ``u``, ``zeta`` and ``nu``; when
-    one of them requires a gradient (and grad mode is on), the forward keeps every step's
-    pre-activation for the backward: ``T * H`` values per sweep.
+    Not differentiable: with ``save``, it also returns the state from which
+    :func:`scan_backward` computes the gradients (every step's pre-activation: ``T * H``
+    values per sweep); :func:`rnnpool.nn.functional.rnnpool2d` calls both from one autograd
+    node.
 
     Args:
         src: ``(P, H)`` float32 or float64 CPU tensor of projected inputs, or ``(P, C)`` raw
@@ -403,7 +365,7 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
         h0: ``(H,)`` initial state.
         gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
         update: ``"tanh"``, ``"hard_tanh"`` or ``"sigmoid"``.
-        zeta, nu: the cell's scalars (tensors are differentiated).
+        zeta, nu: the cell's scalars (tensors get gradients from :func:`scan_backward`).
         affine: ``(a, b)``: return ``a h_T + b`` (the paper's cell run on ``g = (h + 1) / 2``
             returns ``2 g - 1``).
         bias: ``(H,)`` added to every row read (None: zero). Adding it here rather than in the
@@ -415,40 +377,66 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
             per sweep that reads it.
         skip_row: a row that sweeps of any run may read (a padding row shared by all): its
             gradient is not computed (left at zero), so it needs no owner.
+        save: keep what :func:`scan_backward` needs.
 
     Returns:
-        ``(sum of B, H)``: ``a h_T + b`` of every sweep, families in order.
+        ``(sum of B, H)``: ``a h_T + b`` of every sweep, families in order; and the
+        :class:`ScanState` for :func:`scan_backward` (None unless ``save``).
     """
     hidden = u.shape[0]
     if not supports(src, hidden, gate, update):
         raise RuntimeError(f"the native scan cannot run this case ({native_status()})")
-    flat = []
-    for idx, groups in families:
-        b = idx.shape[1] if idx.dim() == 2 else -1
-        if groups is None:
-            groups = torch.tensor([0, b])
-        groups = groups.to(torch.int64).contiguous()
-        if idx.dim() != 2 or idx.dtype != torch.int64 or groups.dim() != 1 or groups.numel() < 1:
+    idx, groups = [], []
+    for i, g in families:
+        b = i.shape[1] if i.dim() == 2 else -1
+        if g is None:
+            g = torch.tensor([0, b])
+        g = g.to(torch.int64).contiguous()
+        if i.dim() != 2 or i.dtype != torch.int64 or g.dim() != 1 or g.numel() < 1:
             raise ValueError(f"each family needs (T, B) int64 indices and offsets 0 ... B, got "
-                             f"{tuple(idx.shape)} {idx.dtype} and {tuple(groups.shape)}")
-        flat += [idx, groups]  # the kernel checks the offsets (status -3)
+                             f"{tuple(i.shape)} {i.dtype} and {tuple(g.shape)}")
+        idx.append(i)
+        groups.append(g)  # the kernel checks the offsets (status -3)
     if src.dim() == 4:
         if w is None or (skip_row is not None and skip_row != src[:, 0].numel()):
             raise ValueError("an (N, C, H, W) src needs w, and its skip_row is its zero row "
                              f"{src[:, 0].numel()}")
         skip_row = src[:, 0].numel()
-    skip = -1 if skip_row is None else int(skip_row)
-    bias = src.new_zeros(hidden) if bias is None else bias
-    ubias = src.new_zeros(hidden) if ubias is None else ubias
-    # Keep every step's pre-activation for the backward only when there will be one.
-    save = wants_grad(src, bias, ubias, w, u, zeta, nu, h0)
-    cfg = (gate, update, float(kappa), (float(affine[0]), float(affine[1])), skip, save)
     width = src.shape[1] if w is None else w.shape[0]
     if (width != hidden or src.dim() not in (2, 4)
             or (w is not None and (w.dim() != 2 or w.shape[1] != src.shape[1]))):
         raise ValueError(f"src must be (P, {hidden}), or (P, C) or (N, C, H, W) with w "
                          f"(H, C) = {(hidden, src.shape[1])}; got src {tuple(src.shape)} and w "
                          f"{None if w is None else tuple(w.shape)}")
-    if not save:  # no gradient can flow: no autograd node either
-        return _scan_forward(src, bias, ubias, w, u, zeta, nu, h0, cfg, flat)[0]
-    return _Scan.apply(src, bias, ubias, w, u, zeta, nu, h0, cfg, *flat)
+    bias = src.new_zeros(hidden) if bias is None else bias
+    ubias = src.new_zeros(hidden) if ubias is None else ubias
+    rows = pixel_rows(src) if src.dim() == 4 else src
+    call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
+    out = src.new_empty(sum(i.shape[1] for i in idx), hidden)
+    pre = call.forward(out, groups if save else None)
+    if not save:
+        return out, None
+    skip = -1 if skip_row is None else int(skip_row)
+    return out, ScanState(call, pre, groups, src, w, skip, zeta, nu)
+
+
+def scan_backward(state: ScanState, gout: Tensor, need_src: bool = True, need_w: bool = True
+                  ) -> tuple[Optional[Tensor], Tensor, Tensor, Optional[Tensor], Tensor,
+                             Optional[Tensor], Optional[Tensor]]:
+    """Gradients of the :func:`scan` that returned ``state``, for ``gout`` ``(sum of B, H)``:
+    ``(dsrc, dbias, dubias, dw, du, dzeta, dnu)``. ``dsrc`` (when ``need_src``) has ``src``'s
+    shape (a map's gradient is a map); ``dw`` is None without ``w`` or ``need_w``; ``dzeta`` and
+    ``dnu`` are None unless ``zeta`` and ``nu`` were tensors."""
+    call, src, w, zeta, nu = state.call, state.src, state.w, state.zeta, state.nu
+    dproj = src.new_empty(call.rows, call.hidden)  # zeroed by the kernel
+    grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
+    du, dbias, dubias, dzn = call.backward(state.groups, gout.contiguous(), dproj, grad_zeta_nu,
+                                           state.skip_row, state.pre)
+    dzeta = dzn[0].to(src.dtype) if isinstance(zeta, Tensor) else None
+    dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
+    if w is None:
+        dsrc, dw = (dproj if need_src else None), None
+    else:  # the projection the kernel ran as it read the rows (a map's: not its zero row)
+        used = dproj[:-1] if src.dim() == 4 else dproj
+        dsrc, dw, _ = project_backward(used, src, w, need_src, need_w)
+    return dsrc, dbias, dubias, dw, du, dzeta, dnu
