@@ -277,14 +277,20 @@ def place_rows(rows: Tensor, order: Tensor, plane: int) -> Tensor:
     return out
 
 
-def take_rows(map_: Tensor, order: Tensor) -> Tensor:
-    """The inverse of :func:`place_rows`: ``(S, H, plane)`` -> ``(S * plane, H)``."""
+def take_rows(map_: Tensor, order: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """The inverse of :func:`place_rows`: ``(S, H, plane)`` -> ``(S * plane, H)``, into
+    ``out`` (contiguous, that shape and dtype) when given."""
     map_, order = map_.detach().contiguous(), order.contiguous()
     if map_.dim() != 3:
         raise ValueError(f"take_rows expects an (S, H, plane) map, got {tuple(map_.shape)}")
-    rows = map_.new_empty(map_.shape[0] * map_.shape[2], map_.shape[1])
-    _place(True, rows, order, map_)
-    return rows
+    shape = (map_.shape[0] * map_.shape[2], map_.shape[1])
+    if out is None:
+        out = map_.new_empty(shape)
+    elif out.shape != shape or not out.is_contiguous():
+        raise ValueError(f"take_rows: out must be a contiguous {shape} tensor, got "
+                         f"{tuple(out.shape)}")
+    _place(True, out, order, map_)
+    return out
 
 
 def project_backward(dy: Tensor, x: Tensor, w: Tensor, need_dx: bool = True,
@@ -420,15 +426,21 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
     return out, ScanState(call, pre, groups, src, w, skip, zeta, nu)
 
 
-def scan_backward(state: ScanState, gout: Tensor, need_src: bool = True, need_w: bool = True
+def scan_backward(state: ScanState, gout: Tensor, need_src: bool = True, need_w: bool = True,
+                  reuse_src: bool = False
                   ) -> tuple[Optional[Tensor], Tensor, Tensor, Optional[Tensor], Tensor,
                              Optional[Tensor], Optional[Tensor]]:
     """Gradients of the :func:`scan` that returned ``state``, for ``gout`` ``(sum of B, H)``:
     ``(dsrc, dbias, dubias, dw, du, dzeta, dnu)``. ``dsrc`` (when ``need_src``) has ``src``'s
     shape (a map's gradient is a map); ``dw`` is None without ``w`` or ``need_w``; ``dzeta`` and
-    ``dnu`` are None unless ``zeta`` and ``nu`` were tensors."""
+    ``dnu`` are None unless ``zeta`` and ``nu`` were tensors. ``reuse_src`` (projected rows
+    only, no ``w``): write ``dsrc`` over the rows the scan read, which the backward does not
+    read and the caller no longer needs (no fresh buffer to fault in)."""
     call, src, w, zeta, nu = state.call, state.src, state.w, state.zeta, state.nu
-    dproj = src.new_empty(call.rows, call.hidden)  # zeroed by the kernel
+    if reuse_src and w is None:
+        dproj = call.keep[0]  # the contiguous rows the kernel read, (P, H)
+    else:
+        dproj = src.new_empty(call.rows, call.hidden)  # zeroed by the kernel
     grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
     du, dbias, dubias, dzn = call.backward(state.groups, gout.contiguous(), dproj, grad_zeta_nu,
                                            state.skip_row, state.pre)

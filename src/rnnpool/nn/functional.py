@@ -620,8 +620,9 @@ def _sweep_indices(*geometry, traced: bool) -> _Sweeps:
     return _sweep_indices_cached(*geometry)
 
 
-# Up to this many input channels the compiled kernel projects each pixel as it reads it (a
-# pixel is projected by each sweep that reads it, about 3x) instead of writing a (P, h) map.
+# Up to this many input channels the compiled kernel projects each input row (a map's pixel,
+# an RNN1 summary) as it reads it, once per sweep that reads it, instead of reading a (P, h)
+# map of projections written first.
 _FUSE_MAX_CHANNELS = 8
 
 
@@ -636,6 +637,38 @@ def _native_cell(p: FastGRNNParams, m: _CellMatrices) -> dict:
     )
 
 
+def _native_project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]],
+                             p: FastGRNNParams, m: _CellMatrices, save: bool,
+                             skip_row: Optional[int] = None
+                             ) -> tuple[Tensor, Optional[_native.ScanState]]:
+    """:func:`_project_and_scan` in the compiled kernels, without autograd (``save``: keep what
+    :func:`_native_project_and_scan_backward` needs). The kernel adds the bias as it reads a
+    row, and with few input channels also projects it there."""
+    cell = _native_cell(p, m)
+    if inputs.shape[1] <= _FUSE_MAX_CHANNELS:
+        return _native.scan(inputs, families, w=m.w, skip_row=skip_row, save=save, **cell)
+    rows = _native.pixel_projection(inputs, m.w) if inputs.dim() == 4 else F.linear(inputs, m.w)
+    return _native.scan(rows, families, skip_row=skip_row, save=save, **cell)
+
+
+def _native_project_and_scan_backward(state: _native.ScanState, inputs: Tensor, w: Tensor,
+                                      m: _CellMatrices, g: Tensor, need_inputs: bool,
+                                      need_w: bool) -> tuple[Optional[Tensor], ...]:
+    """The gradients of :func:`_native_project_and_scan`'s ``inputs`` (when ``need_inputs``)
+    and of the cell's ``weight_ih`` (when ``need_w``), ``weight_hh``, ``bias_gate``,
+    ``bias_update``, ``zeta`` and ``nu``, for the results' gradient ``g``."""
+    if state.w is not None:  # the kernel projected the inputs
+        din, db, dub, dw, du, dzeta, dnu = _native.scan_backward(state, g, need_inputs, need_w)
+    else:  # the rows the scan read are not needed again: their gradient is written over them
+        drows, db, dub, _, du, dzeta, dnu = _native.scan_backward(
+            state, g, need_src=need_inputs or need_w, reuse_src=True)
+        if inputs.dim() == 4:
+            din, dw = _pixel_projection_grads(drows, inputs, w, need_inputs, need_w, native=True)
+        else:
+            din, dw, _ = _projection_grads(drows, inputs, w, need_inputs, need_w)
+    return (din, dw, *_cell_grads(m, du, db, dub), dzeta, dnu)
+
+
 class _CompiledState(NamedTuple):
     """What the compiled path's backward needs besides the saved inputs."""
 
@@ -644,7 +677,7 @@ class _CompiledState(NamedTuple):
     scan1: _native.ScanState
     scan2: _native.ScanState
     summaries: Tensor  # RNN1's results, RNN2's inputs
-    projected: bool  # RNN1 read pixel_projection's rows (else the kernel projected the map)
+    results: Tensor  # RNN2's results as rows (before the reorder): the output gradient's rows
 
 
 def _compiled_rnnpool2d(x: Tensor, p1: FastGRNNParams, p2: FastGRNNParams, sweeps: _Sweeps,
@@ -655,20 +688,13 @@ def _compiled_rnnpool2d(x: Tensor, p1: FastGRNNParams, p2: FastGRNNParams, sweep
     asked for."""
     m1, m2 = _cell_matrices(p1), _cell_matrices(p2)  # (no gradient is tracked here)
     pad_row = x.shape[0] * x.shape[2] * x.shape[3]  # the zero row the sweeps read in padding
-    projected = x.shape[1] > _FUSE_MAX_CHANNELS
-    if projected:  # the kernel adds the bias as it reads a row
-        src, w1 = _native.pixel_projection(x, m1.w), None
-    else:  # the kernel reads the map's pixels and projects them
-        src, w1 = x, m1.w
-    summaries, scan1 = _native.scan(src, sweeps.rnn1, w=w1, skip_row=pad_row, save=save,
-                                    **_native_cell(p1, m1))
-    out, scan2 = _native.scan(F.linear(summaries, m2.w), sweeps.rnn2, save=save,
-                              **_native_cell(p2, m2))
-    out = _native.place_rows(out, sweeps.order, plane)  # rows to the map in one pass
+    summaries, scan1 = _native_project_and_scan(x, sweeps.rnn1, p1, m1, save, pad_row)
+    results, scan2 = _native_project_and_scan(summaries, sweeps.rnn2, p2, m2, save)
+    out = _native.place_rows(results, sweeps.order, plane)  # rows to the map in one pass
     if not save:
         return out, None
     assert scan1 is not None and scan2 is not None
-    return out, _CompiledState(m1, m2, scan1, scan2, summaries, projected)
+    return out, _CompiledState(m1, m2, scan1, scan2, summaries, results)
 
 
 class _CompiledRNNPool2d(torch.autograd.Function):
@@ -696,22 +722,18 @@ class _CompiledRNNPool2d(torch.autograd.Function):
         x, w1, w2, *_ = ctx.saved_tensors
         st: _CompiledState = ctx.state
         need = ctx.needs_input_grad
-        need_x, need_w1, need_w2 = need[0], need[5], need[11]
-        g2 = _native.take_rows(g, ctx.sweeps.order)
-        drows2, db2, dub2, _, du2, dzeta2, dnu2 = _native.scan_backward(st.scan2, g2)
-        du2, dbz2, dbh2 = _cell_grads(st.m2, du2, db2, dub2)
-        need_rnn1 = need_x or any(need[5:11])
-        dsummaries, dw2, _ = _projection_grads(drows2, st.summaries, w2, need_rnn1, need_w2)
+        # RNN2's results' gradient goes over the results (which the backward does not read):
+        # a fresh buffer would cost page faults.
+        g2 = _native.take_rows(g, ctx.sweeps.order, out=st.results)
+        need_rnn1 = need[0] or any(need[5:11])
+        dsummaries, *grads2 = _native_project_and_scan_backward(
+            st.scan2, st.summaries, w2, st.m2, g2, need_rnn1, need[11])
         grads1: tuple = (None,) * 7
         if need_rnn1:
-            dsrc, db1, dub1, dw1, du1, dzeta1, dnu1 = _native.scan_backward(
-                st.scan1, dsummaries, need_src=need_x or (st.projected and need_w1),
-                need_w=need_w1)
-            if st.projected:
-                dsrc, dw1 = _pixel_projection_grads(dsrc, x, w1, need_x, need_w1, native=True)
-            grads1 = (dsrc, dw1, *_cell_grads(st.m1, du1, db1, dub1), dzeta1, dnu1)
+            grads1 = _native_project_and_scan_backward(st.scan1, x, w1, st.m1, dsummaries,
+                                                       need[0], need[5])
         dx, *grads1 = grads1
-        grads = (dx, None, None, None, None, *grads1, dw2, du2, dbz2, dbh2, dzeta2, dnu2)
+        grads = (dx, None, None, None, None, *grads1, *grads2)
         return tuple(d if n else None for d, n in zip(grads, need))
 
 
