@@ -18,7 +18,9 @@
 // Backward: a forward run for training saves every step's pre-activation a (H values a step;
 // one contiguous (T, H, L) piece per block, where the steps compute it), and the backward
 // recomputes the states and gates from them: activations only, no recurrent products or input
-// loads (f+b 1.1-1.2x over recomputing whole steps). Input gradients are added straight into
+// loads (f+b 1.1-1.2x over recomputing whole steps). With the one-exponential activation the
+// forward keeps exp(-a) there instead, so that the backward's activations skip the exponential
+// (same values bit for bit; layer f+b 0.96-0.98x the time). Input gradients are added straight into
 // dsrc; to do that without atomics the sweeps come in groups (runs of consecutive sweeps) such
 // that sweeps of different groups never read the same src row, and a thread owns whole groups;
 // families run one after the other. dU, dbias and dubias are accumulated per lane over a slot
@@ -37,6 +39,10 @@ namespace {
 using namespace rnnpool_simd;
 
 enum Gate { GATE_SIGMOID = 0, GATE_HARD_SIGMOID = 1 };
+// What an activation reads from its first buffer: the pre-activation a (and leaves it), a
+// that it replaces with what the backward recomputes from (exp(-a) for activate_one_exp, a
+// itself otherwise), or that.
+enum Source { FROM_PRE = 0, FROM_PRE_KEEP = 1, FROM_KEPT = 2 };
 enum Update { UPDATE_TANH = 0, UPDATE_HARD_TANH = 1, UPDATE_SIGMOID = 2 };
 
 // exp for float, as 2^y with y = x log2(e) = n + f (n the nearest integer, |f| <= 1/2): a
@@ -270,9 +276,10 @@ inline void recurrent(const Cell<T>& p, const T* h, T* a) {
 // exp(-..) = E^2 exp(-s ubias). run() enables this only for |s ubias| <= 20, and a is clamped to
 // [-30, 30]: E^2 exp(-s ubias) stays finite, and where the clamp acts the gate and the update
 // are both within e^-30 of their limits, as are the true values. Plain: zeta = 1, nu = 0 (the
-// paper's cell), where h' = c + z (h - c).
-template <typename T, int U, bool Plain>
-inline void activate_one_exp(const Cell<T>& p, int n, const T* a, const T* h, T* z, T* c,
+// paper's cell), where h' = c + z (h - c). S (a Source): FROM_PRE_KEEP stores E over a,
+// FROM_KEPT reads E from there.
+template <typename T, int U, bool Plain, int S>
+inline void activate_one_exp(const Cell<T>& p, int n, T* a, const T* h, T* z, T* c,
                              T* h_new) {
   const T zeta = p.zeta, nu = p.nu;
   const T* eu = p.eub;
@@ -296,9 +303,15 @@ inline void activate_one_exp(const Cell<T>& p, int n, const T* a, const T* h, T*
     constexpr int R = 4;
     for (; k0 + 8 * R <= n; k0 += 8 * R) {
       V e[R], zk[R], su[R];
-      for (int r = 0; r < R; ++r)
-        e[r] = -(V)_mm256_min_ps(hi, _mm256_max_ps(lo, (__m256)load(a + k0 + 8 * r)));
-      for (int r = 0; r < R; ++r) e[r] = exp_core(e[r]);
+      if constexpr (S == FROM_KEPT) {
+        for (int r = 0; r < R; ++r) e[r] = load(a + k0 + 8 * r);
+      } else {
+        for (int r = 0; r < R; ++r)
+          e[r] = -(V)_mm256_min_ps(hi, _mm256_max_ps(lo, (__m256)load(a + k0 + 8 * r)));
+        for (int r = 0; r < R; ++r) e[r] = exp_core(e[r]);
+        if constexpr (S == FROM_PRE_KEEP)
+          for (int r = 0; r < R; ++r) store(a + k0 + 8 * r, e[r]);
+      }
       for (int r = 0; r < R; ++r) {
         zk[r] = 1.0f + e[r];
         su[r] = 1.0f + e[r] * e[r] * load(eu + k0 + 8 * r);
@@ -317,8 +330,13 @@ inline void activate_one_exp(const Cell<T>& p, int n, const T* a, const T* h, T*
       }
     }
     for (; k0 + 8 <= n; k0 += 8) {
-      const V ak = (V)_mm256_min_ps(hi, _mm256_max_ps(lo, (__m256)load(a + k0)));
-      const V e = exp_core(-ak);
+      V e;
+      if constexpr (S == FROM_KEPT) {
+        e = load(a + k0);
+      } else {
+        e = exp_core(-(V)_mm256_min_ps(hi, _mm256_max_ps(lo, (__m256)load(a + k0))));
+        if constexpr (S == FROM_PRE_KEEP) store(a + k0, e);
+      }
       const V zk = reciprocal(1.0f + e);
       const V su = reciprocal(1.0f + e * e * load(eu + k0));
       const V ck = U == UPDATE_SIGMOID ? su : 2.0f * su - 1.0f;
@@ -332,7 +350,8 @@ inline void activate_one_exp(const Cell<T>& p, int n, const T* a, const T* h, T*
 #pragma omp simd
   for (int k = k0; k < n; ++k) {
     const T ak = a[k] < T(-30) ? T(-30) : (a[k] > T(30) ? T(30) : a[k]);
-    const T e = exp_core(-ak);
+    const T e = S == FROM_KEPT ? a[k] : exp_core(-ak);
+    if (S == FROM_PRE_KEEP) a[k] = e;
     const T zk = T(1) / (T(1) + e);
     const T su = T(1) / (T(1) + e * e * eu[k]);
     const T ck = U == UPDATE_SIGMOID ? su : T(2) * su - T(1);
@@ -343,17 +362,17 @@ inline void activate_one_exp(const Cell<T>& p, int n, const T* a, const T* h, T*
 }
 
 // z = gate(a), c = update(kappa a + ubias), h_new = z h + (zeta (1 - z) + nu) c, all (H, L).
-template <typename T, int HC, int G, int U>
-inline void activate(const Cell<T>& p, const T* a, const T* h, T* z, T* c, T* h_new) {
+template <typename T, int HC, int G, int U, int S = FROM_PRE>
+inline void activate(const Cell<T>& p, T* a, const T* h, T* z, T* c, T* h_new) {
   constexpr int L = kLanes<T>;
   const int n = (HC ? HC : (int)p.H) * L;
   const T kappa = p.kappa, zeta = p.zeta, nu = p.nu;
   if constexpr (sizeof(T) == 4 && G == GATE_SIGMOID && (U == UPDATE_SIGMOID || U == UPDATE_TANH)) {
     if (p.eub) {
       if (zeta == T(1) && nu == T(0))
-        activate_one_exp<T, U, true>(p, n, a, h, z, c, h_new);
+        activate_one_exp<T, U, true, S>(p, n, a, h, z, c, h_new);
       else
-        activate_one_exp<T, U, false>(p, n, a, h, z, c, h_new);
+        activate_one_exp<T, U, false, S>(p, n, a, h, z, c, h_new);
       return;
     }
   }
@@ -375,8 +394,9 @@ inline void init_state(const Cell<T>& p, T* h) {
     for (int l = 0; l < L; ++l) h[i * L + l] = p.h0[i];
 }
 
-// One step of a block: a, z, c scratch (H by L each), h -> h_new.
-template <typename T, int HC, int G, int U>
+// One step of a block: a, z, c scratch (H by L each), h -> h_new. Save: a is kept for the
+// backward, which recomputes from it (see activate).
+template <typename T, int HC, int G, int U, bool Save>
 inline void step(const Cell<T>& p, int64_t t, int64_t b0, int n, const T* h, T* a, T* z, T* c,
                  T* h_new) {
   constexpr int L = kLanes<T>;
@@ -392,11 +412,12 @@ inline void step(const Cell<T>& p, int64_t t, int64_t b0, int n, const T* h, T* 
   }
   load_inputs<T, HC>(p, rows, t == 0 ? p.k0 : p.bias, a);
   if (t > 0) recurrent<T, HC>(p, h, a);  // at t = 0, h = h0 and U h0 is in k0
-  activate<T, HC, G, U>(p, a, h, z, c, h_new);
+  activate<T, HC, G, U, Save ? FROM_PRE_KEEP : FROM_PRE>(p, a, h, z, c, h_new);
 }
 
 // Forward of the n <= L sweeps starting at b0; work holds 4 H L values. Save: pre receives
-// every step's pre-activation a, (steps, H, L), idle lanes included. (A template argument: a
+// every step's pre-activation a (or what activate keeps of it), (steps, H, L), idle lanes
+// included. (A template argument: a
 // pointer chosen at run time made the forward without saving 4-19 % slower.)
 template <typename T, int HC, int G, int U, bool Save>
 void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work, T* pre) {
@@ -408,7 +429,7 @@ void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work, T* pre)
   T* c = z + H * L;
   init_state<T, HC>(p, h);
   for (int64_t t = 0; t < p.steps; ++t)
-    step<T, HC, G, U>(p, t, b0, n, h, Save ? pre + t * H * L : a, z, c, h);
+    step<T, HC, G, U, Save>(p, t, b0, n, h, Save ? pre + t * H * L : a, z, c, h);
   const T s = p.out_scale, b = p.out_shift;
   for (int l = 0; l < n; ++l)
     for (int i = 0; i < H; ++i) out[(b0 + l) * H + i] = s * h[i * L + l] + b;
@@ -482,8 +503,8 @@ void backward_block(const Cell<T>& p, int64_t b0, int n, const T* gout, T* dsrc,
   // The states and gates again, from the saved pre-activations (no recurrent products).
   init_state<T, HC>(p, hs);
   for (int64_t t = 0; t < TT; ++t)
-    activate<T, HC, G, U>(p, pre + t * HL, hs + t * HL, zs + t * HL, cs + t * HL,
-                          hs + (t + 1) * HL);
+    activate<T, HC, G, U, FROM_KEPT>(p, const_cast<T*>(pre) + t * HL, hs + t * HL, zs + t * HL,
+                                     cs + t * HL, hs + (t + 1) * HL);
   for (int i = 0; i < H; ++i)
     for (int l = 0; l < L; ++l) g[i * L + l] = l < n ? p.out_scale * gout[(b0 + l) * H + i] : T(0);
   const T kappa = p.kappa, zeta = p.zeta, nu = p.nu;
