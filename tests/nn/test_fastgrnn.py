@@ -71,7 +71,7 @@ def test_scan_equals_repeated_cell_steps(kind, backend):
     proj = xs.reshape(24, 3) @ m.w.t()  # row t * 4 + b holds step t of sweep b
     idx = torch.arange(24).view(6, 4)
     if backend == "native":  # (the kernel adds the bias as it reads a row)
-        got = _native.scan(proj, [(idx, None)], **_native_cell(p, m))[0]
+        got = _native.scan(proj, [(idx, None)], **_native_cell(p))[0]
     else:
         got = _scan_groups(proj + m.b, [(idx, None)], p, m)
     assert torch.allclose(got, h, atol=1e-12)

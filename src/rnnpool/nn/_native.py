@@ -44,7 +44,7 @@ _HEADERS = [_CSRC / "simd.h"]
 _FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp", "-fPIC",
           "-shared", "-std=c++17"]
 GATE_CODES = {"sigmoid": 0, "hard_sigmoid": 1}
-UPDATE_CODES = {"tanh": 0, "hard_tanh": 1, "sigmoid": 2}
+UPDATE_CODES = {"tanh": 0, "hard_tanh": 1}
 _CTYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 MAX_HIDDEN = 512  # kMaxH in scan.cpp
@@ -99,10 +99,10 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
     ptr, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for dtype, suffix in _SUFFIX.items():
         scalar = _CTYPES[dtype]
-        # src, nfam, idx[], steps[], B[], H, u, h0, bias, ubias, wt, C, gate, update, kappa,
-        # zeta, nu, out_scale, out_shift
-        common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, i64, c_int, c_int,
-                  scalar, scalar, scalar, scalar, scalar]
+        # src, nfam, idx[], steps[], B[], H, u, bias_gate, bias_update, wt, C, gate, update,
+        # sigmoid_form, zeta, nu
+        common = [ptr, c_int, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, i64, c_int, c_int, c_int,
+                  scalar, scalar]
         fwd = getattr(dll, f"rnnpool_scan_forward_{suffix}")
         # groups[], ngroups[] (or null when nothing is saved), out, pre, threads
         fwd.argtypes, fwd.restype = [*common, ptr, ptr, ptr, ptr, c_int], c_int
@@ -148,7 +148,6 @@ def supports(x: Tensor, hidden: int, gate: str, update: str) -> bool:
         and 0 < hidden <= MAX_HIDDEN
         and gate in GATE_CODES
         and update in UPDATE_CODES
-        and (update != "sigmoid" or gate == "sigmoid")
         and native_available()
     )
 
@@ -160,27 +159,26 @@ def _scalar(v: Union[Tensor, float]) -> float:
 class _Call:
     """The arguments shared by the forward and backward entry points, kept alive with it."""
 
-    def __init__(self, src: Tensor, idx: Sequence[Tensor], u: Tensor, h0: Tensor, bias: Tensor,
-                 ubias: Tensor, w: Optional[Tensor], gate: str, update: str, kappa: float, zeta,
-                 nu, affine: tuple[float, float]) -> None:
+    def __init__(self, src: Tensor, idx: Sequence[Tensor], u: Tensor, bias_gate: Tensor,
+                 bias_update: Tensor, w: Optional[Tensor], gate: str, update: str,
+                 sigmoid_form: bool, zeta, nu) -> None:
         scalar = _CTYPES[src.dtype]
         self.dll = _load()[0]
         self.suffix = _SUFFIX[src.dtype]
         self.hidden, self.rows = u.shape[0], src.shape[0]
         self.channels = 0 if w is None else w.shape[1]
         wt = src.new_zeros(1) if w is None else w.t().contiguous()
-        self.keep = [src.contiguous(), u.contiguous(), h0.contiguous(), bias.contiguous(),
-                     ubias.contiguous(), wt]
+        self.keep = [src.contiguous(), u.contiguous(), bias_gate.contiguous(),
+                     bias_update.contiguous(), wt]
         self.idx = [i.contiguous() for i in idx]
         n = len(self.idx)
         self.steps = (ctypes.c_int64 * n)(*[i.shape[0] for i in self.idx])
         self.sweeps = (ctypes.c_int64 * n)(*[i.shape[1] for i in self.idx])
         self.idx_ptrs = (ctypes.c_void_p * n)(*[i.data_ptr() for i in self.idx])
-        s, *tensors = [t.data_ptr() for t in self.keep]  # u, h0, bias, ubias, wt
+        s, *tensors = [t.data_ptr() for t in self.keep]  # u, bias_gate, bias_update, wt
         self.args = [s, n, self.idx_ptrs, self.steps, self.sweeps, self.hidden, *tensors,
-                     self.channels, GATE_CODES[gate], UPDATE_CODES[update], scalar(kappa),
-                     scalar(_scalar(zeta)), scalar(_scalar(nu)), scalar(affine[0]),
-                     scalar(affine[1])]
+                     self.channels, GATE_CODES[gate], UPDATE_CODES[update], int(sigmoid_form),
+                     scalar(_scalar(zeta)), scalar(_scalar(nu))]
 
     def forward(self, out: Tensor, groups: Optional[Sequence[Tensor]] = None
                 ) -> Optional[Tensor]:
@@ -201,8 +199,8 @@ class _Call:
     def backward(self, groups: Sequence[Tensor], gout: Tensor, dsrc: Tensor, grad_zeta_nu: bool,
                  skip_row: int, pre: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Fill ``dsrc`` (``(P, H)``: the gradient of the projected rows, zero at row
-        ``skip_row``); return ``dU, dbias, dubias`` and ``(dzeta, dnu)`` in float64. ``pre``:
-        what :meth:`forward` saved with the same ``groups``."""
+        ``skip_row``); return ``dU, dbias_gate, dbias_update`` and ``(dzeta, dnu)`` in float64.
+        ``pre``: what :meth:`forward` saved with the same ``groups``."""
         fn = getattr(self.dll, f"rnnpool_scan_backward_{self.suffix}")
         offsets, counts = _groups(groups)
         h = self.hidden
@@ -211,8 +209,8 @@ class _Call:
         _check(fn(*self.args, offsets, counts, dsrc.shape[0], gout.data_ptr(), dsrc.data_ptr(),
                   dparams.data_ptr(), dzn.data_ptr(), int(grad_zeta_nu), skip_row, pre.data_ptr(),
                   torch.get_num_threads()))
-        du, dbias, dubias = dparams.split([h * h, h, h])
-        return du.view(h, h), dbias, dubias, dzn
+        du, dbz, dbh = dparams.split([h * h, h, h])
+        return du.view(h, h), dbz, dbh, dzn
 
 
 def _ptr(t: Optional[Tensor]) -> Optional[int]:
@@ -340,21 +338,20 @@ class ScanState:
 
 
 def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Tensor,
-         h0: Tensor, gate: str, update: str, zeta: Union[Tensor, float] = 1.0,
-         nu: Union[Tensor, float] = 0.0, affine: tuple[float, float] = (1.0, 0.0),
-         bias: Optional[Tensor] = None, ubias: Optional[Tensor] = None, kappa: float = 1.0,
-         w: Optional[Tensor] = None, skip_row: Optional[int] = None, save: bool = False
-         ) -> tuple[Tensor, Optional[ScanState]]:
-    """Final states of families of FastGRNN sweeps, computed by the compiled kernel.
+         bias_gate: Tensor, bias_update: Tensor, gate: str, update: str,
+         zeta: Union[Tensor, float] = 1.0, nu: Union[Tensor, float] = 0.0,
+         sigmoid_form: bool = False, w: Optional[Tensor] = None, skip_row: Optional[int] = None,
+         save: bool = False) -> tuple[Tensor, Optional[ScanState]]:
+    """Final states of families of FastGRNN sweeps from a zero state, computed by the compiled
+    kernel.
 
     Step ``t`` of sweep ``b`` of a family reads the projected input row
-    ``x = src[idx[t, b]]`` (or ``w src[idx[t, b]]`` when ``w`` is given) and computes, from
-    ``h = h0``, the pre-activation ``a = x + bias + u h`` that FastGRNN's gate and update share,
-    ``z = gate(a)``, ``c = update(kappa a + ubias)``, ``h' = z h + (zeta (1 - z) + nu) c``.
-    Not differentiable: with ``save``, it also returns the state from which
-    :func:`scan_backward` computes the gradients (every step's pre-activation: ``T * H``
-    values per sweep); :func:`rnnpool.nn.functional.rnnpool2d` calls both from one autograd
-    node.
+    ``x = src[idx[t, b]]`` (or ``w src[idx[t, b]]`` when ``w`` is given) and computes
+    ``a = x + u h``, ``z = gate(a + bias_gate)``, ``c = update(a + bias_update)``,
+    ``h' = z h + (zeta (1 - z) + nu) c``. Not differentiable: with ``save``, it also returns
+    the state from which :func:`scan_backward` computes the gradients (every step's
+    pre-activation: ``T * H`` values per sweep); :func:`rnnpool.nn.functional.rnnpool2d`
+    calls both from one autograd node.
 
     Args:
         src: ``(P, H)`` float32 or float64 CPU tensor of projected inputs, or ``(P, C)`` raw
@@ -367,17 +364,14 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
             gradient without atomics, one thread per run, so sweeps of different runs must
             never read the same row (families run one after the other and may share rows).
             None: one run (one thread).
-        u: ``(H, H)`` recurrent matrix.
-        h0: ``(H,)`` initial state.
+        u: ``(H, H)`` recurrent matrix ``U``.
+        bias_gate, bias_update: ``(H,)`` the cell's ``b_z`` and ``b_h``.
         gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
-        update: ``"tanh"``, ``"hard_tanh"`` or ``"sigmoid"``.
+        update: ``"tanh"`` or ``"hard_tanh"``.
         zeta, nu: the cell's scalars (tensors get gradients from :func:`scan_backward`).
-        affine: ``(a, b)``: return ``a h_T + b`` (the paper's cell run on ``g = (h + 1) / 2``
-            returns ``2 g - 1``).
-        bias: ``(H,)`` added to every row read (None: zero). Adding it here rather than in the
-            projection saves a pass over ``src``.
-        ubias: ``(H,)`` the update's offset (None: zero).
-        kappa: the update's scale of the pre-activation.
+        sigmoid_form: run the paper's cell (``"sigmoid"``, ``"tanh"``, ``zeta = 1``,
+            ``nu = 0``, all fixed) in the all-sigmoid form of
+            :func:`rnnpool.nn.functional._cell_matrices` (faster; same values up to rounding).
         w: ``(H, C)`` input matrix: the kernel projects each row as it reads it, so no
             ``(P, H)`` map is written. Pays when ``C`` is small: each row is projected once
             per sweep that reads it.
@@ -386,12 +380,14 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
         save: keep what :func:`scan_backward` needs.
 
     Returns:
-        ``(sum of B, H)``: ``a h_T + b`` of every sweep, families in order; and the
+        ``(sum of B, H)``: ``h_T`` of every sweep, families in order; and the
         :class:`ScanState` for :func:`scan_backward` (None unless ``save``).
     """
     hidden = u.shape[0]
     if not supports(src, hidden, gate, update):
         raise RuntimeError(f"the native scan cannot run this case ({native_status()})")
+    if sigmoid_form and (gate, update) != ("sigmoid", "tanh"):
+        raise ValueError(f"sigmoid_form is for the sigmoid / tanh cell, not {gate} / {update}")
     idx, groups = [], []
     for i, g in families:
         b = i.shape[1] if i.dim() == 2 else -1
@@ -414,10 +410,8 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
         raise ValueError(f"src must be (P, {hidden}), or (P, C) or (N, C, H, W) with w "
                          f"(H, C) = {(hidden, src.shape[1])}; got src {tuple(src.shape)} and w "
                          f"{None if w is None else tuple(w.shape)}")
-    bias = src.new_zeros(hidden) if bias is None else bias
-    ubias = src.new_zeros(hidden) if ubias is None else ubias
     rows = pixel_rows(src) if src.dim() == 4 else src
-    call = _Call(rows, idx, u, h0, bias, ubias, w, gate, update, kappa, zeta, nu, affine)
+    call = _Call(rows, idx, u, bias_gate, bias_update, w, gate, update, sigmoid_form, zeta, nu)
     out = src.new_empty(sum(i.shape[1] for i in idx), hidden)
     pre = call.forward(out, groups if save else None)
     if not save:
@@ -431,19 +425,19 @@ def scan_backward(state: ScanState, gout: Tensor, need_src: bool = True, need_w:
                   ) -> tuple[Optional[Tensor], Tensor, Tensor, Optional[Tensor], Tensor,
                              Optional[Tensor], Optional[Tensor]]:
     """Gradients of the :func:`scan` that returned ``state``, for ``gout`` ``(sum of B, H)``:
-    ``(dsrc, dbias, dubias, dw, du, dzeta, dnu)``. ``dsrc`` (when ``need_src``) has ``src``'s
-    shape (a map's gradient is a map); ``dw`` is None without ``w`` or ``need_w``; ``dzeta`` and
-    ``dnu`` are None unless ``zeta`` and ``nu`` were tensors. ``reuse_src`` (projected rows
-    only, no ``w``): write ``dsrc`` over the rows the scan read, which the backward does not
-    read and the caller no longer needs (no fresh buffer to fault in)."""
+    ``(dsrc, dbias_gate, dbias_update, dw, du, dzeta, dnu)``. ``dsrc`` (when ``need_src``) has
+    ``src``'s shape (a map's gradient is a map); ``dw`` is None without ``w`` or ``need_w``;
+    ``dzeta`` and ``dnu`` are None unless ``zeta`` and ``nu`` were tensors. ``reuse_src``
+    (projected rows only, no ``w``): write ``dsrc`` over the rows the scan read, which the
+    backward does not read and the caller no longer needs (no fresh buffer to fault in)."""
     call, src, w, zeta, nu = state.call, state.src, state.w, state.zeta, state.nu
     if reuse_src and w is None:
         dproj = call.keep[0]  # the contiguous rows the kernel read, (P, H)
     else:
         dproj = src.new_empty(call.rows, call.hidden)  # zeroed by the kernel
     grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
-    du, dbias, dubias, dzn = call.backward(state.groups, gout.contiguous(), dproj, grad_zeta_nu,
-                                           state.skip_row, state.pre)
+    du, dbz, dbh, dzn = call.backward(state.groups, gout.contiguous(), dproj, grad_zeta_nu,
+                                      state.skip_row, state.pre)
     dzeta = dzn[0].to(src.dtype) if isinstance(zeta, Tensor) else None
     dnu = dzn[1].to(src.dtype) if isinstance(nu, Tensor) else None
     if w is None:
@@ -451,4 +445,4 @@ def scan_backward(state: ScanState, gout: Tensor, need_src: bool = True, need_w:
     else:  # the projection the kernel ran as it read the rows (a map's: not its zero row)
         used = dproj[:-1] if src.dim() == 4 else dproj
         dsrc, dw, _ = project_backward(used, src, w, need_src, need_w)
-    return dsrc, dbias, dubias, dw, du, dzeta, dnu
+    return dsrc, dbz, dbh, dw, du, dzeta, dnu

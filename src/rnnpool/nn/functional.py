@@ -146,26 +146,19 @@ class _SigmoidForm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, du, db, dub):  # type: ignore[override]
-        return _sigmoid_form_grads(du, db, dub)  # (unused outputs arrive as zeros)
+        # (Unused outputs arrive as zeros.) d/dU of b_z - U 1 is -1 along each row.
+        return 2.0 * du - db[:, None], db - 2.0 * dub, 2.0 * dub
 
 
-def _sigmoid_form_grads(du: Tensor, db: Tensor, dub: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The gradients of ``U, b_z, b_h`` from those of :func:`_sigmoid_form`'s results (d/dU
-    of ``b_z - U 1`` is -1 along each row)."""
-    return 2.0 * du - db[:, None], db - 2.0 * dub, 2.0 * dub
-
-
-def _cell_grads(m: _CellMatrices, du: Tensor, db: Tensor, dub: Tensor
-                ) -> tuple[Tensor, Tensor, Tensor]:
-    """The gradients of the cell's ``U, b_z, b_h`` from those of ``m.u, m.b, m.ub``."""
-    if m.sigmoid_form:
-        return _sigmoid_form_grads(du, db, dub)
-    return du, db - dub, dub  # b = b_z, ub = b_h - b_z
+def _runs_as_sigmoids(p: FastGRNNParams) -> bool:
+    """Whether the cell is the paper's (sigmoid, tanh, fixed ``zeta = 1, nu = 0``), which the
+    sweeps run in the all-sigmoid form of :class:`_CellMatrices`."""
+    return p.gate == "sigmoid" and p.update == "tanh" and _is_plain(p)
 
 
 def _cell_matrices(p: FastGRNNParams, traced: bool = False) -> _CellMatrices:
     u = p.weight_hh
-    if p.gate == "sigmoid" and p.update == "tanh" and _is_plain(p):
+    if _runs_as_sigmoids(p):
         if not traced and _wants_grad(u, p.bias_gate, p.bias_update):
             u2, b, ub = _SigmoidForm.apply(u, p.bias_gate, p.bias_update)
         else:  # no gradient wanted (or a tracer): plain ops, no node
@@ -626,54 +619,47 @@ def _sweep_indices(*geometry, traced: bool) -> _Sweeps:
 _FUSE_MAX_CHANNELS = 8
 
 
-def _native_cell(p: FastGRNNParams, m: _CellMatrices) -> dict:
-    """The arguments of :func:`rnnpool.nn._native.scan` that describe the cell."""
-    sigmoid_form = m.sigmoid_form
-    return dict(
-        u=m.u, h0=m.h0[:, 0] if m.h0 is not None else m.u.new_zeros(m.u.shape[0]), gate=p.gate,
-        update="sigmoid" if sigmoid_form else p.update, zeta=p.zeta, nu=p.nu,
-        affine=(2.0, -1.0) if sigmoid_form else (1.0, 0.0),  # h = 2 g - 1
-        bias=m.b, ubias=m.ub, kappa=m.kappa,
-    )
+def _native_cell(p: FastGRNNParams) -> dict:
+    """The arguments of :func:`rnnpool.nn._native.scan` that describe the cell (the kernel makes
+    the all-sigmoid form's matrices itself)."""
+    return dict(u=p.weight_hh, bias_gate=p.bias_gate, bias_update=p.bias_update, gate=p.gate,
+                update=p.update, zeta=p.zeta, nu=p.nu, sigmoid_form=_runs_as_sigmoids(p))
 
 
 def _native_project_and_scan(inputs: Tensor, families: list[tuple[Tensor, Tensor]],
-                             p: FastGRNNParams, m: _CellMatrices, save: bool,
-                             skip_row: Optional[int] = None
+                             p: FastGRNNParams, save: bool, skip_row: Optional[int] = None
                              ) -> tuple[Tensor, Optional[_native.ScanState]]:
     """:func:`_project_and_scan` in the compiled kernels, without autograd (``save``: keep what
     :func:`_native_project_and_scan_backward` needs). The kernel adds the bias as it reads a
     row, and with few input channels also projects it there."""
-    cell = _native_cell(p, m)
+    cell, w = _native_cell(p), p.weight_ih
     if inputs.shape[1] <= _FUSE_MAX_CHANNELS:
-        return _native.scan(inputs, families, w=m.w, skip_row=skip_row, save=save, **cell)
-    rows = _native.pixel_projection(inputs, m.w) if inputs.dim() == 4 else F.linear(inputs, m.w)
+        return _native.scan(inputs, families, w=w, skip_row=skip_row, save=save, **cell)
+    rows = _native.pixel_projection(inputs, w) if inputs.dim() == 4 else F.linear(inputs, w)
     return _native.scan(rows, families, skip_row=skip_row, save=save, **cell)
 
 
 def _native_project_and_scan_backward(state: _native.ScanState, inputs: Tensor, w: Tensor,
-                                      m: _CellMatrices, g: Tensor, need_inputs: bool,
-                                      need_w: bool) -> tuple[Optional[Tensor], ...]:
+                                      g: Tensor, need_inputs: bool, need_w: bool
+                                      ) -> tuple[Optional[Tensor], ...]:
     """The gradients of :func:`_native_project_and_scan`'s ``inputs`` (when ``need_inputs``)
-    and of the cell's ``weight_ih`` (when ``need_w``), ``weight_hh``, ``bias_gate``,
+    and of the cell's ``weight_ih`` (``w``; when ``need_w``), ``weight_hh``, ``bias_gate``,
     ``bias_update``, ``zeta`` and ``nu``, for the results' gradient ``g``."""
     if state.w is not None:  # the kernel projected the inputs
-        din, db, dub, dw, du, dzeta, dnu = _native.scan_backward(state, g, need_inputs, need_w)
+        din, dbz, dbh, dw, du, dzeta, dnu = _native.scan_backward(state, g, need_inputs, need_w)
     else:  # the rows the scan read are not needed again: their gradient is written over them
-        drows, db, dub, _, du, dzeta, dnu = _native.scan_backward(
+        drows, dbz, dbh, _, du, dzeta, dnu = _native.scan_backward(
             state, g, need_src=need_inputs or need_w, reuse_src=True)
         if inputs.dim() == 4:
             din, dw = _pixel_projection_grads(drows, inputs, w, need_inputs, need_w, native=True)
         else:
             din, dw, _ = _projection_grads(drows, inputs, w, need_inputs, need_w)
-    return (din, dw, *_cell_grads(m, du, db, dub), dzeta, dnu)
+    return din, dw, du, dbz, dbh, dzeta, dnu
 
 
 class _CompiledState(NamedTuple):
     """What the compiled path's backward needs besides the saved inputs."""
 
-    m1: _CellMatrices
-    m2: _CellMatrices
     scan1: _native.ScanState
     scan2: _native.ScanState
     summaries: Tensor  # RNN1's results, RNN2's inputs
@@ -686,15 +672,14 @@ def _compiled_rnnpool2d(x: Tensor, p1: FastGRNNParams, p2: FastGRNNParams, sweep
     ``(N*4, h2, plane)`` (``plane = H_out * W_out``), and (when ``save``) what
     :class:`_CompiledRNNPool2d`'s backward needs. ``x`` is already replicate-padded where
     asked for."""
-    m1, m2 = _cell_matrices(p1), _cell_matrices(p2)  # (no gradient is tracked here)
     pad_row = x.shape[0] * x.shape[2] * x.shape[3]  # the zero row the sweeps read in padding
-    summaries, scan1 = _native_project_and_scan(x, sweeps.rnn1, p1, m1, save, pad_row)
-    results, scan2 = _native_project_and_scan(summaries, sweeps.rnn2, p2, m2, save)
+    summaries, scan1 = _native_project_and_scan(x, sweeps.rnn1, p1, save, pad_row)
+    results, scan2 = _native_project_and_scan(summaries, sweeps.rnn2, p2, save)
     out = _native.place_rows(results, sweeps.order, plane)  # rows to the map in one pass
     if not save:
         return out, None
     assert scan1 is not None and scan2 is not None
-    return out, _CompiledState(m1, m2, scan1, scan2, summaries, results)
+    return out, _CompiledState(scan1, scan2, summaries, results)
 
 
 class _CompiledRNNPool2d(torch.autograd.Function):
@@ -702,7 +687,8 @@ class _CompiledRNNPool2d(torch.autograd.Function):
     biases and (trainable) ``zeta, nu``: its pieces (projections, sweeps, reorder, the cells'
     changes of variables) as seven nodes of their own took 0.23-0.28 ms more a forward and
     backward (1.20-1.24 ms against 0.95 ms on 1x4x8x8 and 1x32x8x8 inputs), a fifth of the
-    layer's time at small inputs."""
+    layer's time at small inputs. (The kernel makes the paper's cell's all-sigmoid matrices and
+    takes their gradients back: as torch ops they took a further tenth there.)"""
 
     @staticmethod
     def forward(ctx, x, sweeps, plane, p1, p2, *tensors):  # type: ignore[override]
@@ -727,11 +713,11 @@ class _CompiledRNNPool2d(torch.autograd.Function):
         g2 = _native.take_rows(g, ctx.sweeps.order, out=st.results)
         need_rnn1 = need[0] or any(need[5:11])
         dsummaries, *grads2 = _native_project_and_scan_backward(
-            st.scan2, st.summaries, w2, st.m2, g2, need_rnn1, need[11])
+            st.scan2, st.summaries, w2, g2, need_rnn1, need[11])
         grads1: tuple = (None,) * 7
         if need_rnn1:
-            grads1 = _native_project_and_scan_backward(st.scan1, x, w1, st.m1, dsummaries,
-                                                       need[0], need[5])
+            grads1 = _native_project_and_scan_backward(st.scan1, x, w1, dsummaries, need[0],
+                                                       need[5])
         dx, *grads1 = grads1
         grads = (dx, None, None, None, None, *grads1, *grads2)
         return tuple(d if n else None for d, n in zip(grads, need))

@@ -2,12 +2,17 @@
 //
 // Sweep b of a family reads row idx[t * B + b] of the projected inputs src (P, H) at step t and
 // keeps only its running state; one call runs every sweep of one or more families, spread over
-// OpenMP threads. FastGRNN shares one pre-activation between its gate and its update, so a step
-// is
-//     a = x + bias + U h,  z = gate(a),  c = update(kappa a + ubias),
+// OpenMP threads. The cell comes as written (U, b_z, b_h, zeta, nu, zero initial state), and
+// FastGRNN shares one pre-activation between its gate and its update, so a step runs as
+//     a = x + bias + u h,  z = gate(a),  c = update(kappa a + ubias),
 //     h' = z h + (zeta (1 - z) + nu) c
-// (kappa = 1, ubias = b_h - b_z for the cell as written; rnnpool.nn.functional._cell_matrices
-// gives the change of variables that makes the paper's cell all-sigmoid, with kappa = 2).
+// with u = U, bias = b_z, kappa = 1, ubias = b_h - b_z. The paper's cell (sigmoid, tanh,
+// zeta = 1, nu = 0; sigmoid_form) runs on g = (h + 1) / 2 instead: with tanh(x) =
+// 2 sigmoid(2x) - 1, g' = c + z (g - c) for c = sigmoid(2 a + ubias) and u = 2 U,
+// bias = b_z - U 1, ubias = 2 (b_h - b_z), g_0 = 1/2, and the result is 2 g - 1: both
+// non-linearities are sigmoids, which share one exponential (see activate_one_exp). run() makes
+// these matrices and takes the gradients back to U, b_z and b_h
+// (rnnpool.nn.functional._cell_matrices is the same change of variables for the torch path).
 //
 // Layout: sweeps run in blocks of L (one SIMD register: 8 floats or 4 doubles), one sweep per
 // lane. Every per-sweep quantity is stored as (units, L), so a step is a small matrix product
@@ -755,14 +760,17 @@ int make_families(const int64_t* const* idx, const int64_t* steps, const int64_t
   return 0;
 }
 
+// p.u is the cell's U, as written; see the top for what runs.
 template <typename T>
-int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* steps,
-        const int64_t* B, const int64_t* const* groups, const int64_t* ngroups, int nfam,
-        int gate, int update, bool fwd, T* out, int64_t rows, const T* gout, T* dsrc,
-        T* dparams, double* dzn, T* pre, int threads) {
+int run(Cell<T> p, const T* bias_gate, const T* bias_update, bool sigmoid_form,
+        const int64_t* const* idx, const int64_t* steps, const int64_t* B,
+        const int64_t* const* groups, const int64_t* ngroups, int nfam, int gate, int update,
+        bool fwd, T* out, int64_t rows, const T* gout, T* dsrc, T* dparams, double* dzn, T* pre,
+        int threads) {
   constexpr int L = kLanes<T>;
   const bool slotted = !fwd || pre;  // runs the backward's blocks: needs the groups
   if (p.C < 0 || threads <= 0 || (slotted && !groups)) return -2;
+  if (sigmoid_form && (gate != GATE_SIGMOID || update != UPDATE_TANH)) return -1;
   std::vector<Family> fam;
   std::vector<std::vector<int64_t>> blk;
   int64_t saved = 0;
@@ -771,6 +779,29 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
   if (rc) return rc;
   if (!fwd && !pre && saved > 0) return -2;  // (an empty tensor's data may be null)
   const int64_t H = p.H;
+  // The matrices the sweeps run (see the top).
+  const T* U = p.u;
+  const T s2 = sigmoid_form ? T(2) : T(1);
+  std::vector<T> u(H * H), bias(H), ubias(H), h0(H, sigmoid_form ? T(0.5) : T(0));
+  for (int64_t i = 0; i < H; ++i) {
+    double row_sum = 0.0;
+    for (int64_t j = 0; j < H; ++j) {
+      u[i * H + j] = s2 * U[i * H + j];
+      row_sum += U[i * H + j];
+    }
+    bias[i] = sigmoid_form ? (T)(bias_gate[i] - row_sum) : bias_gate[i];
+    ubias[i] = s2 * (bias_update[i] - bias_gate[i]);
+  }
+  p.u = u.data();
+  p.bias = bias.data();
+  p.h0 = h0.data();
+  p.kappa = s2;
+  p.out_scale = s2;
+  p.out_shift = sigmoid_form ? T(-1) : T(0);
+  if (sigmoid_form) {
+    p.zeta = T(1), p.nu = T(0);
+    update = UPDATE_SIGMOID;
+  }
   auto over_lanes = [&](auto unit_value) {  // (H, L): a value per unit, repeated over the lanes
     std::vector<T> v(H * L);
     for (int64_t i = 0; i < H; ++i)
@@ -795,29 +826,43 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
   const std::vector<T> eub =
       one_exp ? over_lanes([&](int64_t i) { return std::exp(-s * ubias[i]); }) : std::vector<T>();
   p.eub = one_exp ? eub.data() : nullptr;
+  // The backward's gradients of u, bias and ubias, taken back to U, b_z and b_h below.
+  std::vector<T> d(fwd ? 0 : H * H + 2 * H, T(0));
+  int status = -1;
 #define RNNPOOL_CASE(GV, UV)                                                                 \
   if (gate == GV && update == UV)                                                           \
-    return dispatch<T, GV, UV>(p, fam.data(), nfam, fwd, out, rows, gout, dsrc, dparams, dzn,   \
-                               pre, threads);
+    status = dispatch<T, GV, UV>(p, fam.data(), nfam, fwd, out, rows, gout, dsrc, d.data(),  \
+                                 dzn, pre, threads);
   RNNPOOL_CASE(GATE_SIGMOID, UPDATE_TANH)
   RNNPOOL_CASE(GATE_SIGMOID, UPDATE_HARD_TANH)
   RNNPOOL_CASE(GATE_SIGMOID, UPDATE_SIGMOID)
   RNNPOOL_CASE(GATE_HARD_SIGMOID, UPDATE_TANH)
   RNNPOOL_CASE(GATE_HARD_SIGMOID, UPDATE_HARD_TANH)
 #undef RNNPOOL_CASE
-  return -1;
+  if (status == 0 && !fwd) {
+    const T* du = d.data();
+    const T* db = du + H * H;
+    const T* dub = db + H;
+    for (int64_t i = 0; i < H; ++i) {
+      for (int64_t j = 0; j < H; ++j)  // (d bias / d U = -1 along the row in the sigmoid form)
+        dparams[i * H + j] += s2 * du[i * H + j] - (sigmoid_form ? db[i] : T(0));
+      dparams[H * H + i] += db[i] - s2 * dub[i];
+      dparams[H * H + H + i] += s2 * dub[i];
+    }
+  }
+  return status;
 }
 
 }  // namespace
 
 // The C interface (loaded with ctypes). src holds either projections without the bias
-// (P, H; C = 0) or raw inputs (P, C) that the kernel projects with wt = W^T (C, H); the kernel
-// adds bias (H) to every projected row. u is the recurrent matrix (H, H), ubias (H) the update's
-// offset, kappa its scale (see the top). Families f < nfam: idx[f] is (steps[f], B[f]) row
+// (P, H; C = 0) or raw inputs (P, C) that the kernel projects with wt = W^T (C, H). The cell:
+// u = U (H, H), bias_gate b_z and bias_update b_h (H), zeta, nu, and sigmoid_form for the
+// paper's cell (see the top). Families f < nfam: idx[f] is (steps[f], B[f]) row
 // indices into src; groups[f] holds ngroups[f] + 1 offsets (0 ... B[f]) of the runs of sweeps
 // described at the top. The backward writes dsrc (P, H), the gradient of the projected rows
 // (W and the raw inputs get theirs from it outside), and adds into dparams: dU (H, H),
-// dbias (H), dubias (H). Sweeps of any group may read row skip_row (a shared padding row, or -1
+// db_z (H), db_h (H). Sweeps of any group may read row skip_row (a shared padding row, or -1
 // for none): its gradient is left at zero. A forward for training gets the groups and pre, of
 // rnnpool_scan_saved_size elements, and saves the pre-activations there; the backward needs
 // them (pre) and the same groups. A forward for inference passes null groups and pre. Status:
@@ -825,26 +870,27 @@ int run(Cell<T> p, const T* ubias, const int64_t* const* idx, const int64_t* ste
 #define RNNPOOL_API(SUFFIX, T)                                                                  \
   extern "C" int rnnpool_scan_forward_##SUFFIX(                                                 \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
-      const int64_t* B, int64_t H, const T* u, const T* h0, const T* bias, const T* ubias,     \
-      const T* wt, int64_t C, int gate, int update, T kappa, T zeta, T nu, T out_scale,        \
-      T out_shift, const int64_t* const* groups, const int64_t* ngroups, T* out, T* pre,       \
-      int threads) {                                                                            \
-    Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, h0, bias, nullptr, nullptr, wt, C, nullptr,   \
-              kappa, zeta, nu, out_scale, out_shift, false, -1};                               \
-    return run<T>(p, ubias, idx, steps, B, groups, ngroups, nfam, gate, update, true, out, 0,   \
-                  nullptr, nullptr, nullptr, nullptr, pre, threads);                            \
+      const int64_t* B, int64_t H, const T* u, const T* bias_gate, const T* bias_update,       \
+      const T* wt, int64_t C, int gate, int update, int sigmoid_form, T zeta, T nu,            \
+      const int64_t* const* groups, const int64_t* ngroups, T* out, T* pre, int threads) {     \
+    Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, nullptr, nullptr, nullptr, nullptr, wt, C,    \
+              nullptr, T(1), zeta, nu, T(1), T(0), false, -1};                                 \
+    return run<T>(p, bias_gate, bias_update, sigmoid_form != 0, idx, steps, B, groups, ngroups, \
+                  nfam, gate, update, true, out, 0, nullptr, nullptr, nullptr, nullptr, pre,   \
+                  threads);                                                                     \
   }                                                                                             \
   extern "C" int rnnpool_scan_backward_##SUFFIX(                                                \
       const T* src, int nfam, const int64_t* const* idx, const int64_t* steps,                 \
-      const int64_t* B, int64_t H, const T* u, const T* h0, const T* bias, const T* ubias,     \
-      const T* wt, int64_t C, int gate, int update, T kappa, T zeta, T nu, T out_scale,        \
-      T out_shift, const int64_t* const* groups, const int64_t* ngroups, int64_t rows,         \
-      const T* gout, T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu,                  \
-      int64_t skip_row, const T* pre, int threads) {                                            \
-    Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, h0, bias, nullptr, nullptr, wt, C, nullptr,   \
-              kappa, zeta, nu, out_scale, out_shift, grad_zeta_nu != 0, skip_row};             \
-    return run<T>(p, ubias, idx, steps, B, groups, ngroups, nfam, gate, update, false, nullptr, \
-                  rows, gout, dsrc, dparams, dzeta_nu, const_cast<T*>(pre), threads);          \
+      const int64_t* B, int64_t H, const T* u, const T* bias_gate, const T* bias_update,       \
+      const T* wt, int64_t C, int gate, int update, int sigmoid_form, T zeta, T nu,            \
+      const int64_t* const* groups, const int64_t* ngroups, int64_t rows, const T* gout,       \
+      T* dsrc, T* dparams, double* dzeta_nu, int grad_zeta_nu, int64_t skip_row, const T* pre, \
+      int threads) {                                                                            \
+    Cell<T> p{src, nullptr, 0, 0, H, u, nullptr, nullptr, nullptr, nullptr, nullptr, wt, C,    \
+              nullptr, T(1), zeta, nu, T(1), T(0), grad_zeta_nu != 0, skip_row};               \
+    return run<T>(p, bias_gate, bias_update, sigmoid_form != 0, idx, steps, B, groups, ngroups, \
+                  nfam, gate, update, false, nullptr, rows, gout, dsrc, dparams, dzeta_nu,     \
+                  const_cast<T*>(pre), threads);                                                \
   }                                                                                             \
   extern "C" int64_t rnnpool_scan_saved_size_##SUFFIX(                                          \
       int nfam, const int64_t* steps, const int64_t* B, const int64_t* const* groups,          \
