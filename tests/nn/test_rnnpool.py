@@ -452,7 +452,7 @@ def test_native_gradients_of_any_subset_of_inputs(channels, h1, wanted):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_weights_changed_in_place_before_the_backward_are_refused(backend):
     """A backward that would read weights changed since the forward fails, as autograd's
-    (the cell as written: the paper's cell runs on a copy, 2 U)."""
+    (the cell as written: the torch path runs the paper's cell on a copy, 2 U)."""
     m = RNNPool2d(3, 4, 4, 4, 2, backend=backend, gate="hard_sigmoid", update="hard_tanh")
     y = m(torch.randn(1, 3, 8, 8))
     with torch.no_grad():

@@ -684,11 +684,11 @@ def _compiled_rnnpool2d(x: Tensor, p1: FastGRNNParams, p2: FastGRNNParams, sweep
 
 class _CompiledRNNPool2d(torch.autograd.Function):
     """:func:`_compiled_rnnpool2d` as one autograd node, for the input, both cells' matrices,
-    biases and (trainable) ``zeta, nu``: its pieces (projections, sweeps, reorder, the cells'
+    biases and (trainable) ``zeta, nu``. Its pieces (projections, sweeps, reorder, the cells'
     changes of variables) as seven nodes of their own took 0.23-0.28 ms more a forward and
     backward (1.20-1.24 ms against 0.95 ms on 1x4x8x8 and 1x32x8x8 inputs), a fifth of the
-    layer's time at small inputs. (The kernel makes the paper's cell's all-sigmoid matrices and
-    takes their gradients back: as torch ops they took a further tenth there.)"""
+    layer's time at small inputs; the changes of variables as torch ops (now in the kernel)
+    took a further tenth there."""
 
     @staticmethod
     def forward(ctx, x, sweeps, plane, p1, p2, *tensors):  # type: ignore[override]
@@ -696,7 +696,7 @@ class _CompiledRNNPool2d(torch.autograd.Function):
         # are arguments so that autograd sees them; p1 and p2 hold the same objects).
         out, state = _compiled_rnnpool2d(x, p1, p2, sweeps, plane, save=True)
         # All of them saved: the backward fails, as autograd's own nodes do, if one was changed
-        # in place since (the kernel's backward reads U where the cell runs as written).
+        # in place since (the kernel's backward reads the cells' U and biases again).
         others = [t for k, t in enumerate(tensors) if k % 6 and isinstance(t, Tensor)]
         ctx.save_for_backward(x, p1.weight_ih, p2.weight_ih, *others)
         ctx.state, ctx.sweeps = state, sweeps
