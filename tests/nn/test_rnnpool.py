@@ -100,6 +100,22 @@ def test_native_kernel_builds():
     assert native_available(), native_status()
 
 
+def test_build_cache_keeps_the_most_recently_used_builds(tmp_path):
+    import os
+
+    from rnnpool.nn._native import prune_builds
+
+    names = [f"kernels-{k}.so" for k in range(6)] + ["scan-old.so", "tmpbuilding.so", "notes.txt"]
+    for age, name in enumerate(names):
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (1e9 - 1000 * age, 1e9 - 1000 * age))  # kernels-0 newest
+    deleted = prune_builds(tmp_path, keep=3)
+    assert sorted(p.name for p in deleted) == ["kernels-3.so", "kernels-4.so", "kernels-5.so",
+                                               "scan-old.so"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "kernels-0.so", "kernels-1.so", "kernels-2.so", "notes.txt", "tmpbuilding.so"]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell", [dict(), dict(gate="hard_sigmoid", update="hard_tanh"),
                                   dict(trainable_zeta_nu=True)])

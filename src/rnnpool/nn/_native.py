@@ -11,7 +11,8 @@ of more channels into rows for the scan (``pixel_projection``) and returns their
 map, and reorders RNN2's result rows into the NCHW output and back (``place_rows``,
 ``take_rows``). Both are plain C++ without torch headers, compiled once per machine into one
 library with the host ``g++``, in the user cache (``$XDG_CACHE_HOME/rnnpool`` or
-``~/.cache/rnnpool``), and loaded with :mod:`ctypes`. When no compiler is available the operator
+``~/.cache/rnnpool``, which keeps the :data:`KEPT_BUILDS` most recently used builds), and
+loaded with :mod:`ctypes`. When no compiler is available the operator
 runs its pure-torch path (same numbers, slower) and :func:`native_status` says why.
 """
 
@@ -48,6 +49,7 @@ UPDATE_CODES = {"tanh": 0, "hard_tanh": 1}
 _CTYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 MAX_HIDDEN = 512  # kMaxH in scan.cpp
+KEPT_BUILDS = 8  # builds kept in the cache (other versions of the sources, other CPUs)
 
 
 def _cpu_key() -> str:
@@ -62,6 +64,28 @@ def _cpu_key() -> str:
     except OSError:
         pass
     return platform.machine() + flags
+
+
+def prune_builds(folder: Path, keep: int = KEPT_BUILDS) -> list[Path]:
+    """Delete all but the ``keep`` most recently used kernel builds in ``folder`` (including
+    those named as earlier versions named them, ``scan-*.so``; never a build in progress) and
+    return what was deleted. A process that has one of them loaded keeps its mapping."""
+    builds = [*folder.glob("kernels-*.so"), *folder.glob("scan-*.so")]
+
+    def last_used(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:  # deleted meanwhile by another process
+            return 0.0
+
+    deleted = []
+    for old in sorted(builds, key=last_used, reverse=True)[keep:]:
+        try:
+            old.unlink()
+            deleted.append(old)
+        except OSError:
+            pass
+    return deleted
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,6 +116,12 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
                     os.unlink(tmp)
         except OSError as e:
             return None, f"cannot build the kernel in {folder}: {e}"
+        prune_builds(folder)
+    else:
+        try:
+            os.utime(lib)  # used now: what prune_builds keeps are the recently used builds
+        except OSError:
+            pass
     try:
         dll = ctypes.CDLL(str(lib))
     except OSError as e:
