@@ -3,16 +3,17 @@
 ``scan.cpp`` fuses each FastGRNN sweep into one pass over its state (recurrent products, gates
 and update in registers, OpenMP over sweeps); a forward for training saves every step's
 pre-activation, from which the backward recomputes the states and gates with the activations
-alone. ``project.cpp`` serves the projections that the scan kernel does as it reads raw inputs
-of few channels: it turns an ``(N, C, H, W)`` map into the pixel rows the scan reads, and runs
-the projections' backward (tall and thin products that BLAS libraries run far below the
-machine's multiply-add rate) straight from and into the map's own layout. It also projects maps
-of more channels into rows for the scan (``pixel_projection``) and returns their gradient as a
-map, and reorders RNN2's result rows into the NCHW output and back (``place_rows``,
-``take_rows``). Both are plain C++ without torch headers, compiled once per machine into one
-library with the host ``g++``, in the user cache (``$XDG_CACHE_HOME/rnnpool`` or
-``~/.cache/rnnpool``, which keeps the :data:`KEPT_BUILDS` most recently used builds), and
-loaded with :mod:`ctypes`. When no compiler is available the operator
+alone. It takes the cell as written and runs the paper's cell in its all-sigmoid form (see
+:class:`rnnpool.nn.functional._CellMatrices`). ``project.cpp`` serves the projections that the
+scan kernel does as it reads raw inputs of few channels: it turns an ``(N, C, H, W)`` map into
+the pixel rows the scan reads, and runs the projections' backward (tall and thin products that
+BLAS libraries run far below the machine's multiply-add rate) straight from and into the map's
+own layout. It also projects maps of more channels into rows for the scan (``pixel_projection``)
+and returns their gradient as a map, and reorders RNN2's result rows into the NCHW output and
+back (``place_rows``, ``take_rows``). Both are plain C++ without torch headers, compiled once
+per machine into one library with the host ``g++``, in the user cache
+(``$XDG_CACHE_HOME/rnnpool`` or ``~/.cache/rnnpool``, which keeps the :data:`KEPT_BUILDS` most
+recently used builds), and loaded with :mod:`ctypes`. When no compiler is available the operator
 runs its pure-torch path (same numbers, slower) and :func:`native_status` says why.
 """
 

@@ -25,8 +25,8 @@
 // recomputes the states and gates from them: activations only, no recurrent products or input
 // loads (f+b 1.1-1.2x over recomputing whole steps). With the one-exponential activation the
 // forward keeps exp(-a) there instead, so that the backward's activations skip the exponential
-// (same values bit for bit; layer f+b 0.96-0.98x the time). Input gradients are added straight into
-// dsrc; to do that without atomics the sweeps come in groups (runs of consecutive sweeps) such
+// (same values bit for bit; layer f+b 0.96-0.98x the time). Input gradients are added straight
+// into dsrc; to do that without atomics the sweeps come in groups (runs of consecutive sweeps) such
 // that sweeps of different groups never read the same src row, and a thread owns whole groups;
 // families run one after the other. dU, dbias and dubias are accumulated per lane over a slot
 // (a fixed range of groups), then summed in a fixed order, so results do not depend on the
@@ -44,11 +44,11 @@ namespace {
 using namespace rnnpool_simd;
 
 enum Gate { GATE_SIGMOID = 0, GATE_HARD_SIGMOID = 1 };
+enum Update { UPDATE_TANH = 0, UPDATE_HARD_TANH = 1, UPDATE_SIGMOID = 2 };
 // What an activation reads from its first buffer: the pre-activation a (and leaves it), a
 // that it replaces with what the backward recomputes from (exp(-a) for activate_one_exp, a
 // itself otherwise), or that.
 enum Source { FROM_PRE = 0, FROM_PRE_KEEP = 1, FROM_KEPT = 2 };
-enum Update { UPDATE_TANH = 0, UPDATE_HARD_TANH = 1, UPDATE_SIGMOID = 2 };
 
 // exp for float, as 2^y with y = x log2(e) = n + f (n the nearest integer, |f| <= 1/2): a
 // degree-5 polynomial for 2^f (fitted here for relative error; 1.8e-7 at most, about 1.5 ulp)
