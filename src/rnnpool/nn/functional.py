@@ -276,7 +276,6 @@ def _use_native(x: Tensor, cells: Sequence[FastGRNNParams], backend: str, traced
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return False
-    # (The paper's cell runs as all-sigmoid, which the kernel supports with a sigmoid gate.)
     ok = not traced and all(_native.supports(x, p.weight_hh.shape[0], p.gate, p.update)
                             for p in cells)
     if backend == "native" and not ok:
