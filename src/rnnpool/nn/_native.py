@@ -196,11 +196,12 @@ class _Call:
         scalar = _CTYPES[src.dtype]
         self.dll = _load()[0]
         self.suffix = _SUFFIX[src.dtype]
-        self.hidden, self.rows = u.shape[0], src.shape[0]
+        self.hidden = u.shape[0]
         self.channels = 0 if w is None else w.shape[1]
+        self.src = src.contiguous()  # the rows the kernel reads
         wt = src.new_zeros(1) if w is None else w.t().contiguous()
-        self.keep = [src.contiguous(), u.contiguous(), bias_gate.contiguous(),
-                     bias_update.contiguous(), wt]
+        self.keep = [self.src, u.contiguous(), bias_gate.contiguous(), bias_update.contiguous(),
+                     wt]
         self.idx = [i.contiguous() for i in idx]
         n = len(self.idx)
         self.steps = (ctypes.c_int64 * n)(*[i.shape[0] for i in self.idx])
@@ -463,9 +464,9 @@ def scan_backward(state: ScanState, gout: Tensor, need_src: bool = True, need_w:
     backward does not read and the caller no longer needs (no fresh buffer to fault in)."""
     call, src, w, zeta, nu = state.call, state.src, state.w, state.zeta, state.nu
     if reuse_src and w is None:
-        dproj = call.keep[0]  # the contiguous rows the kernel read, (P, H)
+        dproj = call.src  # (P, H), as the kernel read them
     else:
-        dproj = src.new_empty(call.rows, call.hidden)  # zeroed by the kernel
+        dproj = src.new_empty(call.src.shape[0], call.hidden)  # zeroed by the kernel
     grad_zeta_nu = isinstance(zeta, Tensor) or isinstance(nu, Tensor)
     du, dbz, dbh, dzn = call.backward(state.groups, gout.contiguous(), dproj, grad_zeta_nu,
                                       state.skip_row, state.pre)

@@ -422,8 +422,8 @@ inline void step(const Cell<T>& p, int64_t t, int64_t b0, int n, const T* h, T* 
 
 // Forward of the n <= L sweeps starting at b0; work holds 4 H L values. Save: pre receives
 // every step's pre-activation a (or what activate keeps of it), (steps, H, L), idle lanes
-// included. (A template argument: a
-// pointer chosen at run time made the forward without saving 4-19 % slower.)
+// included. (A template argument: a pointer chosen at run time made the forward without saving
+// 4-19 % slower.)
 template <typename T, int HC, int G, int U, bool Save>
 void forward_block(const Cell<T>& p, int64_t b0, int n, T* out, T* work, T* pre) {
   constexpr int L = kLanes<T>;
