@@ -79,7 +79,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=3)
     args = ap.parse_args()
     print(
-        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, "
         f"load average at start {os.getloadavg()[0]:.1f}"
     )
     print(

@@ -80,7 +80,8 @@ def main() -> None:
         (d / "bench.c").write_text(BENCH_C)
         fw = mcu.build_firmware([d / "bench.c", *sorted((CSRC / "kernels").glob("*.c"))], d / "fw",
                                 include_dirs=[CSRC, d], ram_budget=1024 * 1024,
-                                stack_bytes=16 * 1024, extra_cflags=[f'-DGOLDEN="{d / "golden.h"}"'])
+                                stack_bytes=16 * 1024,
+                                extra_cflags=[f'-DGOLDEN="{d / "golden.h"}"'])
         r = mcu.run_qemu(fw.elf, d, timeout=600, mark_address=fw.mark_address)
     n = r.intervals()[0]
     print(f"RNNPool 160x120x4 -> 30x40x64 (patch 8, stride 4, h1=h2=16): {n:,} instructions "

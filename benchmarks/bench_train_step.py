@@ -1,4 +1,4 @@
-"""Time per training step (forward + backward + SGD step) of MobileNetV2 vs MobileNetV2-RNNPool.
+r"""Time per training step (forward + backward + SGD step) of MobileNetV2 vs MobileNetV2-RNNPool.
 
 A published critique measured RNNPool models training 3.2x slower than the plain MobileNetV2.
 This benchmark measures the ratio on this machine: batch of random 224x224 images, cross-entropy,
@@ -9,7 +9,8 @@ backward at the shape it has in the model) to tell how much of the step it costs
 
     python benchmarks/bench_train_step.py                       # batch 8, 224x224, CPU
     python benchmarks/bench_train_step.py --batch-size 32 --device cuda --amp
-    python benchmarks/bench_train_step.py --models mobilenetv2 mobilenetv2_rnnpool fmnist_cnn_rnnpool --size 28 --in-chans 1
+    python benchmarks/bench_train_step.py --models mobilenetv2 mobilenetv2_rnnpool \
+        fmnist_cnn_rnnpool --size 28 --in-chans 1
 """
 
 from __future__ import annotations

@@ -104,14 +104,16 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    tr, te = FashionMNIST(split="train", limit=args.train), FashionMNIST(split="test", limit=args.test)
+    tr = FashionMNIST(split="train", limit=args.train)
+    te = FashionMNIST(split="test", limit=args.test)
     xtr = tr.images[:, None].float() / 255
     xte = te.images[:, None].float() / 255
     ytr, yte = tr.targets, te.targets
     calib = xtr[:args.calib]
-    lines = [f"Command: `python benchmarks/quant_ptq.py --train {args.train} --epochs {args.epochs} "
-             f"--test {args.test} --calib {args.calib}`", ""]
-    lines += ["| model | float top-1 | int8 top-1 (PTQ) | float/int8 agreement |", "|---|---|---|---|"]
+    lines = [f"Command: `python benchmarks/quant_ptq.py --train {args.train} "
+             f"--epochs {args.epochs} --test {args.test} --calib {args.calib}`", ""]
+    lines += ["| model | float top-1 | int8 top-1 (PTQ) | float/int8 agreement |",
+              "|---|---|---|---|"]
     models = {}
     for hard in (True, False):
         t0 = time.time()

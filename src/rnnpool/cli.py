@@ -30,7 +30,8 @@ class CLIError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rnnpool", description="RNNPool: efficient non-linear pooling for RAM-constrained vision."
+        prog="rnnpool",
+        description="RNNPool: efficient non-linear pooling for RAM-constrained vision.",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = faces.get("checkpoint")
         ap = faces.get("ap", {})
         print(f"AP (synthetic val, WIDER protocol): easy {ap.get('easy', float('nan')):.3f} "
-              f"medium {ap.get('medium', float('nan')):.3f} hard {ap.get('hard', float('nan')):.3f}")
+              f"medium {ap.get('medium', float('nan')):.3f} "
+              f"hard {ap.get('hard', float('nan')):.3f}")
         for img in faces.get("images", []):
             print(f"  boxes drawn: {img}")
     if "mcu" not in args.skip:

@@ -7,8 +7,14 @@ import torch
 from torch import nn
 
 from rnnpool.analysis import (
-    ChainLayer, banded_rnnpool, compare, measure_peak, profile_model, prop1_bound,
-    standard_memory, trace_model,
+    ChainLayer,
+    banded_rnnpool,
+    compare,
+    measure_peak,
+    profile_model,
+    prop1_bound,
+    standard_memory,
+    trace_model,
 )
 from rnnpool.cli import main
 from rnnpool.models._blocks import ConvBNAct, InvertedResidual

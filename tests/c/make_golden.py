@@ -47,11 +47,11 @@ def conv_case(op: ir.Conv2dS8, x: np.ndarray) -> str:
     y = R.conv2d(op, x)
     kind = {"conv2d": 0, "depthwise_conv2d": 1, "conv2d_1x1": 2}[op.kind]
     _, kh, kw, _ = op.weight.shape
-    t, b, l, r = op.padding
+    t, b, left, r = op.padding
     return (
         _defs(kind=kind, in_h=x.shape[0], in_w=x.shape[1], in_c=x.shape[2], k_h=kh, k_w=kw,
               f_c=x.shape[2], out_h=y.shape[0], out_w=y.shape[1], out_c=y.shape[2],
-              stride_h=op.stride[0], stride_w=op.stride[1], pad_t=t, pad_b=b, pad_l=l, pad_r=r,
+              stride_h=op.stride[0], stride_w=op.stride[1], pad_t=t, pad_b=b, pad_l=left, pad_r=r,
               in_off=op.input_offset, out_off=op.output_offset, act_min=op.act_min,
               act_max=op.act_max)
         + _arr("g_input", x, np.int8) + _arr("g_filter", ir.c_weight(op), np.int8)
@@ -106,11 +106,11 @@ def _cell(prefix: str, c: ir.FastGRNNQ) -> str:
 
 def rnnpool_case(op: ir.RNNPoolS8, x: np.ndarray) -> str:
     y = R.rnnpool(op, x)
-    t, b, l, r = op.padding
+    t, b, left, r = op.padding
     return (
         _defs(in_h=x.shape[0], in_w=x.shape[1], in_c=x.shape[2], out_h=y.shape[0],
               out_w=y.shape[1], out_c=y.shape[2], k_h=op.kernel_size[0], k_w=op.kernel_size[1],
-              stride_h=op.stride[0], stride_w=op.stride[1], pad_t=t, pad_b=b, pad_l=l, pad_r=r,
+              stride_h=op.stride[0], stride_w=op.stride[1], pad_t=t, pad_b=b, pad_l=left, pad_r=r,
               pad_mode=int(op.padding_mode == "replicate"), in_off=op.input_offset,
               out_off=op.output_offset, out_mult=op.output_multiplier, out_shift=op.output_shift)
         + _cell("rnn1", op.rnn1) + _cell("rnn2", op.rnn2)
@@ -134,10 +134,10 @@ def mbconv_case(op: ir.MBConvS8, x: np.ndarray, g: ir.QGraph) -> str:
     def stage(prefix, c):
         if c is None:
             return _defs(**{f"{prefix}_present": 0})
-        t, b, l, r = c.padding
+        t, b, left, r = c.padding
         return (_defs(**{f"{prefix}_present": 1, f"{prefix}_in_off": c.input_offset,
                          f"{prefix}_out_off": c.output_offset, f"{prefix}_stride": c.stride[0],
-                         f"{prefix}_pad_t": t, f"{prefix}_pad_b": b, f"{prefix}_pad_l": l,
+                         f"{prefix}_pad_t": t, f"{prefix}_pad_b": b, f"{prefix}_pad_l": left,
                          f"{prefix}_pad_r": r, f"{prefix}_act_min": c.act_min,
                          f"{prefix}_act_max": c.act_max, f"{prefix}_cout": c.weight.shape[0]})
                 + _arr(f"g_{prefix}_w", ir.c_weight(c), np.int8)

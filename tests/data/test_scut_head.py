@@ -5,9 +5,11 @@ from PIL import Image
 from rnnpool.data.detection_transforms import eval_transform
 from rnnpool.data.scut_head import ScutHeadDetection, VocAnnotationError, parse_voc_xml, split_ids
 
-XML = """<annotation><filename>{id}.jpg</filename><size><width>64</width><height>48</height><depth>3</depth></size>
-{objects}</annotation>"""
-OBJ = "<object><name>person</name><difficult>0</difficult><bndbox><xmin>{}</xmin><ymin>{}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>"
+XML = ("<annotation><filename>{id}.jpg</filename>"
+       "<size><width>64</width><height>48</height><depth>3</depth></size>\n"
+       "{objects}</annotation>")
+OBJ = ("<object><name>person</name><difficult>0</difficult>"
+       "<bndbox><xmin>{}</xmin><ymin>{}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>")
 
 
 def make_scut(root, n=10):

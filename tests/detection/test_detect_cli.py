@@ -116,7 +116,7 @@ def test_widerface_predict_writes_official_format(tmp_path, faces_root, m4_ckpt,
         lines = (pred / rel).with_suffix(".txt").read_text().splitlines()
         assert lines[0] == rel.split("/")[-1][:-4]
         n = int(lines[1])
-        rows = [list(map(float, l.split())) for l in lines[2:]]
+        rows = [list(map(float, line.split())) for line in lines[2:]]
         assert len(rows) == n > 0
         assert all(len(r) == 5 and r[2] >= 0 and r[3] >= 0 for r in rows)
         scores = [r[4] for r in rows]

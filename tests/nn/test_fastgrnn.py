@@ -3,10 +3,15 @@
 import pytest
 import torch
 
-from rnnpool.nn import FastGRNNCell, RNNPool2d, convert_reference_state_dict, load_reference_state_dict
+from rnnpool.nn import (
+    FastGRNNCell,
+    RNNPool2d,
+    _native,
+    convert_reference_state_dict,
+    load_reference_state_dict,
+)
 from rnnpool.nn._native import native_available
-from rnnpool.nn import _native
-from rnnpool.nn.functional import _SigmoidForm, _cell_matrices, _native_cell, _scan_groups
+from rnnpool.nn.functional import _cell_matrices, _native_cell, _scan_groups, _SigmoidForm
 
 from .reference import cell_step
 
@@ -53,7 +58,8 @@ def test_default_zeta_nu_is_paper_and_trainable_init_close():
 
 @pytest.mark.parametrize("backend", ["torch", "native"])
 @pytest.mark.parametrize(
-    "kind", [dict(), dict(gate="hard_sigmoid"), dict(update="hard_tanh"), dict(trainable_zeta_nu=True)]
+    "kind",
+    [dict(), dict(gate="hard_sigmoid"), dict(update="hard_tanh"), dict(trainable_zeta_nu=True)],
 )
 def test_scan_equals_repeated_cell_steps(kind, backend):
     if backend == "native" and not native_available():
@@ -145,7 +151,9 @@ def _reference_layout_forward(sd, x_patch, prefix="rnn_model."):
         pre = x @ W + h @ sd[p + "U"]
         z = torch.sigmoid(pre + sd[p + "bias_gate"][0])
         c = torch.tanh(pre + sd[p + "bias_update"][0])
-        return z * h + (torch.sigmoid(sd[p + "zeta"][0, 0]) * (1 - z) + torch.sigmoid(sd[p + "nu"][0, 0])) * c
+        return z * h + (
+            torch.sigmoid(sd[p + "zeta"][0, 0]) * (1 - z) + torch.sigmoid(sd[p + "nu"][0, 0])
+        ) * c
 
     def run(seq, p):
         h = torch.zeros(sd[p + "U"].shape[0])

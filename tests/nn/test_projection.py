@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(not _native.native_available(), reason="no compi
 @pytest.mark.parametrize("k", [5, 8, 16])
 def test_project_backward_matches_einsum(dtype, rows, c, k):
     torch.manual_seed(0)
-    x, w, dy = torch.randn(rows, c, dtype=dtype), torch.randn(k, c, dtype=dtype), torch.randn(rows, k, dtype=dtype)
+    x, w, dy = (torch.randn(rows, c, dtype=dtype), torch.randn(k, c, dtype=dtype),
+                torch.randn(rows, k, dtype=dtype))
     x64, w64, dy64 = x.double(), w.double(), dy.double()
     want = (torch.einsum("pk,kc->pc", dy64, w64), torch.einsum("pk,pc->kc", dy64, x64), dy64.sum(0))
     tol = 1e-12 if dtype == torch.float64 else 2e-5

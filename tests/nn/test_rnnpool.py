@@ -28,7 +28,9 @@ def configs(draw):
     padding = draw(
         st.one_of(
             st.just("same"),
-            st.tuples(st.integers(0, kh - 1 if kh > 1 else 0), st.integers(0, kw - 1 if kw > 1 else 0)),
+            st.tuples(
+                st.integers(0, kh - 1 if kh > 1 else 0), st.integers(0, kw - 1 if kw > 1 else 0)
+            ),
         )
     )
     mode = draw(st.sampled_from(["zeros", "replicate"]))
@@ -187,7 +189,8 @@ def test_output_channel_order():
 
     rows = [run_rnn([x[0, :, i, j] for j in range(2)], p1) for i in range(3)]
     cols = [run_rnn([x[0, :, i, j] for i in range(3)], p1) for j in range(2)]
-    expected = [run_rnn(rows, p2), run_rnn(rows[::-1], p2), run_rnn(cols, p2), run_rnn(cols[::-1], p2)]
+    expected = [run_rnn(rows, p2), run_rnn(rows[::-1], p2),
+                run_rnn(cols, p2), run_rnn(cols[::-1], p2)]
     for g, e in enumerate(expected):
         assert torch.allclose(y[2 * g : 2 * g + 2], e, atol=1e-12)
 
@@ -289,7 +292,8 @@ def test_executed_macs_counts_the_work_done():
         (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, stride=(1, 0)), "stride"),
         (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, padding=-1), "padding"),
         (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, padding="valid"), "padding"),
-        (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, padding_mode="reflect"), "padding_mode"),
+        (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, padding_mode="reflect"),
+         "padding_mode"),
         (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=(2, 2, 2)), "kernel_size"),
         (dict(in_channels=2, hidden1=2, hidden2=2, kernel_size=2, gate="relu"), "gate"),
     ],

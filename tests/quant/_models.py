@@ -28,7 +28,8 @@ class TinyClassifier(nn.Module):
     def __init__(self, in_ch: int = 1, classes: int = 10):
         super().__init__()
         self.stem = ConvBNAct(in_ch, 8, 3, 2)
-        self.pool = RNNPool2d(8, 8, 8, 4, 2, padding="same", gate="hard_sigmoid", update="hard_tanh")
+        self.pool = RNNPool2d(8, 8, 8, 4, 2, padding="same", gate="hard_sigmoid",
+                              update="hard_tanh")
         self.block1 = InvertedResidual(32, 32, 1, 2)
         self.block2 = InvertedResidual(32, 24, 2, 2)
         self.avg = nn.AdaptiveAvgPool2d(1)
@@ -54,7 +55,8 @@ class TinyDetector(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = ConvBNAct(1, 4, 3, 2)
-        self.pool = RNNPool2d(4, 8, 8, 4, 2, padding="same", gate="hard_sigmoid", update="hard_tanh")
+        self.pool = RNNPool2d(4, 8, 8, 4, 2, padding="same", gate="hard_sigmoid",
+                              update="hard_tanh")
         self.b1 = InvertedResidual(32, 16, 1, 2)
         self.b2 = InvertedResidual(16, 16, 2, 2)
         self.norm = L2Norm(16, 10.0)

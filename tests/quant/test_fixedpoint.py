@@ -20,7 +20,9 @@ def _round_half_away(fr: Fraction) -> int:
     return r if fr >= 0 else -r
 
 
-@pytest.mark.parametrize("real", [1e-6, 0.0037, 0.25, 0.5, 0.73, 0.999999999, 1.0, 3.0, 1234.5, -0.3])
+@pytest.mark.parametrize(
+    "real", [1e-6, 0.0037, 0.25, 0.5, 0.73, 0.999999999, 1.0, 3.0, 1234.5, -0.3]
+)
 def test_quantize_multiplier_represents_value(real):
     m, s = quantize_multiplier(real)
     assert 2**30 <= abs(m) < 2**31

@@ -65,8 +65,9 @@ def test_l2norm_against_float():
     y = R.l2norm(op, x)
     xc = x.astype(np.float64) - 3
     nrm = np.sqrt((xc**2).sum(-1, keepdims=True))
-    expect = np.clip(np.round(np.where(nrm > 0, xc / np.maximum(nrm, 1e-12), 0) * weight / out_scale),
-                     -128, 127)
+    expect = np.clip(
+        np.round(np.where(nrm > 0, xc / np.maximum(nrm, 1e-12), 0) * weight / out_scale),
+        -128, 127)
     assert np.abs(y - expect).max() <= 1
     assert (y[0, 0] == 0).all()
 

@@ -124,8 +124,9 @@ def build_datasets(spec: DataSpec, splits: Tuple[str, ...] = ("train", "val")
             folder = Path(spec.root) / s
             if not folder.is_dir():
                 raise FileNotFoundError(f"{spec.root}: no {s}/ folder of class folders")
-            out[s] = ImageFolder(folder, train_tf if s == "train" else val_tf, classes=classes,
-                                 limit_per_class=spec.train_limit if s == "train" else spec.val_limit)
+            out[s] = ImageFolder(
+                folder, train_tf if s == "train" else val_tf, classes=classes,
+                limit_per_class=spec.train_limit if s == "train" else spec.val_limit)
             classes = out[s].classes  # val must use the train classes, in the same order
         spec.classes = list(classes or [])
         return out

@@ -1,4 +1,5 @@
-"""``rnnpool make-faces``: write the synthetic WIDER-FACE-format set (:mod:`rnnpool.data.synthetic_faces`)."""
+"""``rnnpool make-faces``: write the synthetic WIDER-FACE-format set
+(:mod:`rnnpool.data.synthetic_faces`)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
             f"({s['images_without_faces']} images without faces)"
         )
     print(
-        f"wrote {root}; evaluate with: rnnpool widerface-eval --pred PRED --gt {root / 'wider_face_split'}"
+        f"wrote {root}; evaluate with: rnnpool widerface-eval --pred PRED "
+        f"--gt {root / 'wider_face_split'}"
     )
     return 0

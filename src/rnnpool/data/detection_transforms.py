@@ -100,7 +100,8 @@ def _to_tensor(arr: np.ndarray) -> Tensor:
 
 
 def pil_to_tensor(image: ImageLike) -> Tensor:
-    """``PIL.Image`` (RGB or L) or uint8 ``ndarray[H, W(, C)]`` -> ``FloatTensor[C, H, W]`` in [0, 1].
+    """``PIL.Image`` (RGB or L) or uint8 ``ndarray[H, W(, C)]`` -> ``FloatTensor[C, H, W]`` in
+    [0, 1].
 
     >>> pil_to_tensor(Image.new("RGB", (4, 2), (255, 0, 51))).shape
     torch.Size([3, 2, 4])
@@ -109,7 +110,8 @@ def pil_to_tensor(image: ImageLike) -> Tensor:
 
 
 def to_luma(arr: np.ndarray) -> np.ndarray:
-    """``ndarray[H, W, 3]`` RGB -> ``ndarray[H, W, 1]`` BT.601 luma (``0.299 R + 0.587 G + 0.114 B``)."""
+    """``ndarray[H, W, 3]`` RGB -> ``ndarray[H, W, 1]`` BT.601 luma
+    (``0.299 R + 0.587 G + 0.114 B``)."""
     if arr.shape[2] == 1:
         return arr
     return (arr @ np.asarray(LUMA, dtype=arr.dtype))[:, :, None]
@@ -423,7 +425,8 @@ def detection_collate(
     Raises:
         ValueError: the images differ in size (use a transform with a fixed ``size``).
 
-    >>> imgs, targets = detection_collate([(torch.zeros(3, 4, 4), {"boxes": torch.zeros(0, 4)})] * 2)
+    >>> imgs, targets = detection_collate(
+    ...     [(torch.zeros(3, 4, 4), {"boxes": torch.zeros(0, 4)})] * 2)
     >>> imgs.shape, len(targets)
     (torch.Size([2, 3, 4, 4]), 2)
     """

@@ -53,7 +53,8 @@ def parse_voc_xml(path: PathLike) -> Tuple[np.ndarray, List[str]]:
         >>> import tempfile, os
         >>> p = os.path.join(tempfile.mkdtemp(), "a.xml")
         >>> _ = open(p, "w").write("<annotation><object><name>person</name><bndbox><xmin>11</xmin>"
-        ...                        "<ymin>21</ymin><xmax>30</xmax><ymax>40</ymax></bndbox></object></annotation>")
+        ...                        "<ymin>21</ymin><xmax>30</xmax><ymax>40</ymax></bndbox>"
+        ...                        "</object></annotation>")
         >>> parse_voc_xml(p)
         (array([[10., 20., 30., 40.]]), ['person'])
     """

@@ -26,8 +26,9 @@ stand-in with exact boxes *by construction*:
 - **Files**: ``WIDER_{train,val}/images/<event>/<event>_<n>.jpg`` (JPEG, quality 95),
   ``wider_face_split/wider_face_{train,val}_bbx_gt.txt`` (the official annotation format; all
   attribute columns 0) and, for the val split, the evaluation ground truth in the official
-  structure in ``wider_face_split/``: ``wider_face_val.mat`` and ``wider_{easy,medium,hard}_val.mat``.
-  ``synthetic_faces.json`` records the parameters, the scenes and the counts.
+  structure in ``wider_face_split/``: ``wider_face_val.mat`` and
+  ``wider_{easy,medium,hard}_val.mat``. ``synthetic_faces.json`` records the parameters, the
+  scenes and the counts.
 
 Difficulty settings (synthetic, by face size, as WIDER's are roughly by size): *hard* keeps every
 face, *medium* faces of side ``>= 20`` px and *easy* faces of side ``>= 40`` px

@@ -67,8 +67,9 @@ def vww_labels(coco: dict, threshold: float = VWW_THRESHOLD, area: str = "segmen
     >>> coco = {"images": [{"id": 1, "width": 100, "height": 100, "file_name": "a.jpg"},
     ...                    {"id": 2, "width": 100, "height": 100, "file_name": "b.jpg"}],
     ...         "categories": [{"id": 1, "name": "person"}],
-    ...         "annotations": [{"image_id": 1, "category_id": 1, "area": 60, "bbox": [0, 0, 5, 10]},
-    ...                         {"image_id": 2, "category_id": 1, "area": 40, "bbox": [0, 0, 8, 8]}]}
+    ...         "annotations": [
+    ...             {"image_id": 1, "category_id": 1, "area": 60, "bbox": [0, 0, 5, 10]},
+    ...             {"image_id": 2, "category_id": 1, "area": 40, "bbox": [0, 0, 8, 8]}]}
     >>> vww_labels(coco), vww_labels(coco, area="bbox")
     ({1: 1, 2: 0}, {1: 0, 2: 1})
     """

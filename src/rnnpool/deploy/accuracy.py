@@ -66,7 +66,8 @@ class Int8Detector(nn.Module):
 
 def face_calibration(model: nn.Module, root, n: int = 32, split: str = "train") -> Tensor:
     """The first ``n`` images of a WIDER-format ``split``, resized to the model's
-    ``config.input_size`` and normalised exactly as :class:`FacePredictor` does: ``(n, C, H, W)``."""
+    ``config.input_size`` and normalised exactly as :class:`FacePredictor` does:
+    ``(n, C, H, W)``."""
     import torch.nn.functional as F
 
     from ..data.detection_transforms import load_rgb

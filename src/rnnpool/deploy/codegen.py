@@ -742,7 +742,8 @@ class _Emitter:
               f"        const int32_t y = st->nxt[{j}];",
               f"        int32_t r = y - {pt};",
               "        const int8_t *row = NULL;",
-              f"        const int32_t oy = rnnpool_rnnpool_s8_row_output(&{p}_params, &{p}_odims, y);",
+              f"        const int32_t oy = rnnpool_rnnpool_s8_row_output(&{p}_params, "
+              f"&{p}_odims, y);",
               f"        if (y >= {hr}) return (int)RNNPOOL_ARG_ERROR;"]
         if op.padding_mode == "replicate":
             L.append(f"        r = r < 0 ? 0 : (r > {xt.shape[0] - 1} ? {xt.shape[0] - 1} : r);")
@@ -970,7 +971,8 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
         io_struct.append("    rnnpool_decode_state *dec; /* NULL: no decode during the run */")
     io_struct += ["} model_io;", ""]
     if arena_outputs:
-        io_struct += ["/* A head map: in the caller's output buffer if given, else in the arena. */",
+        io_struct += ["/* A head map: in the caller's output buffer if given, "
+                      "else in the arena. */",
                       "#define RNNPOOL_MAP(off, aoff) \\",
                       "    (io->output != NULL ? io->output + (off) : (int8_t *)(arena + (aoff)))",
                       ""]
@@ -1092,7 +1094,8 @@ def _header(m: CModel, prefix: str = "rnnpool_model") -> str:
               f" *         {P}_READ_ERROR, or RNNPOOL_ARG_ERROR for NULL arguments", " */",
               f"int {prefix}_run_rows({prefix}_row_reader read_row, void *ctx, int8_t *output);",
               "", "/**",
-              " * Runs the model on one image in a whole buffer (rows copied by a built-in reader).",
+              " * Runs the model on one image in a whole buffer "
+              "(rows copied by a built-in reader).",
               f" * @param input   int8 [{P}_INPUT_BYTES], HWC",
               f" * @param output  int8 [{P}_OUTPUT_BYTES], the outputs at their offsets",
               " * @return as rnnpool_model_run_rows", " */",

@@ -1,4 +1,5 @@
-"""The face-detection demo: synthetic faces -> a few minutes of CPU training -> AP -> boxes on photos."""
+"""The face-detection demo: synthetic faces -> a few minutes of CPU training -> AP -> boxes on
+photos."""
 
 from __future__ import annotations
 

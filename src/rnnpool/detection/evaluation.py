@@ -121,7 +121,8 @@ def _loadmat(path: Path, keys: Sequence[str]) -> dict:
     missing = [k for k in keys if k not in mat]
     if missing:
         raise ValueError(
-            f"{path} lacks the variable(s) {missing}; has {sorted(k for k in mat if not k.startswith('__'))}"
+            f"{path} lacks the variable(s) {missing}; "
+            f"has {sorted(k for k in mat if not k.startswith('__'))}"
         )
     return mat
 
@@ -170,7 +171,8 @@ def load_wider_ground_truth(
             lists = _cells(ec)
             if len(lists) != len(files[i]):
                 raise ValueError(
-                    f"{path}: event {events[i]!r} has {len(lists)} keep lists for {len(files[i])} images"
+                    f"{path}: event {events[i]!r} has {len(lists)} keep lists "
+                    f"for {len(files[i])} images"
                 )
             ev = []
             for j, k in enumerate(lists):
@@ -352,7 +354,9 @@ def _inclusive_iou(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
     return box_iou(xyxy_plus_one(pred_xywh), xyxy_plus_one(gt_xywh)).numpy()
 
 
-def _image_match(pred: np.ndarray, gt: np.ndarray, iou_thresh: float) -> Tuple[np.ndarray, np.ndarray]:
+def _image_match(
+    pred: np.ndarray, gt: np.ndarray, iou_thresh: float
+) -> Tuple[np.ndarray, np.ndarray]:
     """For each detection (``pred[N, 5]``), its highest-IoU face among ``gt[M, 4]`` (xywh; the
     first one on ties, like the official code) and whether that IoU is ``>= iou_thresh``."""
     iou = _inclusive_iou(pred, gt)
@@ -599,7 +603,8 @@ def detection_ap(
 
     Example:
         >>> gt = [torch.tensor([[0., 0., 10., 10.]]), torch.tensor([[0., 0., 10., 10.]])]
-        >>> pred = [(torch.tensor([[0., 0., 10., 10.], [50., 50., 60., 60.]]), torch.tensor([0.9, 0.8])),
+        >>> pred = [(torch.tensor([[0., 0., 10., 10.], [50., 50., 60., 60.]]),
+        ...          torch.tensor([0.9, 0.8])),
         ...         (torch.zeros(0, 4), torch.zeros(0))]
         >>> detection_ap(pred, gt)  # recall 1/2 at precision 1
         0.5

@@ -130,4 +130,5 @@ class S3FDMatcher:
         return torch.where(assign >= 0, local[assign.clamp(min=0)], assign)
 
     def __repr__(self) -> str:
-        return f"S3FDMatcher(pos_iou={self.pos_iou}, low_iou={self.low_iou}, compensate={self.compensate})"
+        return (f"S3FDMatcher(pos_iou={self.pos_iou}, low_iou={self.low_iou}, "
+                f"compensate={self.compensate})")

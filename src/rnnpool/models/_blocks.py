@@ -10,7 +10,9 @@ __all__ = ["make_divisible", "ConvBNAct", "InvertedResidual", "LayerType", "get_
 
 LayerType = Union[str, Type[nn.Module], Callable[..., nn.Module]]
 
-_ACTS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "swish": nn.SiLU, "identity": nn.Identity}
+_ACTS = {
+    "relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU, "swish": nn.SiLU, "identity": nn.Identity
+}
 
 
 def get_act_layer(act: Optional[LayerType]) -> Optional[Callable[..., nn.Module]]:

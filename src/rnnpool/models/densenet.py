@@ -19,7 +19,10 @@ from torch import Tensor, nn
 from ..nn import RNNPool2d
 from ._blocks import ConvBNAct, LayerType
 from ._pooling import (
-    ClassifierMixin, check_input_size, create_pool_layer, init_weights,
+    ClassifierMixin,
+    check_input_size,
+    create_pool_layer,
+    init_weights,
 )
 from ._registry import register_model
 

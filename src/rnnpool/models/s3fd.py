@@ -76,7 +76,8 @@ class FaceBackbone(nn.Module):
         feature_info: one dict per source, ``num_chs`` (channels) and ``reduction`` (stride).
 
     Shape:
-        ``(N, C, H, W)`` -> list of ``(N, num_chs_k, ceil(H / reduction_k), ceil(W / reduction_k))``.
+        ``(N, C, H, W)`` -> list of
+        ``(N, num_chs_k, ceil(H / reduction_k), ceil(W / reduction_k))``.
     """
 
     def __init__(

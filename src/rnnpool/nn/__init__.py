@@ -1,7 +1,7 @@
 """Operators: :class:`RNNPool2d` and its recurrent unit :class:`FastGRNNCell`."""
 
 from . import functional
-from .convert import load_reference_state_dict, convert_reference_state_dict
+from .convert import convert_reference_state_dict, load_reference_state_dict
 from .fastgrnn import FastGRNNCell
 from .renet import ReNet2d
 from .rnnpool import RNNPool2d, rnnpool2d_macs, rnnpool2d_num_params

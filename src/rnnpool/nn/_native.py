@@ -150,7 +150,8 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
         pb.argtypes = [ptr, ptr, i64, i64, i64, ptr, i64, ptr, ptr, ptr, c_int]
         pb.restype = c_int
         pr = getattr(dll, f"rnnpool_pixel_rows_{suffix}")
-        pr.argtypes, pr.restype = [ptr, i64, i64, i64, ptr, c_int], c_int  # x, N, C, hw, out, threads
+        # x, N, C, hw, out, threads
+        pr.argtypes, pr.restype = [ptr, i64, i64, i64, ptr, c_int], c_int
         pp = getattr(dll, f"rnnpool_pixel_projection_{suffix}")
         # x, N, C, hw, wt, K, out, threads
         pp.argtypes, pp.restype = [ptr, i64, i64, i64, ptr, i64, ptr, c_int], c_int

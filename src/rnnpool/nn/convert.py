@@ -90,7 +90,9 @@ def convert_reference_state_dict(
     return out
 
 
-def load_reference_state_dict(module: torch.nn.Module, ref: Mapping[str, Tensor], prefix: str = "") -> None:
+def load_reference_state_dict(
+    module: torch.nn.Module, ref: Mapping[str, Tensor], prefix: str = ""
+) -> None:
     """Load reference-code weights into an :class:`~rnnpool.nn.RNNPool2d` (strict)."""
     sd = convert_reference_state_dict(
         ref, prefix, trainable_zeta_nu=bool(getattr(module.rnn1, "trainable_zeta_nu", False))

@@ -6,15 +6,15 @@ into these. See the module classes for the mathematical definitions.
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 from functools import partial
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
-from torch.autograd.function import once_differentiable
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import _native
 

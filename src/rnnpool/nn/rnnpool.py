@@ -43,7 +43,8 @@ def rnnpool2d_num_params(
     >>> rnnpool2d_num_params(32, 16, 16)
     1344
     """
-    n = hidden1 * (in_channels + hidden1) + 2 * hidden1 + hidden2 * (hidden1 + hidden2) + 2 * hidden2
+    n = (hidden1 * (in_channels + hidden1) + 2 * hidden1
+         + hidden2 * (hidden1 + hidden2) + 2 * hidden2)
     return n + (4 if trainable_zeta_nu else 0)
 
 

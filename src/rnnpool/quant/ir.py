@@ -53,7 +53,8 @@ Example::
     >>> g = QGraph(inputs=["x"], outputs=["y"])
     >>> _ = g.add_tensor(QTensor("x", (4, 4, 3), "int8", 0.02, -128))
     >>> _ = g.add_tensor(QTensor("y", (4, 4, 3), "int8", 0.04, -128))
-    >>> g.ops.append(AddS8("add", "x", "x", "y", *make_add_params(0.02, -128, 0.02, -128, 0.04, -128)))
+    >>> g.ops.append(AddS8("add", "x", "x", "y",
+    ...                    *make_add_params(0.02, -128, 0.02, -128, 0.04, -128)))
     >>> g.validate()
     >>> [op.kind for op in g.ops]
     ['add']
@@ -357,7 +358,8 @@ class MBConvS8(_OneInOneOut):
 
     @property
     def sub_ops(self) -> list:
-        return [op for op in (self.expand, self.depthwise, self.project, self.add) if op is not None]
+        return [op for op in (self.expand, self.depthwise, self.project, self.add)
+                if op is not None]
 
 
 @dataclass
@@ -475,14 +477,16 @@ def fuse_mbconv(g: QGraph) -> QGraph:
         if not isinstance(d, Conv2dS8) or d.kind != "depthwise_conv2d" or id(d) in absorbed:
             continue
         e = producer.get(d.input)
-        if not (isinstance(e, Conv2dS8) and e.kind == "conv2d_1x1" and only_consumer(e.output) is d):
+        if not (isinstance(e, Conv2dS8) and e.kind == "conv2d_1x1"
+                and only_consumer(e.output) is d):
             e = None
         block_in = e.input if e is not None else d.input
         p = only_consumer(d.output)
         if not (isinstance(p, Conv2dS8) and p.kind == "conv2d_1x1"):
             continue
         a = only_consumer(p.output)
-        if isinstance(a, AddS8) and block_in in (a.input1, a.input2) and p.output in (a.input1, a.input2):
+        if (isinstance(a, AddS8) and block_in in (a.input1, a.input2)
+                and p.output in (a.input1, a.input2)):
             if a.input1 != block_in:
                 a = dataclasses.replace(
                     a, input1=a.input2, input2=a.input1,
@@ -525,7 +529,10 @@ def scratch_bytes(op, g: QGraph | None = None) -> int:
         hmax = max(h1, h2)
         wc = sw * (wo - 1) + kw
         nb = (kh + sh - 1) // sh
-        a4 = lambda n: (n + 3) & ~3
+
+        def a4(n):
+            return (n + 3) & ~3
+
         return (wc * h1 * 4 + kh * wo * h2 * 4 + wc * h2 * 4 + kh * h2 * 4
                 + a4(nb * wc * h1 * 2) + a4(2 * hmax * 2))
     if isinstance(op, MBConvS8):

@@ -171,7 +171,8 @@ def calibrate(gm: fx.GraphModule, images, config: QuantConfig) -> dict:
             lo, hi = np.percentile(v, [100 - config.percentile, config.percentile])
             s["min"], s["max"] = max(s["min"], float(lo)), min(s["max"], float(hi))
     elif config.calibration != "minmax":
-        raise ValueError(f"calibration must be 'minmax' or 'percentile', got {config.calibration!r}")
+        raise ValueError(
+            f"calibration must be 'minmax' or 'percentile', got {config.calibration!r}")
     for s in stats.values():
         s.pop("samples")
     stats["__num_images__"] = n
@@ -199,7 +200,8 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor]
     if bn is None:
         return w, b
     if not bn.track_running_stats or bn.running_var is None:
-        raise UnsupportedLayerError(f"BatchNorm2d without running statistics cannot be folded: {bn}")
+        raise UnsupportedLayerError(
+            f"BatchNorm2d without running statistics cannot be folded: {bn}")
     inv = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
     gamma = bn.weight.detach().double() if bn.affine else torch.ones_like(inv)
     beta = bn.bias.detach().double() if bn.affine else torch.zeros_like(inv)
@@ -266,7 +268,10 @@ def _cell_q(cell, name: str, max_bits: int, first: bool, in_scale: float = 1.0):
     bias_abs = float(max(np.abs(bz).max(), np.abs(bh).max()))
     f = _frac_bits([u] if first else [u, w], max_bits, bias_abs, name)
     one = 2.0 ** (f + ir.STATE_FRAC_BITS)
-    q16 = lambda m: np.clip(np.round(m * 2.0**f), -32767, 32767).astype(np.int16)
+
+    def q16(m):
+        return np.clip(np.round(m * 2.0**f), -32767, 32767).astype(np.int16)
+
     kw = {}
     if first:
         amax = np.abs(w).max(1)
@@ -278,7 +283,8 @@ def _cell_q(cell, name: str, max_bits: int, first: bool, in_scale: float = 1.0):
     zeta, nu = (float(v.detach()) if isinstance(v, Tensor) else float(v) for v in (p.zeta, p.nu))
     return ir.FastGRNNQ(
         weight_ih=wq, weight_hh=q16(u),
-        bias_gate=np.round(bz * one).astype(np.int32), bias_update=np.round(bh * one).astype(np.int32),
+        bias_gate=np.round(bz * one).astype(np.int32),
+        bias_update=np.round(bh * one).astype(np.int32),
         frac_bits=f, zeta_q=int(round(zeta * 2**14)), nu_q=int(round(nu * 2**14)), **kw,
     )
 
@@ -381,7 +387,8 @@ class _Converter:
             return (shape[2], shape[3], shape[1])
         if len(shape) == 2:
             return (1, 1, shape[1])
-        raise UnsupportedLayerError(f"node {node.name!r} has shape {shape}; expected NCHW or (N, C)")
+        raise UnsupportedLayerError(
+            f"node {node.name!r} has shape {shape}; expected NCHW or (N, C)")
 
     def _absorb_act(self, n: fx.Node) -> tuple[fx.Node, str | None]:
         """Follow a single-user activation after ``n``; returns (last node, activation)."""
@@ -394,10 +401,12 @@ class _Converter:
     # -- ops
     def conv(self, n: fx.Node, conv: nn.Conv2d) -> None:
         if conv.padding_mode != "zeros" or conv.dilation != (1, 1):
-            raise UnsupportedLayerError(f"{_describe(n, self.modules)}: only zero padding, dilation 1")
+            raise UnsupportedLayerError(
+                f"{_describe(n, self.modules)}: only zero padding, dilation 1")
         groups = conv.groups
         if groups != 1 and not (groups == conv.in_channels == conv.out_channels):
-            raise UnsupportedLayerError(f"{_describe(n, self.modules)}: grouped conv (only depthwise)")
+            raise UnsupportedLayerError(
+                f"{_describe(n, self.modules)}: grouped conv (only depthwise)")
         last, bn = n, None
         us = self.users[n]
         if len(us) == 1 and us[0].op == "call_module" and isinstance(
@@ -420,9 +429,9 @@ class _Converter:
 
     def _check_out_shape(self, op: ir.Conv2dS8, inp, out, node) -> None:
         kh, kw = op.weight.shape[1:3]
-        t, b_, l, r = op.padding
+        t, b_, left, r = op.padding
         ho = (inp.shape[0] + t + b_ - kh) // op.stride[0] + 1
-        wo = (inp.shape[1] + l + r - kw) // op.stride[1] + 1
+        wo = (inp.shape[1] + left + r - kw) // op.stride[1] + 1
         if (ho, wo) != tuple(out.shape[:2]):
             raise UnsupportedLayerError(f"node {node.name!r}: output size mismatch {(ho, wo)}")
 
@@ -452,10 +461,12 @@ class _Converter:
         if lin.in_features != h * w * c:
             raise UnsupportedLayerError(f"{_describe(n, self.modules)}: in_features mismatch")
         weight = lin.weight.detach().double().reshape(lin.out_features, c, h, w)
-        bias = lin.bias.detach().double() if lin.bias is not None else torch.zeros(lin.out_features).double()
+        bias = (lin.bias.detach().double() if lin.bias is not None
+                else torch.zeros(lin.out_features).double())
         last, act = self._absorb_act(n)
         out = self._tensor(last, (1, 1, lin.out_features))
-        self.g.ops.append(_quantize_conv(last.name, inp, out, weight, bias, (1, 1), (0, 0, 0, 0), 1, act))
+        self.g.ops.append(
+            _quantize_conv(last.name, inp, out, weight, bias, (1, 1), (0, 0, 0, 0), 1, act))
         self.vals[last] = _Val("map", (out.name,))
 
     def add(self, n: fx.Node) -> None:
@@ -511,8 +522,8 @@ class _Converter:
         if n.op == "call_method" and t == "size" or (n.op == "call_function" and t is getattr):
             self.vals[n] = _Val("int")
             return True
-        if n.op == "call_function" and t is operator.getitem and self.vals.get(n.args[0]) is not None \
-                and self.vals[n.args[0]].kind == "int":
+        if n.op == "call_function" and t is operator.getitem \
+                and self.vals.get(n.args[0]) is not None and self.vals[n.args[0]].kind == "int":
             self.vals[n] = _Val("int")
             return True
         src = n.args[0] if n.args else None
@@ -523,9 +534,11 @@ class _Converter:
         if self._maxout(n, v, shape):
             return True
         if n.op == "call_method" and t == "permute" and v is not None and v.kind == "map":
-            dims = tuple(a for a in n.args[1:]) if not isinstance(n.args[1], (tuple, list)) else tuple(n.args[1])
+            dims = (tuple(a for a in n.args[1:]) if not isinstance(n.args[1], (tuple, list))
+                    else tuple(n.args[1]))
             if dims != (0, 2, 3, 1):
-                raise UnsupportedLayerError(f"{_describe(n, self.modules)}: only permute(0, 2, 3, 1)")
+                raise UnsupportedLayerError(
+                    f"{_describe(n, self.modules)}: only permute(0, 2, 3, 1)")
             self.vals[n] = _Val("nhwc", v.names, 0, v.maxout)
             return True
         is_reshape = (n.op == "call_method" and t in ("view", "reshape", "flatten")) or (
@@ -562,7 +575,8 @@ class _Converter:
                 self.vals[n] = _Val("rows", sum((x.names for x in vs), ()), vs[0].k,
                                     sum((x.mo() for x in vs), ()))
                 return True
-            if dim in (1, -1) and kinds <= {"flat", "map"} and shape is not None and len(shape) == 2:
+            if (dim in (1, -1) and kinds <= {"flat", "map"} and shape is not None
+                    and len(shape) == 2):
                 self.vals[n] = _Val("flat", sum((x.names for x in vs), ()))
                 return True
             raise UnsupportedLayerError(f"{_describe(n, self.modules)}: only concatenation of "
@@ -573,10 +587,12 @@ class _Converter:
         """S3FD max-out background on a ``(N, A, m + 1, H, W)`` view of a head map: slices
         ``[:, :, :m]`` / ``[:, :, m:]``, ``amax(2, keepdim=True)`` and ``cat(.., 2)``."""
         t = n.target
-        if n.op == "call_function" and t is operator.getitem and v is not None and v.kind == "grouped":
+        if (n.op == "call_function" and t is operator.getitem and v is not None
+                and v.kind == "grouped"):
             idx = n.args[1]
             if (isinstance(idx, tuple) and len(idx) == 3 and idx[0] == slice(None)
-                    and idx[1] == slice(None) and isinstance(idx[2], slice) and idx[2].step is None):
+                    and idx[1] == slice(None) and isinstance(idx[2], slice)
+                    and idx[2].step is None):
                 m = v.k - 1
                 if idx[2] == slice(None, m) or idx[2] == slice(0, m):
                     self.vals[n] = _Val("grouped_bg", v.names, v.k)
@@ -586,7 +602,8 @@ class _Converter:
                     return True
             raise UnsupportedLayerError(f"{_describe(n, self.modules)}: unsupported indexing of a "
                                         "grouped head map")
-        if n.op == "call_method" and t in ("amax", "max") and v is not None and v.kind == "grouped_bg":
+        if (n.op == "call_method" and t in ("amax", "max") and v is not None
+                and v.kind == "grouped_bg"):
             dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
             if dim in (2, (2,), [2]) and shape is not None and len(shape) == 5:
                 self.vals[n] = _Val("grouped_bgmax", v.names, v.k)
@@ -654,7 +671,10 @@ class _Converter:
                 elif isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)):
                     self.avgpool(n, None, None)
                 elif isinstance(m, nn.AvgPool2d) and m.padding in (0, (0, 0)) and not m.ceil_mode:
-                    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+
+                    def pair(v):
+                        return (v, v) if isinstance(v, int) else tuple(v)
+
                     self.avgpool(n, pair(m.kernel_size), pair(m.stride or m.kernel_size))
                 elif isinstance(m, _PASS_MODULES):
                     self.vals[n] = self.vals[n.args[0]]
@@ -668,16 +688,20 @@ class _Converter:
                     else:
                         raise UnsupportedLayerError(
                             f"unsupported layer for int8 deployment: {_describe(n, self.modules)}")
-            elif n.op == "call_function" and n.target in (operator.add, torch.add) or n.op == "call_method" and n.target == "add":
+            elif (n.op == "call_function" and n.target in (operator.add, torch.add)
+                  or n.op == "call_method" and n.target == "add"):
                 self.add(n)
-            elif n.op == "call_function" and n.target is F.adaptive_avg_pool2d and n.args[1] in (1, (1, 1)) or n.op == "call_method" and n.target == "mean" and tuple(
-                n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", ())
-            ) in ((2, 3), (-2, -1)):
+            elif (n.op == "call_function" and n.target is F.adaptive_avg_pool2d
+                  and n.args[1] in (1, (1, 1))
+                  or n.op == "call_method" and n.target == "mean"
+                  and tuple(n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", ()))
+                  in ((2, 3), (-2, -1))):
                 self.avgpool(n, None, None)
             elif n.op == "get_attr":
                 if not self.users[n]:
                     continue
-                raise UnsupportedLayerError(f"{_describe(n, self.modules)}: parameters used outside a layer")
+                raise UnsupportedLayerError(
+                    f"{_describe(n, self.modules)}: parameters used outside a layer")
             elif not self.layout(n):
                 raise UnsupportedLayerError(
                     f"unsupported operation for int8 deployment: {_describe(n, self.modules)}")

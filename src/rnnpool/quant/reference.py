@@ -61,7 +61,8 @@ def quantize_input(x, tensor: ir.QTensor) -> np.ndarray:
         raise ValueError(f"quantize_input expects (C, H, W) or (1, C, H, W), got {a.shape}")
     a = a.transpose(1, 2, 0)
     if tuple(a.shape) != tuple(tensor.shape):
-        raise ValueError(f"input of HWC shape {a.shape} does not match {tensor.name} {tensor.shape}")
+        raise ValueError(
+            f"input of HWC shape {a.shape} does not match {tensor.name} {tensor.shape}")
     q = np.rint(a / tensor.scale) + tensor.zero_point
     return np.clip(q, -128, 127).astype(np.int8)
 
@@ -271,7 +272,8 @@ def run(g: ir.QGraph, x: np.ndarray | dict) -> dict:
         t = g.tensor(name)
         if a.dtype != np.int8 or tuple(a.shape) != tuple(t.shape):
             raise ValueError(
-                f"input {name!r} must be int8 of HWC shape {tuple(t.shape)}, got {a.dtype} {a.shape}"
+                f"input {name!r} must be int8 of HWC shape {tuple(t.shape)}, "
+                f"got {a.dtype} {a.shape}"
             )
         env[name] = a
     for op in g.ops:

@@ -53,7 +53,9 @@ def save_checkpoint(obj: Any, path: PathLike) -> None:
         raise
 
 
-def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+def load_checkpoint(
+    path: PathLike, map_location: Union[str, torch.device] = "cpu"
+) -> Dict[str, Any]:
     """Load a checkpoint dict; a missing or unreadable file raises a one-line error."""
     path = Path(path)
     if not path.is_file():
@@ -62,13 +64,17 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         # weights_only=False: checkpoints hold numpy RNG state and plain python objects.
         obj = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # pickle/zip errors are deep and unhelpful
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
     return obj
 
 
-def load_model_from_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> nn.Module:
+def load_model_from_checkpoint(
+    path: PathLike, map_location: Union[str, torch.device] = "cpu"
+) -> nn.Module:
     """Rebuild the model of a checkpoint with ``create_model(model_name, **model_args)`` and load
     its weights (strictly). Returns the model in eval mode.
 

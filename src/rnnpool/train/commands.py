@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint file (default: the shipped fmnist_rnnpool.pt)")
     e.add_argument("--data", default=None, help="data folder or 'fashion-mnist' (default: the "
                    "checkpoint's)")
-    e.add_argument("--data-format", default="auto", choices=["auto", "fashion-mnist", "imagefolder", "vww"])
+    e.add_argument("--data-format", default="auto",
+                   choices=["auto", "fashion-mnist", "imagefolder", "vww"])
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--workers", type=int, default=0)
@@ -97,7 +98,8 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_model_args(items: List[str]) -> Dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as Python literals if they can be).
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as Python literals if they can
+    be).
 
     >>> parse_model_args(["in_chans=1", "pool_layer=maxpool", "scale=(0.5, 1)"])
     {'in_chans': 1, 'pool_layer': 'maxpool', 'scale': (0.5, 1)}

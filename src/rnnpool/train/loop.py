@@ -110,7 +110,8 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     use_amp = config.amp and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+    autocast = ((lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp
+                else contextlib.nullcontext)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     # Seeds: each rank offsets its seed (as in nanoGPT); the model was built by the caller and
