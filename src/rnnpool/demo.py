@@ -41,7 +41,7 @@ def operator_step(quick: bool) -> dict:
     """RNNPool2d at MobileNetV2-RNNPool's layer shape: output, MAdds, speed-up over unfold."""
     import torch
 
-    from .analysis.timing import best_times
+    from .analysis.timing import best_times, contention_warning, cpu_use
     from .nn import RNNPool2d
     from .nn._native import native_available, native_status
     from .nn.functional import rnnpool2d_padding
@@ -54,6 +54,7 @@ def operator_step(quick: bool) -> dict:
     pads = rnnpool2d_padding((112, 112), 6, 4, "same")
     p1, p2 = pool.rnn1.params(), pool.rnn2.params()
 
+    busy = contention_warning(cpu_use(0.2), torch.get_num_threads())
     with torch.no_grad():
         y = pool(x)
         err = (y - unfold_rnnpool2d(x, p1, p2, 6, 4, pads)).abs().max().item()
@@ -69,6 +70,8 @@ def operator_step(quick: bool) -> dict:
     print(f"  forward ({kernel}) {t_fast * 1e3:.1f} ms vs {t_base * 1e3:.1f} ms unfold baseline: "
           f"{t_base / t_fast:.1f}x faster (max abs difference {err:.1e}); "
           f"full table: python benchmarks/bench_rnnpool.py")
+    if busy:
+        print(f"  {busy}")
     return {"speedup": t_base / t_fast, "max_abs_diff": err}
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Callable, Mapping
+from pathlib import Path
+from typing import Callable, Collection, Mapping, NamedTuple, Optional
 
 import torch
 
-__all__ = ["best_times"]
+__all__ = ["CpuUse", "best_times", "contention_warning", "cpu_use", "parse_proc_stat"]
 
 
 def best_times(fns: Mapping[str, Callable[[], object]], repeats: int,
@@ -36,3 +38,79 @@ def best_times(fns: Mapping[str, Callable[[], object]], repeats: int,
                 torch.cuda.synchronize()
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
+
+
+class CpuUse(NamedTuple):
+    """CPU time spent outside this process over an interval, in CPUs (1.0 = one CPU all the
+    time), on the CPUs this process may run on: ``busy`` running other work, ``steal`` taken by
+    the hypervisor of a virtual machine."""
+
+    cpus: int
+    busy: float
+    steal: float
+
+
+def parse_proc_stat(text: str, cpus: Optional[Collection[int]] = None) -> tuple[int, int, int]:
+    """``(busy, steal, total)`` jiffies summed over the lines ``cpuN`` of ``/proc/stat`` for
+    ``N`` in ``cpus`` (all of them when None).
+
+    Example::
+
+        >>> parse_proc_stat("cpu  9 9 9 9\\ncpu0 100 0 50 800 10 0 5 20 0 0\\ncpu1 1 0 0 9\\n")
+        (156, 20, 995)
+    """
+    busy = steal = total = 0
+    seen = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or not fields[0].startswith("cpu") or not fields[0][3:].isdigit():
+            continue
+        if cpus is not None and int(fields[0][3:]) not in cpus:
+            continue
+        # user nice system idle iowait irq softirq steal (guest time is already in user, nice)
+        v = [int(f) for f in fields[1:9]]
+        v += [0] * (8 - len(v))
+        busy += v[0] + v[1] + v[2] + v[5] + v[6]
+        steal += v[7]
+        total += sum(v)
+        seen += 1
+    if not seen:
+        raise ValueError("no per-CPU lines for these CPUs in /proc/stat")
+    return busy, steal, total
+
+
+def cpu_use(interval: float = 0.5, stat: Path = Path("/proc/stat")) -> Optional[CpuUse]:
+    """How busy the CPUs this process may use are without it: ``/proc/stat`` read before and
+    after sleeping ``interval`` seconds (this process adds next to nothing meanwhile). None
+    where ``/proc/stat`` cannot be read (not Linux)."""
+    mine = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    try:
+        b0, s0, t0 = parse_proc_stat(stat.read_text(), mine)
+        time.sleep(interval)
+        b1, s1, t1 = parse_proc_stat(stat.read_text(), mine)
+    except (OSError, ValueError):
+        return None
+    n = len(mine) if mine else (os.cpu_count() or 1)
+    span = max(t1 - t0, 1)  # jiffies over n CPUs
+    return CpuUse(n, n * (b1 - b0) / span, n * (s1 - s0) / span)
+
+
+def contention_warning(use: Optional[CpuUse], threads: int) -> Optional[str]:
+    """A warning when other work (or the hypervisor) leaves fewer than ``threads`` CPUs free,
+    so that timings taken now are not the code's own; None when they are free.
+
+    Example::
+
+        >>> contention_warning(CpuUse(cpus=2, busy=1.0, steal=0.0), threads=2) is not None
+        True
+        >>> contention_warning(CpuUse(cpus=16, busy=1.0, steal=0.0), threads=2) is None
+        True
+    """
+    if use is None:
+        return None
+    taken = use.busy + use.steal
+    if use.cpus - taken >= threads - 0.25:
+        return None
+    return (f"warning: other work keeps {use.busy:.2f} of {use.cpus} CPUs busy and the "
+            f"hypervisor takes {use.steal:.2f}: fewer than the {threads} threads asked for are "
+            f"free, so these times are slower than the code's own")
