@@ -11,12 +11,12 @@ faces per image. Inference = the model's forward on one image at its design inpu
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import time
 
 import torch
 
+from rnnpool.analysis.timing import describe_cpu_use
 from rnnpool.detection.commands import detection_loss_fn
 from rnnpool.models import create_model, list_models
 
@@ -80,9 +80,10 @@ def main() -> None:
     args = ap.parse_args()
     print(
         f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, "
-        f"load average at start {os.getloadavg()[0]:.1f}"
+        f"{platform.processor() or platform.machine()}"
     )
+    for line in describe_cpu_use(torch.get_num_threads()).splitlines():
+        print(f"# {line}")
     print(
         f"| model | params | train crop | train images/s (batch {args.batch}) "
         "| inference input | forward s/image |"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rnnpool.analysis.timing import best_times, contention_warning, cpu_use
+from rnnpool.analysis.timing import best_times, describe_cpu_use
 from rnnpool.nn import RNNPool2d
 from rnnpool.nn._native import native_available, native_status
 from rnnpool.nn.functional import rnnpool2d_padding
@@ -121,14 +121,10 @@ def main() -> None:
            f"{'patches/s fwd':>13}")
     ratios: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _ in range(args.sets):
-        if args.device == "cpu":  # a busy machine makes every row slower, the baseline's too
-            use = cpu_use()
-            if use is not None:
-                print(f"other work on the {use.cpus} CPUs: {use.busy:.2f} busy, "
-                      f"{use.steal:.2f} stolen by the hypervisor (CPUs' worth, over 0.5 s)")
-            warning = contention_warning(use, torch.get_num_threads())
-            if warning:
-                print(warning)
+        # A busy machine makes every row slower, the baseline's too.
+        use = describe_cpu_use(torch.get_num_threads()) if args.device == "cpu" else ""
+        if use:
+            print(use)
         print(hdr)
         print("-" * len(hdr))
         for key in args.shapes:

@@ -23,6 +23,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
+from rnnpool.analysis.timing import describe_cpu_use
 from rnnpool.models import create_model
 from rnnpool.nn import RNNPool2d
 
@@ -87,6 +88,9 @@ def main(argv=None) -> int:
         times[name] = []
         for _ in range(args.warmup):
             steps[name]()
+    use = describe_cpu_use(args.threads) if device.type == "cpu" else ""
+    if use:
+        print(use)
     for _ in range(args.rounds):
         for name in args.models:
             t0 = time.perf_counter()

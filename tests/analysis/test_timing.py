@@ -65,3 +65,15 @@ def test_contention_warning(use, threads, warns):
     assert (msg is not None) == warns
     if warns:
         assert f"{threads} threads" in msg
+
+
+def test_describe_cpu_use(monkeypatch):
+    monkeypatch.setattr(timing, "cpu_use", lambda interval: CpuUse(2, 0.05, 0.01))
+    assert timing.describe_cpu_use(2).splitlines() == [
+        "other work on the 2 CPUs: 0.05 busy, 0.01 stolen by the hypervisor (CPUs' worth, "
+        "over 0.5 s)"]
+    monkeypatch.setattr(timing, "cpu_use", lambda interval: CpuUse(2, 1.2, 0.0))
+    lines = timing.describe_cpu_use(2).splitlines()
+    assert len(lines) == 2 and lines[1].startswith("warning: other work keeps 1.20 of 2 CPUs")
+    monkeypatch.setattr(timing, "cpu_use", lambda interval: None)
+    assert timing.describe_cpu_use(2) == ""

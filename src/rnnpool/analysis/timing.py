@@ -9,7 +9,8 @@ from typing import Callable, Collection, Mapping, NamedTuple, Optional
 
 import torch
 
-__all__ = ["CpuUse", "best_times", "contention_warning", "cpu_use", "parse_proc_stat"]
+__all__ = ["CpuUse", "best_times", "contention_warning", "cpu_use", "describe_cpu_use",
+           "parse_proc_stat"]
 
 
 def best_times(fns: Mapping[str, Callable[[], object]], repeats: int,
@@ -114,3 +115,16 @@ def contention_warning(use: Optional[CpuUse], threads: int) -> Optional[str]:
     return (f"warning: other work keeps {use.busy:.2f} of {use.cpus} CPUs busy and the "
             f"hypervisor takes {use.steal:.2f}: fewer than the {threads} threads asked for are "
             f"free, so these times are slower than the code's own")
+
+
+def describe_cpu_use(threads: int, interval: float = 0.5) -> str:
+    """What a benchmark prints before it times: other work and steal on this process's CPUs
+    over ``interval`` seconds (:func:`cpu_use`), and :func:`contention_warning`'s line when
+    fewer than ``threads`` are free; ``""`` where it cannot be measured."""
+    use = cpu_use(interval)
+    if use is None:
+        return ""
+    line = (f"other work on the {use.cpus} CPUs: {use.busy:.2f} busy, {use.steal:.2f} stolen by "
+            f"the hypervisor (CPUs' worth, over {interval:g} s)")
+    warning = contention_warning(use, threads)
+    return f"{line}\n{warning}" if warning else line
