@@ -156,6 +156,12 @@ def test_malformed_prediction_file_named(tmp_path):
     p.write_text("x\n3\n1 2 3 4 0.5\n")
     with pytest.raises(ValueError, match="announces 3 boxes"):
         read_wider_prediction(p)
+    for count in ("2.7", "two", "nan"):
+        p.write_text(f"x\n{count}\n1 2 3 4 0.5\n1 2 3 4 0.5\n")
+        with pytest.raises(ValueError, match=r"x\.txt, line 2: expected the number of boxes"):
+            read_wider_prediction(p)
+    p.write_text("x\n2.0\n1 2 3 4 0.5\n1 2 3 4 0.25\n")
+    assert read_wider_prediction(p).shape == (2, 5)
 
 
 def _reference_ap(preds, gts, keeps, iou_thresh=0.5):

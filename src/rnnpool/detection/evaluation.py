@@ -27,6 +27,7 @@ sorts boxes by score itself (the public port silently assumes sorted files).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -253,11 +254,12 @@ def read_wider_prediction(path: PathLike) -> np.ndarray:
             f"{path}: expected an image name line and a box count line, got {len(lines)} line(s)"
         )
     try:
-        count = int(float(lines[1]))
+        value = float(lines[1])  # "2" or "2.0"; "2.7" is not a count
     except ValueError:
-        raise ValueError(
-            f"{path}, line 2: expected the number of boxes, got {lines[1]!r}"
-        ) from None
+        value = math.nan
+    if not value.is_integer():
+        raise ValueError(f"{path}, line 2: expected the number of boxes, got {lines[1]!r}")
+    count = int(value)
     if count < 0 or len(lines) - 2 < count:
         raise ValueError(
             f"{path}, line 2: announces {count} boxes but {len(lines) - 2} box lines follow"
@@ -590,7 +592,8 @@ def detection_ap(
     All detections of all images are ranked by score (ties keep input order). Each is assigned
     to the ground-truth box of highest IoU in its image; it is a true positive if that IoU is
     ``>= iou`` and the box is not yet matched, else a false positive. Boxes are continuous xyxy
-    (IoU of :func:`rnnpool.detection.boxes.box_iou`, no ``+1``).
+    (IoU of :func:`rnnpool.detection.boxes.box_iou`, no ``+1``). The PASCAL VOC devkit differs
+    in two details: it adds 1 to widths and heights (pixel-index boxes) and needs IoU ``> 0.5``.
 
     Args:
         predictions: per image, ``(boxes [N, 4] xyxy, scores [N])`` or a dict with ``"boxes"``
