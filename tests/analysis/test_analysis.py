@@ -18,6 +18,7 @@ from rnnpool.analysis import (
 )
 from rnnpool.cli import main
 from rnnpool.models._blocks import ConvBNAct, InvertedResidual
+from rnnpool.models._pooling import GlobalRNNPool2d
 from rnnpool.nn import RNNPool2d
 
 from ._prop1_sim import simulate_row_by_row
@@ -110,6 +111,31 @@ def test_tiny_model_hand_count():
     # the 1x1 conv feeds a global pool: computed on the fly; the pool holds the RNNPool output
     assert mem["gpool"] == 16 * 16 + 24
     assert p.peak_bytes == max(mem.values()) * 4
+
+
+class ConvsThenWholeMapRNNPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.pool = GlobalRNNPool2d(32, 8, 8)  # one patch: the whole 32x32 map
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.c2(self.c1(x))).flatten(1))
+
+
+def test_whole_map_rnnpool_reads_a_map_made_layer_by_layer():
+    # Its one patch is the whole map, so "per patch" holds every map in front whole: each conv
+    # needs input + output (SPEC §2), the RNNPool its input (= the patch) + output. It used to
+    # count the convs as computed per patch (0 B), a lower peak than the same convs before an
+    # average pool.
+    p = profile_model(ConvsThenWholeMapRNNPool(), 32, 1)
+    mem = {r.name: r.mem_bytes for r in p.layers}
+    assert mem["c1"] == 32 * 32 * 3 + 32 * 32 * 16
+    assert mem["c2"] == 32 * 32 * 16 + 32 * 32 * 32
+    assert mem["pool"] == 32 * 32 * 32 + 4 * 8
+    assert p.peak_bytes == mem["c2"] and p.peak_layer == "c2"
 
 
 class Res(nn.Module):

@@ -11,8 +11,10 @@ needs, in activations (per image), is
 * inception block: ``input + the 3 smallest branch outputs``;
 * 1x1 convolution: ``max(input, output)`` ("computed on the fly": pixel by pixel in place);
 * RNNPool: ``output + one input patch`` (``r * c * C_in``) when its input can be produced
-  patch by patch (see below); the window poolers of the ablation (:mod:`~rnnpool.models._pooling`
-  layers with ``streams_input``) likewise; ReNet: ``2 * output + one patch``;
+  patch by patch (see below; not when its one patch is the whole map, whose layers in front
+  then run layer by layer: ``input + output``); the window poolers of the ablation
+  (:mod:`~rnnpool.models._pooling` layers with ``streams_input``) likewise; ReNet:
+  ``2 * output + one patch``;
 * BatchNorm, activations, views and other element-wise ops: nothing (fused into the producer);
 * anything else (``k x k`` convolutions, pooling, linear, concatenation, RNNs): ``input + output``;
 
@@ -81,13 +83,21 @@ class LayerMemory:
     materialised: list[bool]
 
 
+def _whole_map(node: Node) -> bool:
+    """An RNNPool whose one patch is its whole input map (the last-pool variants)."""
+    m = node.module
+    return (node.kind == "rnnpool" and m is not None and hasattr(m, "macs")
+            and bool(node.in_shapes)
+            and tuple(m.output_size(node.in_shapes[0][-2:])) == (1, 1))
+
+
 def _tile(node: Node, numel_in: int, in_shape: tuple[int, ...]) -> int:
     """Elements of one input window of a streaming consumer."""
     m = node.module
     cin = in_shape[1] if len(in_shape) > 1 else 1
     if node.kind == "rnnpool" and m is not None:
-        if tuple(m.output_size(in_shape[-2:])) == (1, 1) and hasattr(m, "macs"):
-            return numel_in  # a whole-map RNNPool: its patch is the map
+        if _whole_map(node):
+            return numel_in
         r, c = m.kernel_size
         return r * c * cin
     if node.kind == "renet" and m is not None:
@@ -142,7 +152,9 @@ def standard_memory(trace: Trace) -> list[LayerMemory]:
                     continue  # streams its result out: neither needs nor forbids on demand
                 decided = True
                 if node.kind in _STREAM_KINDS:
-                    got: Optional[str] = "patch"
+                    # A patch that is the whole map is the map: computing it "per patch" holds
+                    # every map of the chain in front whole, so it is produced layer by layer.
+                    got: Optional[str] = None if _whole_map(node) else "patch"
                 elif node.kind == "gpool":
                     got = "pixel"
                 elif node.kind in _TILE_KINDS and node.outputs:
