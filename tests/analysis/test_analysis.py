@@ -289,6 +289,37 @@ def test_banded_rnnpool_never_holds_the_input_map():
     assert rnn_row.mem_bytes <= pool_peak <= 4 * rnn_row.mem_bytes
 
 
+@pytest.mark.parametrize("mode", ["zeros", "replicate"])
+@pytest.mark.parametrize("band_rows", [1, 3])
+def test_banded_rnnpool_pads_like_the_layer(mode, band_rows):
+    # "same" padding adds rows above and below the map: the bands at the edges must pad them
+    # as the layer does (copies of the edge rows for replicate; they were zeros).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                          RNNPool2d(8, 8, 8, 6, 4, padding="same", padding_mode=mode)).eval()
+    x = torch.randn(1, 3, 30, 34) + 2
+    with torch.no_grad():
+        ref = model(x)
+        with banded_rnnpool(model, x, band_rows=band_rows):
+            out = model(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_measure_peak_does_not_count_what_layers_cache():
+    # RNNPool keeps its sweep indices in a cache across calls; built inside the tracker on a
+    # first call they were counted as activations (and the first call measured more).
+    from rnnpool.nn import functional as RF
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), RNNPool2d(8, 8, 8, 4, 2)).eval()
+    x = torch.randn(1, 3, 40, 40)
+    RF._sweep_indices_cached.cache_clear()
+    first = measure_peak(model, x)
+    second = measure_peak(model, x)
+    assert first.peak_bytes == second.peak_bytes
+    assert first.module_peaks == second.module_peaks
+
+
 # ---- CLI ---------------------------------------------------------------------------------------
 def test_cli_profile(tmp_path, capsys):
     png = tmp_path / "mem.png"

@@ -114,7 +114,9 @@ class MeasuredPeak:
 
 @torch.no_grad()
 def measure_peak(model: nn.Module, x: Tensor, banded: bool = False) -> MeasuredPeak:
-    """Run ``model(x)`` in eval mode under :class:`ActivationTracker`.
+    """Run ``model(x)`` in eval mode under :class:`ActivationTracker`, after one untracked run
+    (so that what layers cache across calls, such as RNNPool's sweep indices, is not counted as
+    activations of the first call).
 
     Args:
         model: the model.
@@ -129,9 +131,12 @@ def measure_peak(model: nn.Module, x: Tensor, banded: bool = False) -> MeasuredP
     tracker = ActivationTracker(ignore=[x, *model.parameters(), *model.buffers()]).watch(model)
     ctx = banded_rnnpool(model, x) if banded else contextlib.nullcontext()
     try:
-        with ctx, tracker:
-            out = model(x)
-            del out
+        with ctx:
+            with torch.no_grad():
+                model(x)
+            with tracker:
+                out = model(x)
+                del out
     finally:
         tracker.unwatch()
         model.train(was)
@@ -172,9 +177,15 @@ def _get_rows(src: Union[_Rows, Tensor], a: int, b: int) -> Tensor:
     return src.rows(a, b) if isinstance(src, _Rows) else src[:, :, a:b]
 
 
-def _padded_rows(src: Union[_Rows, Tensor], lo: int, hi: int) -> Tensor:
-    """Rows ``[lo, hi)`` of ``src`` with zero rows where the range leaves the map."""
+def _padded_rows(src: Union[_Rows, Tensor], lo: int, hi: int, replicate: bool = False
+                 ) -> Tensor:
+    """Rows ``[lo, hi)`` of ``src`` with zero rows (``replicate``: copies of the first or last
+    row) where the range leaves the map."""
     h = src.shape[2]
+    if replicate:  # row indices clamped to the map
+        idx = torch.arange(lo, hi).clamp(0, h - 1)
+        a, b = int(idx[0]), int(idx[-1]) + 1
+        return _get_rows(src, a, b).index_select(2, idx - a)
     x = _get_rows(src, max(lo, 0), min(hi, h))
     top, bottom = max(0, -lo), max(0, hi - h)
     return F.pad(x, (0, 0, top, bottom)) if top or bottom else x
@@ -217,7 +228,7 @@ def _banded_rnnpool_forward(pool: RNNPool2d, original: Any, band: int) -> Any:
         for o0 in range(0, ho, band):
             o1 = min(ho, o0 + band)
             lo, hi = o0 * sh - top, (o1 - 1) * sh - top + kh
-            rows = _padded_rows(x, lo, hi)
+            rows = _padded_rows(x, lo, hi, replicate=pool.padding_mode == "replicate")
             if left or right:
                 mode = "replicate" if pool.padding_mode == "replicate" else "constant"
                 rows = F.pad(rows, (left, right, 0, 0), mode=mode)
