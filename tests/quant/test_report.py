@@ -46,3 +46,22 @@ def test_output_agreement_and_accuracy():
     agree = output_agreement(m, g, x[20:])[g.outputs[0]]
     assert math.isclose(agree["top1_agreement"], acc["agreement"])
     assert acc["int8_top1"] == acc["agreement"]
+
+
+def test_output_agreement_of_a_map_output():
+    # A model that returns an NCHW map: the graph's output rows are HWC and must be compared
+    # with the float map element by element (they were reshaped straight to CHW).
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    x = torch.randn(16, 1, 8, 8)
+    g = quantize_model(m, x)
+    errs = []
+    for i in range(12, 16):
+        env = R.run(g, R.quantize_input(x[i:i + 1], g.tensor(g.inputs[0])))
+        hwc = env[g.outputs[0]].reshape(8, 8, 2)
+        with torch.no_grad():
+            f = m(x[i:i + 1])[0].numpy()
+        errs.append(np.abs(hwc - f.transpose(1, 2, 0)).max())
+    agree = output_agreement(m, g, x[12:])[g.outputs[0]]
+    assert math.isclose(agree["max_abs"], max(errs), rel_tol=1e-6)
+    assert agree["max_abs"] < 0.05  # int8 noise, not a scrambled layout

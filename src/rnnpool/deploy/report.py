@@ -245,7 +245,7 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
                 deq = dequantize_outputs(m, o)
                 for name, f in zip(g.outputs, fo):
                     f = f.numpy()
-                    d = deq[name].reshape(f.shape)
+                    d = reference.in_float_layout(deq[name], f.shape)
                     errs[name] = max(errs.get(name, 0.0), float(np.abs(d - f).max()))
                     ranges[name] = max(ranges.get(name, 0.0), float(np.abs(f).max()))
                 if len(fo) == 1 and fo[0].dim() == 2:  # classifier logits (1, K)

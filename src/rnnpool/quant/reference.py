@@ -31,6 +31,7 @@ __all__ = [
     "dequantize",
     "dequantize_outputs",
     "fastgrnn_scan",
+    "in_float_layout",
     "l2norm",
     "quantize_input",
     "rnn1_projection",
@@ -230,6 +231,23 @@ def dequantize_outputs(g: ir.QGraph, env: dict) -> dict:
     """
     return {op.output: _dequant_concat(op, env, g) for op in g.ops
             if isinstance(op, ir.DequantizeF32)}
+
+
+def in_float_layout(out: np.ndarray, shape: tuple) -> np.ndarray:
+    """A graph output (rows in HWC order, as :func:`dequantize_outputs` gives it) in the layout
+    of the float model's output of ``shape`` (batch 1 included): an ``(N, C, H, W)`` map comes
+    back from ``(H*W, C)``; ``(N, K)`` vectors and ``(N, A, K)`` head rows are the same in both
+    (the converter takes no other outputs).
+
+    >>> in_float_layout(np.arange(6).reshape(3, 2), (1, 2, 1, 3))[0, :, 0]
+    array([[0, 2, 4],
+           [1, 3, 5]])
+    """
+    shape = tuple(shape)
+    if len(shape) == 4:
+        n, c, h, w = shape
+        return out.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    return out.reshape(shape)
 
 
 def _exec(op, env: dict, g: ir.QGraph) -> None:

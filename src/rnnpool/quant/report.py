@@ -116,8 +116,8 @@ def output_agreement(model: nn.Module, g: ir.QGraph, images) -> dict:
         ref = ref if isinstance(ref, (tuple, list)) else (ref,)
         env = R.run(g, R.quantize_input(x, g.tensor(g.inputs[0])))
         for name, f in zip(g.outputs, ref):
+            q = R.in_float_layout(env[name], tuple(f.shape))[0]
             f = f[0].numpy()
-            q = env[name].reshape(f.shape)
             r = res.setdefault(name, {"max_abs": 0.0, "sum_abs": 0.0, "n": 0, "agree": 0,
                                       "count": 0})
             r["max_abs"] = max(r["max_abs"], float(np.abs(q - f).max()))
