@@ -310,6 +310,36 @@ def test_streamed_rnnpool_kernel_variants_bit_exact(tmp_path, kernel, rows, stre
                 runner.read_boxes(exe.parent, len(xs), m.max_boxes), "detector")
 
 
+class SkipsRows(nn.Module):
+    """RNNPool read by a 1x1 stride-2 convolution: only every other RNNPool row is read."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, 1, 1), nn.ReLU6())
+        self.pool = RNNPool2d(4, 4, 4, 4, 2, padding="same", gate="hard_sigmoid",
+                              update="hard_tanh")
+        self.head = nn.Sequential(nn.Conv2d(16, 8, 1, stride=2), nn.ReLU(),
+                                  nn.Conv2d(8, 4, 3, padding=1))
+
+    def forward(self, x):
+        return self.head(self.pool(self.stem(x)))
+
+
+def test_row_kernel_falls_back_when_the_reader_skips_rows(tmp_path):
+    # The incremental row kernel completes RNNPool rows in order only; a reader that skips rows
+    # used to stop the build with an AssertionError. That RNNPool now runs the map kernel.
+    g, calib = _graph(SkipsRows, (16, 16))
+    _needs_kernels(g)
+    m = codegen.generate_c(g, tmp_path / "c", rnnpool_kernel="row")
+    pool = next(op for op in g.ops if op.kind == "rnnpool")
+    assert any(u.streamed and pool in u.ops for u in m.units)
+    assert "rnnpool_rnnpool_s8_row" not in (tmp_path / "c" / "model.c").read_text()
+    exe = runner.build_model_host(m, tmp_path / "h", sanitize=True)
+    xs = _inputs(g, calib, n_random=3)
+    outs = runner.run_model_host(exe, m, xs)
+    _check_rows(m, g, xs, outs, runner.read_rows(m, exe.parent, len(xs)), [], "skips rows")
+
+
 def test_bad_max_boxes_is_a_clear_error(tmp_path, capsys):
     from rnnpool.cli import main
 

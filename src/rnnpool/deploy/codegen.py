@@ -247,6 +247,15 @@ def rnnpool_row_output(kh: int, sh: int, h_out: int, y: int) -> int:
     return first // sh
 
 
+class _RowsOutOfOrder(Exception):
+    """The reader of an incremental RNNPool's output skips rows (e.g. a 1x1 stride-2
+    convolution): the row kernel completes rows in order only."""
+
+    def __init__(self, op_name: str) -> None:
+        super().__init__(op_name)
+        self.op_name = op_name
+
+
 def _feed_rows(g, op, t: str, b: int, lo, hi, nxt, internal, make) -> None:
     """Incremental RNNPool: feed padded input rows until output rows ``[.., b)`` exist."""
     kh, sh, pt = _row_geometry(op)
@@ -266,7 +275,7 @@ def _feed_rows(g, op, t: str, b: int, lo, hi, nxt, internal, make) -> None:
         oy = rnnpool_row_output(kh, sh, h_out, y)
         if oy >= 0:
             if oy != hi[t]:
-                raise AssertionError(f"streaming {t}: row {oy} completed out of order")
+                raise _RowsOutOfOrder(op.name)
             hi[t] = oy + 1
         nxt[t] = y + 1
 
@@ -354,6 +363,7 @@ class _Emitter:
         self.arena_outputs = arena_outputs  # outputs also planned in the arena (detectors)
         self.rnnpool_kernel = rnnpool_kernel  # streamed RNNPool: "row", "patch" or "map"
         self.min_rows: Dict[str, int] = {}  # op name -> rows computed per call at least
+        self.row_ops: frozenset = frozenset()  # RNNPool ops run by the incremental row kernel
         self.input_name = input_name
         self.output_offsets = output_offsets
         self.data: List[str] = []
@@ -638,7 +648,7 @@ class _Emitter:
         kh, sh, pt = _row_geometry(op)
         x0 = g.tensor(op.inputs[0])
         rows = u.call_rows[op.name]
-        if op.kind == "rnnpool" and self.rnnpool_kernel == "row":
+        if op.name in self.row_ops:
             self._row_func(u, k, op, slot, sig, c, p)
             return
         patch = op.kind == "rnnpool" and self.rnnpool_kernel == "patch"
@@ -833,7 +843,9 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
             whole. Results are bit-identical; only memory and call counts change.
         rnnpool_kernel: RNNPool in a streamed group: ``"row"`` (default; the incremental
             ``rnnpool_rnnpool_s8_row`` fed one input row at a time, same work as the whole-map
-            kernel, scratch proportional to the map width), ``"patch"`` (patch by patch,
+            kernel, scratch proportional to the map width; it completes rows in order, so an
+            RNNPool whose reader skips rows, such as a 1x1 stride-2 convolution, runs the
+            ``"map"`` kernel instead), ``"patch"`` (patch by patch,
             ``rnnpool_rnnpool_patch_s8``: scratch of one patch, no sharing between patches) or
             ``"map"`` (the whole-map kernel on row slices: sharing only within a call).
         rnnpool_rows: with ``"map"``, RNNPool output rows per call (more rows share more work
@@ -871,9 +883,13 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
         raise ValueError(f"rnnpool_kernel must be 'row', 'patch' or 'map', got {rnnpool_kernel!r}")
     min_rows = {op.name: int(rnnpool_rows) for op in ops
                 if op.kind == "rnnpool" and rnnpool_kernel == "map" and rnnpool_rows > 1}
-    row_ops = frozenset(op.name for op in ops
-                        if op.kind == "rnnpool" and rnnpool_kernel == "row")
-    units = _schedule(g, ops, outs, stream, min_rows, row_ops)
+    row_ops = {op.name for op in ops if op.kind == "rnnpool" and rnnpool_kernel == "row"}
+    while True:
+        try:
+            units = _schedule(g, ops, outs, stream, min_rows, frozenset(row_ops))
+            break
+        except _RowsOutOfOrder as e:  # its reader skips rows: the map kernel on row slices
+            row_ops.discard(e.op_name)
     unit_of = {op.outputs[0]: k for k, u in enumerate(units) for op in u.ops}
 
     # Detectors: source s is decoded after the unit that completes it and all earlier ones.
@@ -891,6 +907,7 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
 
     e = _Emitter(g, inp, offsets, rnnpool_kernel, arena_outputs)
     e.min_rows = min_rows
+    e.row_ops = frozenset(row_ops)
     index = {op.name: i for i, op in enumerate(ops)}
     for k, u in enumerate(units):
         if u.streamed:
