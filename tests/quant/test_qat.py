@@ -40,10 +40,7 @@ def test_qat_finetune_and_convert_matches_integer_graph():
     qat = prepare_qat(model)
     assert model.pool.rnn1.gate == "sigmoid"  # the input model is untouched
     assert qat.source.pool.rnn1.gate == "hard_sigmoid"
-    qat.train()
-    for m in qat.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.eval()
+    qat.train()  # BN stays frozen by itself (test_qat_train_keeps_batchnorm_frozen)
     opt = torch.optim.Adam([p for p in qat.parameters() if p.requires_grad], 2e-3)
     losses = []
     for step in range(15):
@@ -71,3 +68,32 @@ def test_qat_finetune_and_convert_matches_integer_graph():
                           for i in range(128, 160)])
     assert np.abs(out - ref).max() < 0.05 * (ref.max() - ref.min())
     assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.9
+
+
+def test_qat_train_keeps_batchnorm_frozen():
+    # A BatchNorm that no convolution absorbs (after RNNPool) must keep using its running
+    # statistics in .train() mode, as the integer graph does; it used to switch to batch ones.
+    from torch import nn
+
+    from rnnpool.nn import RNNPool2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU6(),
+                          RNNPool2d(4, 4, 4, 4, 4, gate="hard_sigmoid", update="hard_tanh"),
+                          nn.BatchNorm2d(16), nn.Conv2d(16, 3, 1)).eval()
+    qat = prepare_qat(model)
+    bns = [m for m in qat.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns  # the one after RNNPool is still a BatchNorm2d in the QAT graph
+    stats = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+    x = torch.randn(8, 1, 16, 16)
+    with torch.no_grad():
+        y_eval = qat.eval()(x)
+        y_train = qat.train()(x)
+    assert qat.training and all(not m.training for m in bns)
+    for m, (mean, var) in zip(bns, stats):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+    # the observers learn ranges in train mode; with those fixed, the outputs are the same
+    with torch.no_grad():
+        y_eval2 = qat.eval()(x)
+    torch.testing.assert_close(y_eval2, y_train)
+    assert y_eval.shape == y_train.shape

@@ -139,6 +139,15 @@ class _QATRNNPool(nn.Module):
 class _QATModel(fx.GraphModule):
     """The QAT graph; ``source`` is the float model whose parameters it trains."""
 
+    def train(self, mode: bool = True) -> "_QATModel":
+        # BatchNorm statistics stay frozen (the integer graph uses the running ones), also for
+        # a BN that no convolution absorbed (e.g. after RNNPool).
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
 
 _TENSOR_MODULES = (nn.Conv2d, nn.Linear, nn.ReLU, nn.ReLU6, nn.BatchNorm2d, RNNPool2d,
                    nn.AdaptiveAvgPool2d, nn.AvgPool2d)
