@@ -349,3 +349,12 @@ def test_bad_max_boxes_is_a_clear_error(tmp_path, capsys):
     assert main(["export-c", "rnnpool_face_m4", "--random-init", "--calib-count", "2",
                  "--max-boxes", "0", "--out", str(tmp_path / "c")]) == 2
     assert "max_boxes must be >= 1" in capsys.readouterr().err
+
+
+def test_output_folder_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    g, _ = _graph(ConvNet, (20, 24))
+    target = tmp_path / "out.txt"
+    target.write_text("keep me")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        codegen.generate_c(g, target)
+    assert target.read_text() == "keep me"

@@ -1134,15 +1134,23 @@ def generate_c(g, out_dir, *, stream: bool = True, rnnpool_kernel: str = "row",
     Returns:
         The :class:`CModel` with ``files`` set.
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} exists and is not a folder")
     m = model or build_model(g, stream=stream, rnnpool_kernel=rnnpool_kernel,
                              rnnpool_rows=rnnpool_rows, decode=decode, max_boxes=max_boxes)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m.files = []
     for name, text in m.sources.items():
         path = out / name
         with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as f:
-            f.write(text)
-        Path(f.name).replace(path)
+            tmp = Path(f.name)
+            try:
+                f.write(text)
+            except BaseException:
+                f.close()
+                tmp.unlink(missing_ok=True)
+                raise
+        tmp.replace(path)
         m.files.append(path)
     return m
