@@ -85,3 +85,14 @@ def test_face_m4_ptq_with_maxout_background():
         assert r[name].shape == tuple(ref.shape)
         span = float(ref.max() - ref.min())
         assert np.abs(r[name] - ref.numpy()).max() < 0.08 * span
+
+
+def test_dead_input_of_a_conv_is_named():
+    # A ReLU that is zero on every calibration image gives its reader a bias that cannot be
+    # represented; the error says why instead of only "bias does not fit int32".
+    c1 = nn.Conv2d(1, 4, 3, padding=1)
+    with torch.no_grad():
+        c1.bias.fill_(-100.0)
+    model = nn.Sequential(c1, nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    with pytest.raises(UnsupportedLayerError, match="was zero on every calibration image"):
+        quantize_model(model, torch.randn(8, 1, 8, 8))

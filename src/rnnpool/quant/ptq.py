@@ -229,7 +229,12 @@ def _quantize_conv(name, inp: ir.QTensor, out: ir.QTensor, w: Tensor, b: Tensor,
     bias_scale = inp.scale * w_scale
     bq = np.round(b.numpy() / bias_scale)
     if np.abs(bq).max(initial=0) >= 2**31:
-        raise UnsupportedLayerError(f"{name}: bias does not fit int32 at scale {bias_scale.min()}")
+        hint = ""
+        if 255 * inp.scale < 1e-6:  # the calibration range of a tensor that was always zero
+            hint = (f"; its input {inp.name!r} was zero on every calibration image (a dead "
+                    "activation): calibrate on images that exercise it, or remove it")
+        raise UnsupportedLayerError(
+            f"{name}: bias does not fit int32 at scale {bias_scale.min()}{hint}")
     mult, shift = quantize_multipliers(bias_scale / out.scale)
     lo, hi = _act_clamp(act, out.scale, out.zero_point)
     return ir.Conv2dS8(
