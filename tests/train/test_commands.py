@@ -43,6 +43,35 @@ def test_train_then_evaluate_on_an_imagenet10_folder(tmp_path, capsys):
     assert "(10 images): top-1" in text and "n02690373" in text
 
 
+def test_evaluate_uses_the_checkpoints_classes(tmp_path, capsys):
+    # The labels are the training classes in the checkpoint, not the sorted folders of val/:
+    # a stray folder in val/ used to shift every label (wrong accuracy or an IndexError).
+    rng = np.random.default_rng(0)
+    colours = {"cat": (255, 0, 0), "dog": (0, 255, 0), "fox": (0, 0, 255)}
+    for split in ("train", "val"):
+        for c, col in colours.items():
+            d = tmp_path / "data" / split / c
+            d.mkdir(parents=True)
+            for i in range(8):
+                a = np.clip(np.array(col)[None, None] + rng.integers(-20, 20, (20, 20, 3)), 0, 255)
+                Image.fromarray(a.astype(np.uint8)).save(d / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "data"),
+                 "--image-size", "16", "--model-arg", "in_chans=3", "--epochs", "15",
+                 "--batch-size", "8", "--lr", "0.2", "--no-progress", "--no-augment",
+                 "--out-dir", str(out)]) == 0
+    best = load_checkpoint(out / "best.pt")
+    acc = best["best_metric"]
+    assert acc >= 0.9  # distinct colours: the check below is not vacuous
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "best.pt")]) == 0
+    first = capsys.readouterr().out
+    assert f"top-1 {100 * acc:.2f} %" in first
+    (tmp_path / "data" / "val" / "aaa_backup").mkdir()  # sorts before the classes
+    assert main(["evaluate", str(out / "best.pt"), "--confusion"]) == 0
+    assert f"top-1 {100 * acc:.2f} %" in capsys.readouterr().out
+
+
 def test_unknown_model_and_missing_data_are_one_line_errors(tmp_path, capsys):
     assert main(["train", "--model", "no_such_model", "--data", "fashion-mnist"]) == 2
     assert "unknown model 'no_such_model'" in capsys.readouterr().err

@@ -119,7 +119,9 @@ def build_datasets(spec: DataSpec, splits: Tuple[str, ...] = ("train", "val")
     if not spec.augment:
         train_tf = val_tf
     if spec.format == "imagefolder":
-        classes = list(IMAGENET10_WNIDS) if spec.imagenet10 else None
+        # Given classes (e.g. a checkpoint's, for evaluation) fix the labels; else the train
+        # folder's (or, with only val, the val folder's) sorted class folders.
+        classes = list(IMAGENET10_WNIDS) if spec.imagenet10 else (list(spec.classes) or None)
         for s in splits:
             folder = Path(spec.root) / s
             if not folder.is_dir():

@@ -175,8 +175,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     saved = ((ckpt.get("extra") or {}).get("data")) or {}
     if not saved and args.data is None:
         raise ValueError(f"{path}: checkpoint records no data set; pass --data")
-    spec_d = dict(saved)
-    spec_d.pop("classes", None)
+    spec_d = dict(saved)  # its classes (image folders) fix the labels the model was trained on
     if args.data is not None:
         fmt = args.data_format if args.data_format != "auto" else detect_format(args.data)
         if fmt != spec_d.get("format"):
@@ -190,6 +189,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     val = build_datasets(spec, splits=("val",))["val"]
     device = resolve_device(args.device)
     model = load_model_from_checkpoint(path, map_location=device).to(device)
+    n_out = (ckpt.get("model_args") or {}).get("num_classes")
+    if n_out is not None and len(spec.classes) > n_out:
+        raise ValueError(f"{spec.root}: {len(spec.classes)} classes but the model of {path} "
+                         f"has {n_out} outputs")
     r = evaluate_classifier(model, val, device, args.batch_size, args.workers, progress=True)
     print(f"{path}: {ckpt.get('model_name')} on {spec.format} ({r['n']} images): "
           f"top-1 {100 * r['acc']:.2f} %, loss {r['loss']:.4f}")
