@@ -186,3 +186,42 @@ def test_ddp_gloo_two_processes_stay_in_sync_and_average_gradients(tmp_path):
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(w0[k], v, rtol=1e-6, atol=1e-7)
     assert load_checkpoint(tmp_path / "last.pt")["rng"].__len__() == 2
+
+
+def test_crash_between_checkpoint_writes_leaves_best_pt_recoverable(tmp_path, monkeypatch):
+    # Epoch 2 improves the metric and the process dies while writing its checkpoints. Resuming
+    # must end with best.pt holding epoch 2 (the best), whichever write was cut.
+    import rnnpool.train.loop as loop
+
+    vals = {1: 0.5, 2: 0.9, 3: 0.6}
+
+    def evaluations(first_epoch):
+        epoch = iter(range(first_epoch, 4))
+        return lambda m, d: {"val_acc": vals[next(epoch)]}
+
+    class Crash(BaseException):
+        pass
+
+    real = loop.save_checkpoint
+    writes = []
+
+    def dies_in_epoch_2(obj, path):  # after the first of epoch 2's two writes
+        if obj["epoch"] == 2:
+            writes.append(path)
+            if len(writes) == 2:
+                raise Crash(str(path))
+        real(obj, path)
+
+    cfg = dict(epochs=3, batch_size=8, lr=0.1, out_dir=str(tmp_path), progress=False, seed=3,
+               metric="val_acc")
+    monkeypatch.setattr(loop, "save_checkpoint", dies_in_epoch_2)
+    with pytest.raises(Crash):
+        fit(TinyNet(), NoisyDataset(), ce_loss, TrainConfig(**cfg), evaluate=evaluations(1))
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    assert len(writes) == 2
+    resumed_from = load_checkpoint(tmp_path / "last.pt")["epoch"]
+    r = fit(TinyNet(), NoisyDataset(), ce_loss, TrainConfig(resume=True, **cfg),
+            evaluate=evaluations(resumed_from + 1))
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert r["best_metric"] == 0.9
+    assert best["epoch"] == 2 and best["history"][-1]["val_acc"] == 0.9

@@ -235,9 +235,12 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
                 "model_args": dict(model_args or {}),
                 "extra": extra,
             }
-            save_checkpoint(ckpt, out_dir / "last.pt")
+            # best.pt first: a crash between the two writes then resumes from the previous
+            # last.pt and redoes the epoch, rewriting best.pt (the other order would leave a
+            # last.pt whose best_metric no later epoch beats, and a stale best.pt).
             if improved:
                 save_checkpoint(ckpt, out_dir / "best.pt")
+            save_checkpoint(ckpt, out_dir / "last.pt")
         barrier(info)
 
     return {"best_metric": best if math.isfinite(best) else None, "last_metrics": last_metrics,
