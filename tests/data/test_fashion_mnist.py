@@ -42,6 +42,20 @@ def test_read_idx_errors_name_the_file(tmp_path):
         read_idx(tmp_path / "short")
 
 
+def test_truncated_or_corrupt_gz_is_named(tmp_path):
+    a = np.arange(100, dtype=np.uint8).reshape(10, 10)
+    _write_idx(tmp_path / "a.gz", a)
+    blob = (tmp_path / "a.gz").read_bytes()
+    (tmp_path / "cut.gz").write_bytes(blob[: len(blob) // 2])  # EOFError inside gzip
+    with pytest.raises(ValueError, match=r"cut\.gz: cannot read"):
+        read_idx(tmp_path / "cut.gz")
+    bad = bytearray(blob)
+    bad[12:20] = b"\xff" * 8  # inside the deflate stream: zlib.error
+    (tmp_path / "bad.gz").write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match=r"bad\.gz: cannot read"):
+        read_idx(tmp_path / "bad.gz")
+
+
 def test_dataset_on_fake_files(tmp_path):
     imgs, labels = _fake_root(tmp_path)
     ds = FashionMNIST(tmp_path, "test", limit=3)

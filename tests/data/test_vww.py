@@ -109,3 +109,12 @@ def test_bad_id_list_line_is_named(tmp_path, capsys):
     coco = _coco_dir(tmp_path / "c")
     assert main(["make-vww", "--coco", str(coco), "--minival-ids", str(p)]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_broken_vww_info_is_named(tmp_path):
+    (tmp_path / "vww_info.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"vww_info\.json: not a JSON file"):
+        VisualWakeWords(tmp_path, "val")
+    (tmp_path / "vww_info.json").write_text(json.dumps({"counts": {}}))
+    with pytest.raises(ValueError, match=r"vww_info\.json: no 'coco_dir'"):
+        VisualWakeWords(tmp_path, "val")

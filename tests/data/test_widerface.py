@@ -145,6 +145,15 @@ def test_missing_image_is_named(tmp_path):
         WiderFaceDetection(tmp_path, "train")
 
 
+def test_unreadable_image_is_named(tmp_path):
+    make_layout(tmp_path, GOOD, {"0--Parade/0_Parade_a.jpg": (64, 80),
+                                 "1--Handshaking/1_b.jpg": (32, 32),
+                                 "1--Handshaking/1_c.jpg": (32, 32)})
+    (tmp_path / "WIDER_train" / "images" / "1--Handshaking" / "1_b.jpg").write_bytes(b"no jpeg")
+    with pytest.raises(ValueError, match=r"cannot read image .*1_b\.jpg"):
+        WiderFaceDetection(tmp_path, "train")
+
+
 def test_list_split_images(tmp_path):
     make_layout(tmp_path, GOOD, {})
     assert list_split_images(tmp_path, "train")[1] == "1--Handshaking/1_b.jpg"

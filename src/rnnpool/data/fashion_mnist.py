@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
 
@@ -43,7 +44,7 @@ def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except OSError as e:
+    except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt .gz among them
         raise ValueError(f"{path}: cannot read ({e})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path}: not an IDX file (bad magic number {data[:4].hex()})")

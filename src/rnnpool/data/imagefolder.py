@@ -14,7 +14,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["ImageFolder", "find_classes", "IMAGENET10", "IMAGENET10_WNIDS", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageFolder", "find_classes", "image_size", "load_rgb", "IMAGENET10",
+           "IMAGENET10_WNIDS", "IMAGE_EXTENSIONS"]
 
 IMAGENET10: Dict[str, str] = {
     "n02690373": "airliner",
@@ -87,6 +88,16 @@ class ImageFolder(Dataset):
         path, label = self.samples[i]
         img = load_rgb(path)
         return (self.transform(img) if self.transform is not None else img), label
+
+
+def image_size(path: Union[str, os.PathLike]) -> Tuple[int, int]:
+    """``(width, height)`` of an image file from its header; a broken file raises
+    ``ValueError`` naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
 
 
 def load_rgb(path: str) -> Image.Image:

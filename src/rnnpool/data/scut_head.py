@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .imagefolder import image_size
 from .widerface import DropCounts, filter_wider_faces
 
 __all__ = ["VocAnnotationError", "parse_voc_xml", "split_ids", "ScutHeadDetection"]
@@ -160,8 +161,7 @@ class ScutHeadDetection(torch.utils.data.Dataset):
                 )
             xyxy, _ = parse_voc_xml(ann_dir / f"{id_}.xml")
             n_objects += len(xyxy)
-            with Image.open(path) as im:
-                width, height = im.size
+            width, height = image_size(path)
             xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
             boxes, counts = filter_wider_faces(xywh, width, height)
             self.image_paths.append(path)

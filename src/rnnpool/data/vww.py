@@ -209,7 +209,12 @@ class VisualWakeWords(Dataset):
         info_path = root / "vww_info.json"
         if not info_path.is_file():
             raise FileNotFoundError(f"{root}: no vww_info.json (run `rnnpool make-vww` first)")
-        info = json.loads(info_path.read_text())
+        try:
+            info = json.loads(info_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{info_path}: not a JSON file ({e})") from None
+        if not coco_dir and not (isinstance(info, dict) and info.get("coco_dir")):
+            raise ValueError(f"{info_path}: no 'coco_dir' (or pass coco_dir)")
         self.coco_dir = Path(coco_dir or info["coco_dir"])
         self.samples: List[Tuple[str, int]] = []
         list_path = root / f"{split}.txt"

@@ -30,6 +30,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .imagefolder import image_size
+
 __all__ = [
     "WIDER_FIELDS",
     "WiderAnnotationError",
@@ -332,8 +334,7 @@ class WiderFaceDetection(torch.utils.data.Dataset):
                 raise FileNotFoundError(
                     f"WIDER FACE image listed in the annotations not found: {path}"
                 )
-            with Image.open(path) as im:
-                width, height = im.size
+            width, height = image_size(path)
             boxes, counts = filter_wider_faces(faces, width, height, self.min_size)
             self.boxes.append(boxes)
             self.dropped += counts
