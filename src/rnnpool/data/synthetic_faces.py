@@ -47,6 +47,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
+from .._io import atomic_write_text
+
 __all__ = [
     "OPENCV_DOC_DIR",
     "OPENCV_SCENES",
@@ -217,14 +219,6 @@ def render_image(
     return image, np.asarray(boxes, dtype=np.int64).reshape(-1, 4), info
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _annotation_text(records: Sequence[Tuple[str, np.ndarray]]) -> str:
     lines = []
     for name, boxes in records:
@@ -318,7 +312,7 @@ def make_faces(
             os.replace(tmp, path)
             records.append((rel, boxes))
             per_event.setdefault(event, []).append((stem, boxes))
-        _atomic_write_text(
+        atomic_write_text(
             out / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt", _annotation_text(records)
         )
         stats[split] = {
@@ -363,5 +357,5 @@ def make_faces(
         "scenes": events,
         "splits": stats,
     }
-    _atomic_write_text(out / "synthetic_faces.json", json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(out / "synthetic_faces.json", json.dumps(manifest, indent=2) + "\n")
     return out

@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .._io import atomic_write_text
 from .imagefolder import load_rgb
 
 __all__ = ["vww_labels", "read_id_list", "make_vww", "VisualWakeWords", "VWW_THRESHOLD"]
@@ -172,20 +173,14 @@ def make_vww(coco_dir: PathLike, out_dir: PathLike, minival_ids: Optional[PathLi
     counts = {}
     for name, ids in (("train", train_ids), ("val", val_ids)):
         lines = [f"{entries[i][0]} {entries[i][1]}\n" for i in ids]
-        _atomic_write(out_dir / f"{name}.txt", "".join(lines))
+        atomic_write_text(out_dir / f"{name}.txt", "".join(lines))
         pos = sum(entries[i][1] for i in ids)
         counts[name] = {"images": len(ids), "person": pos, "no_person": len(ids) - pos}
     info = {"coco_dir": str(coco_dir.resolve()), "year": year, "threshold": threshold,
             "area": area, "split": split_rule, "counts": counts,
             "minival_ids_not_in_coco": len(unknown)}
-    _atomic_write(out_dir / "vww_info.json", json.dumps(info, indent=2) + "\n")
+    atomic_write_text(out_dir / "vww_info.json", json.dumps(info, indent=2) + "\n")
     return info
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class VisualWakeWords(Dataset):

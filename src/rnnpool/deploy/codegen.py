@@ -47,6 +47,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from .._io import atomic_write_text
 from .planner import ArenaPlan, Buffer, check_plan, plan_arena
 
 __all__ = ["CModel", "Unit", "build_model", "generate_c", "KERNEL_DIR", "kernel_sources",
@@ -1142,15 +1143,5 @@ def generate_c(g, out_dir, *, stream: bool = True, rnnpool_kernel: str = "row",
     out.mkdir(parents=True, exist_ok=True)
     m.files = []
     for name, text in m.sources.items():
-        path = out / name
-        with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as f:
-            tmp = Path(f.name)
-            try:
-                f.write(text)
-            except BaseException:
-                f.close()
-                tmp.unlink(missing_ok=True)
-                raise
-        tmp.replace(path)
-        m.files.append(path)
+        m.files.append(atomic_write_text(out / name, text))
     return m

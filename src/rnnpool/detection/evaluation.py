@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._io import atomic_write_text
 from .boxes import box_iou
 
 __all__ = [
@@ -318,11 +319,7 @@ def write_wider_prediction(
     lines = [rel.stem, str(len(boxes))]
     for (x1, y1, x2, y2), s in zip(boxes, scores):
         lines.append(f"{x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f} {s:.6f}")
-    fd, tmp = tempfile.mkstemp(suffix=".txt", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(out, "\n".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------------- protocol

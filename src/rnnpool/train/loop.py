@@ -21,7 +21,6 @@ import contextlib
 import csv
 import io
 import math
-import os
 import random
 import sys
 import time
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
+from .._io import atomic_write_text
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import (
@@ -359,6 +359,4 @@ def _write_csv(history: List[Dict[str, float]], path: Path) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: row.get(k, "") for k in columns})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
