@@ -479,3 +479,17 @@ def test_weights_changed_in_place_before_the_backward_are_refused(backend):
         m.rnn2.weight_hh.mul_(2.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "native"])
+def test_input_dtype_must_match_the_parameters(backend):
+    # The compiled kernel read float32 parameters as float64 (and the reverse): wrong numbers,
+    # no error. Now a mismatch is a clear error on every backend, as in nn.Conv2d.
+    if backend == "native" and not native_available():
+        pytest.skip("compiled kernel unavailable")
+    m = RNNPool2d(3, 4, 4, 4, 2, backend=backend)
+    for dtype in (torch.float64, torch.float16, torch.int64):
+        with pytest.raises(TypeError, match=f"input dtype {dtype} does not match"):
+            m(torch.zeros(1, 3, 8, 8, dtype=dtype))
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    assert m.double()(x).dtype == torch.float64

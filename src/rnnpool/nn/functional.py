@@ -277,7 +277,7 @@ def _use_native(x: Tensor, cells: Sequence[FastGRNNParams], backend: str, traced
     if backend == "torch":
         return False
     ok = not traced and all(_native.supports(x, p.weight_hh.shape[0], p.gate, p.update)
-                            for p in cells)
+                            and all(t.dtype == x.dtype for t in p[:4]) for p in cells)
     if backend == "native" and not ok:
         raise RuntimeError(
             "backend='native' needs a float32/float64 CPU input outside tracing/compilation and "
@@ -768,6 +768,10 @@ def rnnpool2d(
             f"RNNPool expects {rnn1.weight_ih.shape[1]} input channels, got {c} "
             f"(input shape {tuple(input.shape)})"
         )
+    dtypes = {t.dtype for p in (rnn1, rnn2) for t in p[:4]}
+    if (dtypes != {input.dtype} and not torch.is_autocast_enabled(input.device.type)):
+        raise TypeError(f"RNNPool input dtype {input.dtype} does not match its parameters' "
+                        f"{', '.join(sorted(str(d) for d in dtypes))} (convert one to the other)")
     ho, wo = rnnpool2d_output_size((h, w), (kh, kw), (sh, sw), padding)
     left, right, top, bottom = rnnpool2d_padding((h, w), (kh, kw), (sh, sw), padding)
     if left or right or top or bottom:
