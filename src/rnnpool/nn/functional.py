@@ -750,12 +750,26 @@ def rnnpool2d(
         kernel_size, stride, padding, padding_mode: as in :class:`~rnnpool.nn.RNNPool2d`.
         backend: ``"auto"`` (default) runs the recurrences in the compiled CPU kernel
             (:mod:`rnnpool.nn._native`) when it is available and the input is a float32/float64
-            CPU tensor outside tracing and ``torch.compile``, else in torch ops; ``"native"``
+            CPU tensor outside tracing and ONNX export, else in torch ops; ``"native"``
             requires the kernel; ``"torch"`` never uses it. Both give the same numbers.
 
     Returns:
         ``(N, 4 * h2, H_out, W_out)``, channels ``[row-fwd, row-rev, col-fwd, col-rev]``.
+
+    Under ``torch.compile`` the layer runs outside the compiled graph (a graph break, so
+    ``fullgraph=True`` is not supported): Inductor compiled the backward of the torch-op
+    sweeps wrongly in torch 2.13 (input and cell gradients off by more than their size at
+    several geometries, and one crash), while forward values were right.
     """
+    args = (input, rnn1, rnn2, kernel_size, stride, padding, padding_mode, backend)
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        return _rnnpool2d_eager(*args)
+    return _rnnpool2d(*args)
+
+
+def _rnnpool2d(input: Tensor, rnn1: FastGRNNParams, rnn2: FastGRNNParams, kernel_size: IntPair,
+               stride: IntPair | None, padding: Padding, padding_mode: str, backend: str
+               ) -> Tensor:
     kh, kw = _pair(kernel_size, "kernel_size")
     sh, sw = _pair(kernel_size if stride is None else stride, "stride")
     if backend not in BACKENDS:
@@ -806,3 +820,7 @@ def rnnpool2d(
         out = _PermuteRows.apply(out, sweeps.order, sweeps.position)
     out = out.view(n, 4, ho, wo, h2)
     return out.permute(0, 1, 4, 2, 3).reshape(n, 4 * h2, ho, wo)
+
+
+# rnnpool2d run eagerly when called from code that torch.compile compiles (see its docstring).
+_rnnpool2d_eager = torch.compiler.disable(_rnnpool2d)
