@@ -303,6 +303,16 @@ def test_constructor_errors(kwargs, match):
         RNNPool2d(**kwargs)
 
 
+def test_sizes_take_numpy_ints_and_name_what_is_not_an_int():
+    import numpy as np
+
+    m = RNNPool2d(3, 4, 4, np.int64(2), (np.int32(2), 1))
+    assert m(torch.randn(1, 3, 8, 8)).shape == (1, 16, 4, 7)
+    for bad in (2.5, "2", True):  # these were "object is not iterable" or a tuple of chars
+        with pytest.raises(TypeError, match="kernel_size must be an int or a pair of ints"):
+            RNNPool2d(3, 4, 4, bad)
+
+
 def test_forward_errors():
     m = RNNPool2d(3, 4, 4, 4, 2)
     with pytest.raises(ValueError, match="3 input channels, got 2"):

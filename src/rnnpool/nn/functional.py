@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from functools import partial
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -409,15 +410,17 @@ class _PermuteRows(torch.autograd.Function):
 
 
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
-    if isinstance(v, bool):
+    def whole(i) -> bool:  # ints and NumPy ints, not bools
+        return isinstance(i, numbers.Integral) and not isinstance(i, bool)
+
+    if whole(v):
+        return int(v), int(v)
+    if isinstance(v, (bool, str)) or not hasattr(v, "__iter__"):
         raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
-    if isinstance(v, int):
-        out = (v, v)
-    else:
-        out = tuple(v)
-        if len(out) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in out):
-            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-    return out  # type: ignore[return-value]
+    out = tuple(v)
+    if len(out) != 2 or not all(whole(i) for i in out):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return int(out[0]), int(out[1])
 
 
 def rnnpool2d_padding(
