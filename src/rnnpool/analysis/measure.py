@@ -132,8 +132,7 @@ def measure_peak(model: nn.Module, x: Tensor, banded: bool = False) -> MeasuredP
     ctx = banded_rnnpool(model, x) if banded else contextlib.nullcontext()
     try:
         with ctx:
-            with torch.no_grad():
-                model(x)
+            model(x)  # untracked (the function runs under no_grad)
             with tracker:
                 out = model(x)
                 del out
