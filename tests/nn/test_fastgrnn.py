@@ -215,3 +215,13 @@ def test_sigmoid_form_node_matches_autograd_of_its_torch_ops():
         for a, b in zip(want, got):
             a = torch.zeros_like(b) if a is None else a
             assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(not native_available(), reason="no compiled kernel")
+def test_native_scan_refuses_mixed_dtypes():
+    # The kernel reads every array as src's type: float64 cell weights under float32 rows gave
+    # wrong numbers before the check.
+    p = FastGRNNCell(3, 5).double().params()
+    proj = torch.randn(24, 5)
+    with pytest.raises(ValueError, match="src is torch.float32 but .*'u': torch.float64"):
+        _native.scan(proj, [(torch.arange(24).view(6, 4), None)], **_native_cell(p))

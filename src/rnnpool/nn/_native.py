@@ -421,6 +421,10 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
         raise RuntimeError(f"the native scan cannot run this case ({native_status()})")
     if sigmoid_form and (gate, update) != ("sigmoid", "tanh"):
         raise ValueError(f"sigmoid_form is for the sigmoid / tanh cell, not {gate} / {update}")
+    cell = {"u": u, "bias_gate": bias_gate, "bias_update": bias_update, "w": w}
+    wrong = {k: t.dtype for k, t in cell.items() if t is not None and t.dtype != src.dtype}
+    if wrong:  # the kernel reads every array as src's type
+        raise ValueError(f"scan: src is {src.dtype} but {wrong} (all must be one dtype)")
     idx, groups = [], []
     for i, g in families:
         b = i.shape[1] if i.dim() == 2 else -1

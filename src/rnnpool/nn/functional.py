@@ -278,7 +278,7 @@ def _use_native(x: Tensor, cells: Sequence[FastGRNNParams], backend: str, traced
     if backend == "torch":
         return False
     ok = not traced and all(_native.supports(x, p.weight_hh.shape[0], p.gate, p.update)
-                            and all(t.dtype == x.dtype for t in p[:4]) for p in cells)
+                            for p in cells)
     if backend == "native" and not ok:
         raise RuntimeError(
             "backend='native' needs a float32/float64 CPU input outside tracing/compilation and "
