@@ -207,6 +207,15 @@ def test_generated_c_has_no_float_and_const_weights(generated):
                     str(d / "model_weights.c")], check=True, capture_output=True)
 
 
+def test_mcu_report_refuses_more_test_images_than_calibration_images(tmp_path):
+    from rnnpool.deploy.report import mcu_report
+
+    model = randomize_bn(ConvNet())
+    with pytest.raises(ValueError, match="1 to the 4 calibration images .* got 6"):
+        mcu_report(model, (1, 20, 24), calib_count=4, n_images=6, workdir=tmp_path)
+    assert not (tmp_path / "c").exists()  # refused before generating anything
+
+
 @pytest.mark.skipif(mcu.find_toolchain() is None, reason="Cortex-M4 toolchain absent")
 def test_mcu_report_on_a_small_model(tmp_path):
     from rnnpool.deploy.report import mcu_report

@@ -120,6 +120,10 @@ def test_cell_input_errors():
     cell = FastGRNNCell(3, 4)
     with pytest.raises(ValueError, match=r"\(B, 3\)"):
         cell(torch.randn(2, 5))
+    for h in (torch.zeros(4), torch.zeros(3, 4), torch.zeros(2, 5)):  # no silent broadcast
+        with pytest.raises(ValueError, match=r"state \(B, 4\) = \(2, 4\)"):
+            cell(torch.randn(2, 3), h)
+    assert cell(torch.randn(2, 3), torch.zeros(2, 4)).shape == (2, 4)
     with pytest.raises(ValueError, match="hidden_size"):
         FastGRNNCell(3, 0)
 

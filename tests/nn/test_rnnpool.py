@@ -503,3 +503,13 @@ def test_input_dtype_must_match_the_parameters(backend):
             m(torch.zeros(1, 3, 8, 8, dtype=dtype))
     x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
     assert m.double()(x).dtype == torch.float64
+
+
+@pytest.mark.skipif(not native_available(), reason="no compiled kernel")
+def test_native_backend_names_what_it_cannot_run():
+    wide = RNNPool2d(2, 520, 4, 4, 4, backend="native")
+    with pytest.raises(RuntimeError, match="hidden sizes up to 512, got 520"):
+        wide(torch.randn(1, 2, 8, 8))
+    m = RNNPool2d(2, 4, 4, 4, 4, backend="native")
+    with pytest.raises(RuntimeError, match="float32/float64 CPU input, got torch.bfloat16"):
+        m.to(torch.bfloat16)(torch.randn(1, 2, 8, 8, dtype=torch.bfloat16))

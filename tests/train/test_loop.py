@@ -142,6 +142,32 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, resume=True))
 
 
+def test_resume_warns_about_changed_settings_only(tmp_path, capsys):
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=1))
+    capsys.readouterr()
+    # More epochs and a new learning rate change the run; log_every and progress do not.
+    fit(TinyNet(), NoisyDataset(), ce_loss,
+        _cfg(tmp_path, epochs=2, lr=0.2, log_every=3, resume=True))
+    err = capsys.readouterr().err
+    assert "epochs 1 -> 2" in err and "lr 0.1 -> 0.2" in err
+    assert "log_every" not in err and "resume" not in err.split("settings")[1]
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=3, lr=0.2, resume=True))
+    assert "lr" not in capsys.readouterr().err  # the same settings as the last run's
+
+
+def test_resume_refuses_another_model(tmp_path):
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=1), model_name="tiny",
+        model_args={"width": 4})
+    with pytest.raises(ValueError, match="'tiny', not 'other'"):
+        fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, resume=True), model_name="other")
+    with pytest.raises(ValueError, match="model arguments"):
+        fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, resume=True), model_name="tiny",
+            model_args={"width": 8})
+    wider = nn.Sequential(nn.Flatten(), nn.Linear(3, 2))
+    with pytest.raises(ValueError, match="another architecture"):
+        fit(wider, NoisyDataset(), ce_loss, _cfg(tmp_path, resume=True))
+
+
 # --------------------------------------------------------------------------- DDP (gloo, CPU)
 
 def _ddp_worker(rank, world, port, out_dir, data):

@@ -188,7 +188,8 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
         calib_count: calibration images.
         ram_budget: RAM LENGTH of the linker script (the link fails beyond it).
         stack_bytes: stack reserved inside the budget.
-        n_images: test images run in the emulator (taken from the calibration set).
+        n_images: test images run in the emulator, taken from the calibration set (at most
+            as many as it has).
         workdir: keep the build here (default: a temporary folder).
         timeout: emulator timeout in seconds.
         check_host: also build for the host (ASan/UBSan) and compare.
@@ -210,6 +211,10 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
     work = Path(workdir)
     try:
         g, x = quantize_for_mcu(model, tuple(chw), calib, calib_count)
+        if not 1 <= n_images <= len(x):
+            raise ValueError(f"n_images (--images) must be 1 to the {len(x)} calibration "
+                             f"images the test images come from, got {n_images} (raise "
+                             "calib_count / --calib-count, or give a folder with more images)")
         g.meta["model"] = model_name
         from .decode import DecodeSpec
 
@@ -217,7 +222,7 @@ def mcu_report(model, chw: Sequence[int], *, model_name: str = "model", calib: s
         m = codegen.generate_c(g, work / "c", stream=stream, rnnpool_kernel=rnnpool_kernel,
                                rnnpool_rows=rnnpool_rows, decode=spec, max_boxes=max_boxes)
         t_in = g.tensor(m.input_name)
-        images = x[:max(1, n_images)]
+        images = x[:n_images]
         qs = [reference.quantize_input(im, t_in) for im in images]
         fw = runner.build_model_m4(m, work / "m4", ram_budget=ram_budget, stack_bytes=stack_bytes,
                                    profile=profile)

@@ -152,6 +152,10 @@ class FastGRNNCell(nn.Module):
             )
         if h is None:
             h = x.new_zeros(x.shape[0], self.hidden_size)
+        elif h.shape != (x.shape[0], self.hidden_size):
+            raise ValueError(f"FastGRNNCell expects state (B, {self.hidden_size}) = "
+                             f"{(x.shape[0], self.hidden_size)} for input {tuple(x.shape)}, "
+                             f"got {tuple(h.shape)}")
         return RF.fastgrnn_cell(x, h, self.params())
 
     def num_params(self) -> int:

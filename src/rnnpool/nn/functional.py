@@ -280,11 +280,26 @@ def _use_native(x: Tensor, cells: Sequence[FastGRNNParams], backend: str, traced
     ok = not traced and all(_native.supports(x, p.weight_hh.shape[0], p.gate, p.update)
                             for p in cells)
     if backend == "native" and not ok:
-        raise RuntimeError(
-            "backend='native' needs a float32/float64 CPU input outside tracing/compilation and "
-            f"the compiled kernel ({_native.native_status()})"
-        )
+        raise RuntimeError("backend='native' cannot run this call: "
+                           + _native_refusal(x, cells, traced))
     return ok
+
+
+def _native_refusal(x: Tensor, cells: Sequence[FastGRNNParams], traced: bool) -> str:
+    """Why the compiled kernels cannot run the sweeps of ``cells`` over ``x``."""
+    if not _native.native_available():
+        return f"the compiled kernel is unavailable ({_native.native_status()})"
+    if traced:
+        return "it does not run under tracing, ONNX export or torch.compile"
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return f"it needs a float32/float64 CPU input, got {x.dtype} on {x.device}"
+    for p in cells:
+        h = p.weight_hh.shape[0]
+        if h > _native.MAX_HIDDEN:
+            return f"it runs hidden sizes up to {_native.MAX_HIDDEN}, got {h}"
+        if p.gate not in _native.GATE_CODES or p.update not in _native.UPDATE_CODES:
+            return f"it does not know the activations {p.gate!r} / {p.update!r}"
+    return "unsupported case"
 
 
 def _scan(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tensor:
@@ -411,8 +426,10 @@ class _PermuteRows(torch.autograd.Function):
 
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
     def whole(i) -> bool:  # ints and NumPy ints, not bools
-        return isinstance(i, numbers.Integral) and not isinstance(i, bool)
+        return type(i) is int or (isinstance(i, numbers.Integral) and not isinstance(i, bool))
 
+    if type(v) is tuple and len(v) == 2 and type(v[0]) is int and type(v[1]) is int:
+        return v  # the common case (a module's own sizes), without the ABC checks below
     if whole(v):
         return int(v), int(v)
     if isinstance(v, (bool, str)) or not hasattr(v, "__iter__"):

@@ -132,7 +132,12 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
     best = -math.inf if config.metric_mode == "max" else math.inf
     if config.resume:
         ckpt = load_checkpoint(out_dir / "last.pt", map_location=device)
-        model.load_state_dict(ckpt["model"])
+        _check_resume(ckpt, out_dir / "last.pt", config, model_name, model_args, info)
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise ValueError(f"{out_dir / 'last.pt'} holds weights of another architecture than "
+                             f"the model being trained: {e}") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler") and use_amp:
             scaler.load_state_dict(ckpt["scaler"])
@@ -248,6 +253,31 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
 
 
 # ----------------------------------------------------------------------------------- helpers
+
+# Settings that do not change what a run computes: a resumed run may change them freely.
+_RESUME_FREE = frozenset({"resume", "out_dir", "log_every", "progress"})
+
+
+def _check_resume(ckpt: dict, path: Path, config: TrainConfig, model_name: Optional[str],
+                  model_args: Optional[dict], info: DistInfo) -> None:
+    """Refuse to resume another model's checkpoint; warn (main process) about settings that
+    differ from the checkpoint's, which make the run differ from an uninterrupted one."""
+    saved_name = ckpt.get("model_name")
+    if model_name is not None and saved_name is not None and saved_name != model_name:
+        raise ValueError(f"{path} was written while training {saved_name!r}, not {model_name!r}: "
+                         "resume with the same model or choose another --out-dir")
+    saved_args = ckpt.get("model_args")
+    if model_args is not None and saved_args is not None and dict(model_args) != saved_args:
+        raise ValueError(f"{path} was written with model arguments {saved_args}, not "
+                         f"{dict(model_args)}")
+    saved = ckpt.get("config") or {}
+    changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in asdict(config).items()
+               if k not in _RESUME_FREE and k in saved and saved[k] != v]
+    if changed and info.is_main:
+        print(f"warning: resuming {path} with settings that differ from the checkpoint's "
+              f"({', '.join(changed)}): the run will not match an uninterrupted one",
+              file=sys.stderr)
+
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
