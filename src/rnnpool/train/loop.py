@@ -267,7 +267,7 @@ def _check_resume(ckpt: dict, path: Path, config: TrainConfig, model_name: Optio
         raise ValueError(f"{path} was written while training {saved_name!r}, not {model_name!r}: "
                          "resume with the same model or choose another --out-dir")
     saved_args = ckpt.get("model_args")
-    if model_args is not None and saved_args is not None and dict(model_args) != saved_args:
+    if model_args is not None and saved_args and dict(model_args) != saved_args:  # {}: unknown
         raise ValueError(f"{path} was written with model arguments {saved_args}, not "
                          f"{dict(model_args)}")
     saved = ckpt.get("config") or {}
