@@ -367,3 +367,18 @@ def test_output_folder_that_is_a_file_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(ValueError, match="exists and is not a folder"):
         codegen.generate_c(g, target)
     assert target.read_text() == "keep me"
+
+
+def test_export_c_to_an_unwritable_place_is_a_clear_error(tmp_path, capsys):
+    from rnnpool.cli import main
+
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "c"  # under a file: no folder can be made there
+    assert main(["export-c", "fmnist_cnn_rnnpool", "--random-init", "--input", "28x28",
+                 "--calib-count", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnpool export-c: error:") and "Not a directory" in err
+    assert str(out) in err  # refused before quantizing (no PTQ warnings before it)
+    assert main(["export-c", "fmnist_cnn_rnnpool", "--random-init", "--input", "28x28",
+                 "--out", str(tmp_path / "file")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
