@@ -59,9 +59,12 @@ class RNNPool2d(nn.Module):
     are :class:`FastGRNNCell` s with zero initial state, shared by all patches.
 
     The patches are placed like a pooling layer's: ``kernel_size``, ``stride`` and ``padding``
-    take an int (same for height and width) or a pair ``(h, w)``. ``padding="same"`` pads by
-    ``(kernel - stride) / 2`` on each side so output cell centres sit on the stride grid and
-    ``H_out = ceil(H / stride)``.
+    take an int (same for height and width) or a pair ``(h, w)``. ``padding="same"`` gives
+    ``H_out = ceil(H / stride)``: it pads ``(H_out - 1) * stride + kernel - H`` in all, half on
+    each side (the odd pixel at the bottom / right), as TensorFlow's ``SAME`` does. When ``H``
+    is a multiple of the stride that is ``(kernel - stride) / 2`` a side and the output cell
+    centres sit on the stride grid; otherwise the extra padding, split the same way, moves
+    them off it by less than half a stride.
 
     The forward pass computes each pixel's input projection once and each row/column segment of
     RNN1 once, however many overlapping patches read it; it gives the same numbers as running
