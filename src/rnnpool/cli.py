@@ -54,12 +54,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError) as e:
+    # OSError: a missing input, an output path that cannot be written, a full disk.
+    except (CLIError, ValueError, OSError) as e:
         print(f"rnnpool {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a missing input, an output path that cannot be written, a full disk
-        where = f"{e.filename}: " if e.filename and str(e.filename) not in str(e) else ""
-        print(f"rnnpool {args.command}: error: {where}{e}", file=sys.stderr)
         return 2
 
 

@@ -1121,6 +1121,14 @@ def _header(m: CModel, prefix: str = "rnnpool_model") -> str:
     return "\n".join(lines)
 
 
+def output_folder(out_dir) -> Path:
+    """``out_dir`` as a path, refused (ValueError) when it exists and is not a folder."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} exists and is not a folder")
+    return out
+
+
 def generate_c(g, out_dir, *, stream: bool = True, rnnpool_kernel: str = "row",
                rnnpool_rows: int = 1, decode=None, max_boxes: int = 100,
                model: Optional[CModel] = None) -> CModel:
@@ -1135,9 +1143,7 @@ def generate_c(g, out_dir, *, stream: bool = True, rnnpool_kernel: str = "row",
     Returns:
         The :class:`CModel` with ``files`` set.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output folder {out} exists and is not a folder")
+    out = output_folder(out_dir)
     m = model or build_model(g, stream=stream, rnnpool_kernel=rnnpool_kernel,
                              rnnpool_rows=rnnpool_rows, decode=decode, max_boxes=max_boxes)
     out.mkdir(parents=True, exist_ok=True)

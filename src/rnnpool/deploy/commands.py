@@ -282,13 +282,10 @@ def quantize_for_mcu(model, chw, calib="synthetic", calib_count: int = 16):
 def _export_c(args: argparse.Namespace) -> int:
     import shutil
 
-    from .codegen import CSRC, KERNEL_DIR, generate_c, kernel_sources
+    from .codegen import CSRC, KERNEL_DIR, generate_c, kernel_sources, output_folder
 
     model, chw = _load(args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)  # before the quantization: fail fast
+    output_folder(args.out).mkdir(parents=True, exist_ok=True)  # before quantizing: fail fast
     g, _ = quantize_for_mcu(model, chw, args.calib, args.calib_count)
     g.meta["model"] = args.model
     from .decode import DecodeSpec

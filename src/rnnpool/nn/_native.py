@@ -171,17 +171,19 @@ def native_available() -> bool:
     return _load()[0] is not None
 
 
-def supports(x: Tensor, hidden: int, gate: str, update: str) -> bool:
-    """Whether :func:`scan` can run sweeps of ``hidden`` units on tensors like ``x`` (CPU,
-    float32/float64, known activations, ``hidden`` at most :data:`MAX_HIDDEN`)."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype in _CTYPES
-        and 0 < hidden <= MAX_HIDDEN
-        and gate in GATE_CODES
-        and update in UPDATE_CODES
-        and native_available()
-    )
+def unsupported(x: Tensor, hidden: int, gate: str, update: str) -> Optional[str]:
+    """Why :func:`scan` cannot run sweeps of ``hidden`` units on tensors like ``x``, or None
+    when it can (CPU, float32/float64, known activations, ``hidden`` at most
+    :data:`MAX_HIDDEN`, the kernel built)."""
+    if not native_available():
+        return f"the compiled kernel is unavailable ({native_status()})"
+    if x.device.type != "cpu" or x.dtype not in _CTYPES:
+        return f"it needs a float32/float64 CPU input, got {x.dtype} on {x.device}"
+    if not 0 < hidden <= MAX_HIDDEN:
+        return f"it runs hidden sizes up to {MAX_HIDDEN}, got {hidden}"
+    if gate not in GATE_CODES or update not in UPDATE_CODES:
+        return f"it does not know the activations {gate!r} / {update!r}"
+    return None
 
 
 def _scalar(v: Union[Tensor, float]) -> float:
@@ -417,8 +419,9 @@ def scan(src: Tensor, families: Sequence[tuple[Tensor, Optional[Tensor]]], u: Te
         :class:`ScanState` for :func:`scan_backward` (None unless ``save``).
     """
     hidden = u.shape[0]
-    if not supports(src, hidden, gate, update):
-        raise RuntimeError(f"the native scan cannot run this case ({native_status()})")
+    reason = unsupported(src, hidden, gate, update)
+    if reason:
+        raise RuntimeError(f"the native scan cannot run this case: {reason}")
     if sigmoid_form and (gate, update) != ("sigmoid", "tanh"):
         raise ValueError(f"sigmoid_form is for the sigmoid / tanh cell, not {gate} / {update}")
     cell = {"u": u, "bias_gate": bias_gate, "bias_update": bias_update, "w": w}

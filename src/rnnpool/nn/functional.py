@@ -277,29 +277,14 @@ def _use_native(x: Tensor, cells: Sequence[FastGRNNParams], backend: str, traced
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return False
-    ok = not traced and all(_native.supports(x, p.weight_hh.shape[0], p.gate, p.update)
-                            for p in cells)
-    if backend == "native" and not ok:
-        raise RuntimeError("backend='native' cannot run this call: "
-                           + _native_refusal(x, cells, traced))
-    return ok
-
-
-def _native_refusal(x: Tensor, cells: Sequence[FastGRNNParams], traced: bool) -> str:
-    """Why the compiled kernels cannot run the sweeps of ``cells`` over ``x``."""
-    if not _native.native_available():
-        return f"the compiled kernel is unavailable ({_native.native_status()})"
     if traced:
-        return "it does not run under tracing, ONNX export or torch.compile"
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return f"it needs a float32/float64 CPU input, got {x.dtype} on {x.device}"
-    for p in cells:
-        h = p.weight_hh.shape[0]
-        if h > _native.MAX_HIDDEN:
-            return f"it runs hidden sizes up to {_native.MAX_HIDDEN}, got {h}"
-        if p.gate not in _native.GATE_CODES or p.update not in _native.UPDATE_CODES:
-            return f"it does not know the activations {p.gate!r} / {p.update!r}"
-    return "unsupported case"
+        reason: Optional[str] = "it does not run under tracing, ONNX export or torch.compile"
+    else:
+        reason = next(filter(None, (_native.unsupported(x, p.weight_hh.shape[0], p.gate, p.update)
+                                    for p in cells)), None)
+    if backend == "native" and reason:
+        raise RuntimeError(f"backend='native' cannot run this call: {reason}")
+    return reason is None
 
 
 def _scan(src: Tensor, idx: Tensor, p: FastGRNNParams, m: _CellMatrices) -> Tensor:
