@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
@@ -90,20 +90,21 @@ class ImageFolder(Dataset):
         return (self.transform(img) if self.transform is not None else img), label
 
 
+def _read_image(path: Union[str, os.PathLike], read: Callable[[Image.Image], Any]) -> Any:
+    """``read`` of the opened image file; a broken file raises ``ValueError`` naming it."""
+    try:
+        with Image.open(path) as im:
+            return read(im)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
+
+
 def image_size(path: Union[str, os.PathLike]) -> Tuple[int, int]:
     """``(width, height)`` of an image file from its header; a broken file raises
     ``ValueError`` naming it."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+    return _read_image(path, lambda im: im.size)
 
 
 def load_rgb(path: str) -> Image.Image:
     """Open an image file as RGB; a broken file raises ``ValueError`` naming it."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
+    return _read_image(path, lambda im: im.convert("RGB"))
