@@ -229,3 +229,10 @@ def test_native_scan_refuses_mixed_dtypes():
     proj = torch.randn(24, 5)
     with pytest.raises(ValueError, match="src is torch.float32 but .*'u': torch.float64"):
         _native.scan(proj, [(torch.arange(24).view(6, 4), None)], **_native_cell(p))
+
+
+def test_rank_must_be_a_positive_int_not_a_bool():
+    # True passed the check (bool is an int) and failed inside torch.empty.
+    for name in ("w_rank", "u_rank"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive int or None, got True"):
+            FastGRNNCell(3, 4, **{name: True})

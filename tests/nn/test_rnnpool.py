@@ -513,3 +513,56 @@ def test_native_backend_names_what_it_cannot_run():
     m = RNNPool2d(2, 4, 4, 4, 4, backend="native")
     with pytest.raises(RuntimeError, match="float32/float64 CPU input, got torch.bfloat16"):
         m.to(torch.bfloat16)(torch.randn(1, 2, 8, 8, dtype=torch.bfloat16))
+
+
+def test_functional_rejects_non_positive_kernel_and_stride():
+    # The module checked these, rnnpool2d itself did not: ZeroDivisionError or an arange error.
+    from rnnpool.nn.functional import rnnpool2d, rnnpool2d_output_size
+
+    m = RNNPool2d(3, 4, 4, 2)
+    x = torch.randn(1, 3, 8, 8)
+    p1, p2 = m.rnn1.params(), m.rnn2.params()
+    for k, s, name in ((2, 0, "stride"), (0, 1, "kernel_size"), ((-2, 2), 1, "kernel_size"),
+                       (2, (1, -1), "stride")):
+        with pytest.raises(ValueError, match=f"{name} must be positive"):
+            rnnpool2d(x, p1, p2, k, s)
+        with pytest.raises(ValueError, match=f"{name} must be positive"):
+            rnnpool2d_output_size((8, 8), k, s, "same")
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_functional_rnn2_input_must_be_rnn1_state(backend):
+    from rnnpool.nn.functional import rnnpool2d
+
+    a, b = RNNPool2d(3, 4, 4, 2), RNNPool2d(3, 5, 4, 2)
+    with pytest.raises(ValueError, match="rnn2 reads 5 features but rnn1 has 4"):
+        rnnpool2d(torch.randn(1, 3, 8, 8), a.rnn1.params(), b.rnn2.params(), 2, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_parameters_on_another_device_than_the_input_are_refused(backend):
+    # The compiled kernel read the parameters' data pointers whatever their device: parameters
+    # off the CPU (here on "meta") with a CPU input crashed the process (segmentation fault).
+    m = RNNPool2d(3, 4, 4, 2, backend=backend).to("meta")
+    with pytest.raises(RuntimeError, match="input on cpu but its parameters on meta"):
+        m(torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_autocast_runs_in_the_parameters_dtype(backend, dtype):
+    # Under autocast the torch path failed inside its projections (dtype errors), and a
+    # bfloat16 input (what autocast's convolutions give) failed on every backend.
+    torch.manual_seed(0)
+    m = RNNPool2d(3, 4, 5, (3, 2), (2, 1), 1, backend=backend)
+    x = torch.randn(2, 3, 7, 6).to(dtype).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    y.sum().backward()
+    p1, p2 = (c.params()._replace(**{f: getattr(c.params(), f).double().detach() for f in
+                                     ("weight_ih", "weight_hh", "bias_gate", "bias_update")})
+              for c in (m.rnn1, m.rnn2))
+    ref = rnnpool_reference(x.detach().double(), p1, p2, m.kernel_size, m.stride,
+                            (1, 1, 1, 1))
+    assert y.dtype == torch.float32 and x.grad.dtype == dtype
+    assert (y.double() - ref).abs().max() < 1e-5

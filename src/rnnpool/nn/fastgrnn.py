@@ -77,7 +77,7 @@ class FastGRNNCell(nn.Module):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         for name, v in (("w_rank", w_rank), ("u_rank", u_rank)):
-            if v is not None and (not isinstance(v, int) or v <= 0):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}")
         if gate not in RF.GATES:
             raise ValueError(f"gate must be one of {sorted(RF.GATES)}, got {gate!r}")

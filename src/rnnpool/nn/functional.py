@@ -436,6 +436,9 @@ def rnnpool2d_padding(
     """
     kh, kw = _pair(kernel_size, "kernel_size")
     sh, sw = _pair(stride, "stride")
+    for name, v in (("kernel_size", (kh, kw)), ("stride", (sh, sw))):
+        if min(v) <= 0:
+            raise ValueError(f"{name} must be positive, got {v}")
     if isinstance(padding, str):
         if padding != "same":
             raise ValueError(f"padding must be an int, a pair of ints or 'same', got {padding!r}")
@@ -761,6 +764,8 @@ def rnnpool2d(
     Returns:
         ``(N, 4 * h2, H_out, W_out)``, channels ``[row-fwd, row-rev, col-fwd, col-rev]``.
 
+    Under autocast the input is cast to the parameters' dtype and the layer runs in it.
+
     Under ``torch.compile`` the layer runs outside the compiled graph (a graph break, so
     ``fullgraph=True`` is not supported): Inductor compiled the backward of the torch-op
     sweeps wrongly in torch 2.13 (input and cell gradients off by more than their size at
@@ -787,8 +792,22 @@ def _rnnpool2d(input: Tensor, rnn1: FastGRNNParams, rnn2: FastGRNNParams, kernel
             f"RNNPool expects {rnn1.weight_ih.shape[1]} input channels, got {c} "
             f"(input shape {tuple(input.shape)})"
         )
+    if rnn2.weight_ih.shape[1] != rnn1.weight_hh.shape[0]:
+        raise ValueError(f"rnn2 reads {rnn2.weight_ih.shape[1]} features but rnn1 has "
+                         f"{rnn1.weight_hh.shape[0]} hidden units")
+    devices = {t.device for p in (rnn1, rnn2) for t in p[:6] if isinstance(t, Tensor)}
+    if devices != {input.device}:  # the compiled kernel would read them as CPU memory
+        raise RuntimeError(f"RNNPool input on {input.device} but its parameters on "
+                           f"{', '.join(sorted(str(d) for d in devices))}")
+    if (torch.amp.is_autocast_available(input.device.type)
+            and torch.is_autocast_enabled(input.device.type)):
+        # Autocast would cast some products of the sweeps and not others: run the layer in
+        # its parameters' dtype.
+        with torch.autocast(input.device.type, enabled=False):
+            return _rnnpool2d(input.to(rnn1.weight_ih.dtype), rnn1, rnn2, kernel_size, stride,
+                              padding, padding_mode, backend)
     dtypes = {t.dtype for p in (rnn1, rnn2) for t in p[:4]}
-    if (dtypes != {input.dtype} and not torch.is_autocast_enabled(input.device.type)):
+    if dtypes != {input.dtype}:
         raise TypeError(f"RNNPool input dtype {input.dtype} does not match its parameters' "
                         f"{', '.join(sorted(str(d) for d in dtypes))} (convert one to the other)")
     ho, wo = rnnpool2d_output_size((h, w), (kh, kw), (sh, sw), padding)
