@@ -59,6 +59,18 @@ def test_malformed_lines_name_file_and_line(tmp_path, text, line, what):
         parse_wider_annotations(p)
 
 
+def test_zero_count_followed_by_a_real_face_is_an_error(tmp_path):
+    # Only the all-zero placeholder line may follow a count of 0; a real face line there is a
+    # malformed file and must not be swallowed (its face would be lost without a word).
+    p = tmp_path / "bad_gt.txt"
+    p.write_text("a/x.jpg\n0\n10 20 30 40 0 0 0 0 0 0\nb/y.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n")
+    with pytest.raises(WiderAnnotationError, match=r"bad_gt\.txt, line 3: .*image path"):
+        parse_wider_annotations(p)
+    p.write_text("a/x.jpg\n0\n0 0 0 0 0 0 0 0 0 0\nb/y.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n")
+    recs = parse_wider_annotations(p)
+    assert [(n, f.shape) for n, f in recs] == [("a/x.jpg", (0, 10)), ("b/y.jpg", (1, 10))]
+
+
 def test_missing_annotation_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         parse_wider_annotations(tmp_path / "nope.txt")

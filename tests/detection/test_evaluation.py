@@ -164,6 +164,20 @@ def test_malformed_prediction_file_named(tmp_path):
     assert read_wider_prediction(p).shape == (2, 5)
 
 
+def test_more_box_lines_than_announced_is_an_error(tmp_path):
+    # The public port reads every line after the count (2 boxes here); silently keeping only the
+    # announced first one would change the AP. A mismatched count must name the file and line.
+    p = tmp_path / "x.txt"
+    p.write_text("x\n1\n1 2 3 4 0.5\n5 6 7 8 0.9\n")
+    with pytest.raises(ValueError, match=r"x\.txt, line 2: announces 1 boxes but 2 box lines"):
+        read_wider_prediction(p)
+    p.write_text("x\n0\n1 2 3 4 0.5\n")
+    with pytest.raises(ValueError, match=r"x\.txt, line 2: announces 0 boxes but 1 box lines"):
+        read_wider_prediction(p)
+    p.write_text("x\n2\n1 2 3 4 0.5\n5 6 7 8 0.9\n\n\n")  # trailing blank lines are fine
+    assert read_wider_prediction(p).tolist() == [[1, 2, 3, 4, 0.5], [5, 6, 7, 8, 0.9]]
+
+
 def _reference_ap(preds, gts, keeps, iou_thresh=0.5):
     """Literal per-detection / per-threshold loops written from the protocol definition."""
     scores = [d[4] for p in preds for d in p]

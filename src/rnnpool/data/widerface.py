@@ -133,7 +133,9 @@ def parse_wider_annotations(path: PathLike) -> List[Tuple[str, np.ndarray]]:
         i += 2
         if count == 0:
             # The official files put one all-zero line after a zero count; accept its absence.
-            if i < n and lines[i] and face_line(i) is not None:
+            # Any other line is left for the next block (a real face there is an error).
+            row = face_line(i) if i < n and lines[i] else None
+            if row is not None and not row.any():
                 i += 1
             out.append((name, np.zeros((0, 10), dtype=np.float64)))
             continue

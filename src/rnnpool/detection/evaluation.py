@@ -261,7 +261,7 @@ def read_wider_prediction(path: PathLike) -> np.ndarray:
     if not value.is_integer():
         raise ValueError(f"{path}, line 2: expected the number of boxes, got {lines[1]!r}")
     count = int(value)
-    if count < 0 or len(lines) - 2 < count:
+    if count < 0 or len(lines) - 2 != count:
         raise ValueError(
             f"{path}, line 2: announces {count} boxes but {len(lines) - 2} box lines follow"
         )
