@@ -96,3 +96,35 @@ def test_dead_input_of_a_conv_is_named():
     model = nn.Sequential(c1, nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
     with pytest.raises(UnsupportedLayerError, match="was zero on every calibration image"):
         quantize_model(model, torch.randn(8, 1, 8, 8))
+
+
+def test_all_zero_weight_channel_keeps_its_bias_at_output_resolution():
+    # A pruned channel (all weights zero) outputs its bias only. Quantizing that bias at the
+    # input's step (0.078 here) put it 7 output steps off; it must be within half a step.
+    conv = nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[1] = 0.01
+        conv.bias.copy_(torch.tensor([0.3, 0.3]))
+    model = nn.Sequential(conv).eval()
+    x = torch.linspace(-10.0, 10.0, 8 * 16).reshape(8, 1, 4, 4)  # input range [-10, 10]
+    g = quantize_model(model, x)
+    out = g.tensor(g.ops[0].outputs[0])
+    y = R.run(g, R.quantize_input(x[:1], g.tensor(g.inputs[0])))[out.name]
+    real = out.scale * (y[..., 0].astype(np.float64) - out.zero_point)
+    assert np.abs(real - 0.3).max() <= 0.5 * out.scale + 1e-12
+
+
+def test_all_zero_weight_channel_with_a_dead_output_quantizes():
+    # Zero weights, negative bias, ReLU: the output is 0 on every image (a zero-range tensor).
+    # The channel's multiplier must not be in_scale / out_scale (far above 2**30).
+    conv = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.fill_(-0.3)
+    model = nn.Sequential(conv, nn.ReLU()).eval()
+    x = torch.linspace(-10.0, 10.0, 8 * 16).reshape(8, 1, 4, 4)
+    g = quantize_model(model, x)
+    out = g.tensor(g.ops[0].outputs[0])
+    y = R.run(g, R.quantize_input(x[:1], g.tensor(g.inputs[0])))[out.name]
+    assert (y == out.zero_point).all()  # real 0

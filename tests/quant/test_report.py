@@ -65,3 +65,20 @@ def test_output_agreement_of_a_map_output():
     agree = output_agreement(m, g, x[12:])[g.outputs[0]]
     assert math.isclose(agree["max_abs"], max(errs), rel_tol=1e-6)
     assert agree["max_abs"] < 0.05  # int8 noise, not a scrambled layout
+
+
+def test_layer_errors_of_an_all_zero_float_activation():
+    # relu(x - 0.5) at x = 0.5: the float activation is exactly 0, but the int8 input 0.5 rounds
+    # to 128/255, so the int8 output is one step (0.5/255) above it: no signal, some noise.
+    conv = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(-0.5)
+    model = nn.Sequential(conv, nn.ReLU()).eval()
+    g = quantize_model(model, torch.linspace(0, 1, 128).reshape(8, 1, 4, 4))
+    rows = layer_errors(model, g, torch.full((1, 1, 4, 4), 0.5))
+    r = rows[-1]
+    assert r["float_range"] == 0.0
+    assert math.isclose(r["max_abs"], 0.5 / 255, rel_tol=1e-3)
+    assert r["snr_db"] == -math.inf
+    assert "-inf" in format_layer_errors(rows)

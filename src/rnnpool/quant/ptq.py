@@ -224,10 +224,14 @@ def _quantize_conv(name, inp: ir.QTensor, out: ir.QTensor, w: Tensor, b: Tensor,
     w = w.double()
     c_out = w.shape[0]
     amax = w.abs().reshape(c_out, -1).amax(1).numpy()
-    w_scale = np.where(amax > 0, amax / 127.0, 1.0)
+    # An all-zero output channel (pruned, or a BatchNorm with zero gain) computes only its bias:
+    # quantize that bias at the output's step (multiplier 1), not at the input's. Beyond 2**24
+    # output steps the output saturates either way.
+    w_scale = np.where(amax > 0, amax / 127.0, out.scale / inp.scale)
     wq = np.clip(np.round(w.numpy() / w_scale[:, None, None, None]), -127, 127).astype(np.int8)
     bias_scale = inp.scale * w_scale
     bq = np.round(b.numpy() / bias_scale)
+    bq = np.where(amax > 0, bq, np.clip(bq, -(2**24), 2**24))
     if np.abs(bq).max(initial=0) >= 2**31:
         hint = ""
         if 255 * inp.scale < 1e-6:  # the calibration range of a tensor that was always zero

@@ -100,7 +100,8 @@ def layer_errors(model: nn.Module, g: ir.QGraph, images) -> list[dict]:
             "mean_abs": a["sum_abs"] / max(a["n"], 1),
             "float_range": a["hi"] - a["lo"],
             "scale": g.tensor(name).scale,
-            "snr_db": 10 * math.log10(a["sig"] / a["noise"]) if a["noise"] > 0 else math.inf,
+            "snr_db": (math.inf if a["noise"] == 0 else -math.inf if a["sig"] == 0
+                       else 10 * math.log10(a["sig"] / a["noise"])),
         })
     return rows
 
