@@ -390,3 +390,29 @@ def test_prop1_bound_vs_exhaustive_search():
     assert bound == 2 * 1 * 1 * (2 - 1)
     assert bound <= best <= row_by_row
     assert best == row_by_row == 11  # the row-by-row schedule is optimal here
+
+
+# ---- face detector peak; inputs the model cannot run --------------------------------------
+def test_face_quant_int8_peak_is_the_papers_225kb():
+    # SPEC §5: RNNPool-Face-Quant at 640x480, int8: 225 KB = (80*60*32 + 80*60*16) B, the first
+    # bottleneck. Its first head reads the 320x240 map through L2Norm, a per-pixel layer, so
+    # that map (and the image) is computed window by window, never whole.
+    p = profile_model("rnnpool_face_quant", (480, 640), 1)
+    assert p.peak_bytes == 80 * 60 * 32 + 80 * 60 * 16 == 225 * 1024
+    assert p.peak_layer == "backbone.layers.3.0"
+
+
+def test_profile_rejects_inputs_the_model_cannot_run(capsys):
+    # the tracer skips convolution arithmetic; it must still refuse what the model refuses
+    from rnnpool.models import create_model
+
+    with pytest.raises(RuntimeError):
+        create_model("mobilenetv2")(torch.zeros(1, 5, 64, 64))  # eager PyTorch: 3 channels
+    with pytest.raises(RuntimeError, match="3 input channels"):
+        profile_model("mobilenetv2", 64, in_chans=5)
+    with pytest.raises(RuntimeError, match="8 input channels"):  # depthwise: groups = 8
+        profile_model(nn.Sequential(nn.Conv2d(4, 6, 1), nn.Conv2d(8, 8, 3, groups=8)), 16)
+    p = profile_model(nn.Sequential(nn.Conv2d(4, 8, 1), nn.Conv2d(8, 8, 3, groups=8)), 16)
+    assert p.madds == 16 * 16 * 8 * 4 + 14 * 14 * 8 * 9  # the matching one still runs
+    assert main(["profile", "mobilenetv2", "--input", "64", "--in-chans", "5"]) == 2
+    assert "3 input channels" in capsys.readouterr().err

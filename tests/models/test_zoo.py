@@ -113,3 +113,25 @@ def test_same_pooling_matches_definition():
     assert torch.allclose(y[0, :, 4, 4], x[0, :, 7:9, 7:9].mean((-1, -2)))
     z = SamePool2d("max", 6, 4)(torch.randn(1, 1, 112, 112))
     assert z.shape == (1, 1, 28, 28)
+
+
+def test_unknown_model_suggests_close_names():
+    for name, close, far in [("MobileNetV2", "mobilenetv2_rnnpool", "densenet121"),
+                             ("resnet34", "resnet18", "googlenet"),
+                             ("densnet121", "densenet121", "mobilenetv2"),
+                             ("mobilenetv3", "mobilenetv2", "resnet18")]:
+        with pytest.raises(ValueError, match=f"unknown model '{name}'") as e:
+            create_model(name)
+        known = str(e.value).split("known models: ")[1].split(", ")
+        assert close in known and far not in known
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "10", True])
+def test_num_classes_is_validated(bad):
+    for name in ("mobilenetv2_rnnpool", "vww_mobilenetv2", "resnet18", "mobilenetv1"):
+        with pytest.raises(ValueError, match="num_classes must be an int >= 0"):
+            create_model(name, num_classes=bad)
+    m = create_model("vww_mobilenetv2", num_classes=0)
+    assert m(torch.randn(1, 3, 96, 96)).shape == (1, 320)
+    with pytest.raises(ValueError, match="num_classes"):
+        m.reset_classifier(-2)

@@ -329,6 +329,12 @@ class _Tracer(TorchDispatchMode):
 
 def _conv_shape_only(x: Tensor, w: Tensor, _b: Any, stride: Any, padding: Any,
                      dilation: Any, *_rest: Any) -> Tensor:
+    groups = int(_rest[2]) if len(_rest) > 2 else 1
+    if x.shape[1] != w.shape[1] * groups:  # what the real convolution would reject
+        raise RuntimeError(
+            f"convolution with weight {tuple(w.shape)} and groups={groups} expects "
+            f"{w.shape[1] * groups} input channels, got input {tuple(x.shape)}"
+        )
     dims = x.dim() - 2
     size = [x.shape[0], w.shape[0]]
     for i in range(dims):

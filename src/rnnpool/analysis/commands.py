@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ..cli import CLIError
     from ..models import is_model, list_models
+    from ..models._registry import unknown_model_message
     from .profile import compare, format_bytes, plot_memory, profile_model
 
     if args.list:
@@ -48,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError("give either MODEL or --compare A B, not both")
     for n in names:
         if not is_model(n):
-            raise CLIError(f"unknown model {n!r}; known models: {', '.join(list_models())}")
+            raise CLIError(unknown_model_message(n))
     try:
         profiles = [
             profile_model(n, args.input, args.bytes, num_classes=args.num_classes,

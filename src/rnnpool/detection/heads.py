@@ -30,6 +30,10 @@ class L2Norm(nn.Module):
         [6.0, 8.0]
     """
 
+    # Per pixel (across channels at one position): the memory analysis may compute it window
+    # by window, like an activation (rnnpool.analysis; docs/models.md).
+    elementwise = True
+
     def __init__(self, channels: int, scale: float, eps: float = 1e-10) -> None:
         super().__init__()
         self.channels, self.scale, self.eps = channels, float(scale), eps

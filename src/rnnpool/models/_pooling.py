@@ -16,6 +16,7 @@ layers in front of them be computed window by window, as for RNNPool (SPEC §2).
 from __future__ import annotations
 
 import functools
+import numbers
 import types
 from typing import Callable, Optional, Sequence, Union
 
@@ -292,7 +293,12 @@ class ClassifierMixin:
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for ``num_classes`` (0: features only)."""
-        self.num_classes = num_classes
+        if (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+                or num_classes < 0):
+            raise ValueError(
+                f"num_classes must be an int >= 0 (0: no classifier), got {num_classes!r}"
+            )
+        self.num_classes = num_classes = int(num_classes)
         self.classifier = (  # type: ignore[assignment]
             nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from typing import Any, Callable, Dict, List
 
@@ -43,9 +44,18 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """
     _import_families()
     if name not in _MODELS:
-        close = [n for n in _MODELS if name.split("_")[0] in n] or sorted(_MODELS)
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(close))}")
+        raise ValueError(unknown_model_message(name))
     return _MODELS[name](**kwargs)
+
+
+def unknown_model_message(name: str) -> str:
+    """The error for an unregistered ``name``: the registered names close to it (same family
+    prefix, or similar spelling ignoring case), or all of them when none is."""
+    _import_families()
+    key = name.lower()
+    close = {n for n in _MODELS if key.split("_")[0] in n}
+    close.update(difflib.get_close_matches(key, list(_MODELS), n=5, cutoff=0.6))
+    return f"unknown model {name!r}; known models: {', '.join(sorted(close or _MODELS))}"
 
 
 def _import_families() -> None:
