@@ -47,3 +47,34 @@ def test_plain_folder_and_broken_image(tmp_path):
     assert np.asarray(ds[0][0]).shape == (30, 40, 3)
     with pytest.raises(ValueError, match="broken.jpg"):
         ds[2]
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
+    # PIL's convert("RGB") clipped 16-bit grey to 255; expected: the high byte (v >> 8), by
+    # hand: 0 -> 0, 32896 -> 128, 40000 -> 156, 65535 -> 255 (and 100 -> 0).
+    from rnnpool.data.imagefolder import load_rgb
+
+    values = np.array([[0, 32896, 40000, 65535, 100]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I;16")
+    rgb = np.asarray(load_rgb(str(tmp_path / "g16.png")))
+    assert rgb.shape == (1, 5, 3)
+    assert rgb[0, :, 0].tolist() == [0, 128, 156, 255, 0]
+    assert (rgb == rgb[..., :1]).all()
+
+
+def test_negative_limits_are_an_error_not_a_dropped_image(tmp_path):
+    # A limit of -1 used to slice [:-1] and silently drop the last image of every class.
+    for c in ("a", "b"):
+        for i in range(3):
+            _img(tmp_path / "train" / c / f"{i}.png", 10 * i)
+            _img(tmp_path / "val" / c / f"{i}.png", 10 * i)
+    with pytest.raises(ValueError, match="limit"):
+        ImageFolder(tmp_path / "train", limit_per_class=-1)
+    for kw in ({"train_limit": -1}, {"val_limit": -2}, {"image_size": 0},
+               {"resize_size": -5}):
+        with pytest.raises(ValueError, match="|".join(kw)):
+            build_datasets(DataSpec("imagefolder", str(tmp_path), image_size=16, **kw)
+                           if "image_size" not in kw else DataSpec("imagefolder", str(tmp_path),
+                                                                   **kw))
+    assert len(ImageFolder(tmp_path / "train", limit_per_class=3)) == 6  # all 3 per class

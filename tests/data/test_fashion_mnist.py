@@ -73,3 +73,22 @@ def test_debian_package_files():
     assert len(test) == 10000
     assert test[0][1] == 9  # the first test image is an ankle boot
     assert torch.bincount(test.targets).tolist() == [1000] * 10
+
+
+def test_negative_limit_is_an_error_not_a_dropped_image(tmp_path):
+    _fake_root(tmp_path, n=5)
+    assert len(FashionMNIST(tmp_path, "train", limit=5)) == 5
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        FashionMNIST(tmp_path, "train", limit=-1)  # used to give 4 of the 5 images
+
+
+def test_wrong_image_shape_or_negative_label_is_named(tmp_path):
+    _fake_root(tmp_path, n=4)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((4, 20, 20)))
+    with pytest.raises(ValueError, match=r"train images are uint8 \(20, 20\), expected uint8"):
+        FashionMNIST(tmp_path, "train")
+    labels = np.array([0, -1, 2, 3], np.int8)  # IDX type 0x09 (int8)
+    header = bytes([0, 0, 0x09, 1]) + struct.pack(">I", 4)
+    gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb").write(header + labels.tobytes())
+    with pytest.raises(ValueError, match="label -1 out of range 0..9"):
+        FashionMNIST(tmp_path, "test")

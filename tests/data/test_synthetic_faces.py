@@ -173,3 +173,12 @@ def test_cli(tmp_path):
     )
     with pytest.raises(SystemExit):
         main(["make-faces", str(tmp_path / "e"), "--size", "big"])
+
+
+@pytest.mark.parametrize("count", [0, -1])
+def test_max_faces_per_image_below_one_is_named(tmp_path, count):
+    # Used to fail deep in numpy with a bare "low >= high" (or not at all for an image drawn
+    # empty).
+    with pytest.raises(ValueError, match=f"max_faces_per_image must be >= 1, got {count}"):
+        make_faces(tmp_path / "d", num_train=1, num_val=0, image_size=(120, 90),
+                   face_range=(12, 30), max_faces_per_image=count)

@@ -118,3 +118,11 @@ def test_broken_vww_info_is_named(tmp_path):
     (tmp_path / "vww_info.json").write_text(json.dumps({"counts": {}}))
     with pytest.raises(ValueError, match=r"vww_info\.json: no 'coco_dir'"):
         VisualWakeWords(tmp_path, "val")
+
+
+def test_negative_limit_is_an_error_not_a_dropped_image(tmp_path):
+    coco = _coco_dir(tmp_path / "coco")
+    make_vww(coco, tmp_path / "vww")
+    assert len(VisualWakeWords(tmp_path / "vww", "val")) == 2
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        VisualWakeWords(tmp_path / "vww", "val", limit=-1)  # used to give 1 of the 2 images

@@ -165,6 +165,21 @@ def test_train_detector_sparsity_and_resume(tmp_path, faces_root):
     assert abs((w2 != 0).float().mean().item() - 0.3) < 0.01
 
 
+def test_train_detector_with_the_same_seed_is_reproducible(tmp_path, faces_root):
+    # The reference is a second, identical run from another process RNG state: --seed must fix
+    # the initial weights too, not only what fit() draws.
+    states = []
+    for run in ("a", "b"):
+        torch.manual_seed(1000 + ord(run))
+        assert main(["train-detector", "--model", "rnnpool_face_m4", "--data", str(faces_root),
+                     "--size", "64", "--batch-size", "2", "--max-steps-per-epoch", "1",
+                     "--eval-images", "0", "--epochs", "1", "--seed", "3", "--no-progress",
+                     "--out-dir", str(tmp_path / run)]) == 0
+        states.append(torch.load(tmp_path / run / "last.pt", weights_only=False)["model"])
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
 def test_train_detector_bad_model(tmp_path, faces_root, capsys):
     assert (
         main(["train-detector", "--model", "mobilenetv2_rnnpool", "--data", str(faces_root)]) == 2

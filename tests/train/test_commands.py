@@ -103,3 +103,53 @@ def test_demo_step_gives_a_trained_accuracy(capsys):
     r = demo_step(limit=200)
     assert r["n"] == 200 and r["acc"] > 0.8  # the full test set gives 90.1 %
     assert "top-1" in capsys.readouterr().out
+
+
+def test_train_with_the_same_seed_is_reproducible(tmp_path):
+    # The reference is a second, identical run: --seed must fix the model's initial weights
+    # too (they used to come from the unseeded global RNG, so no two runs matched).
+    _fake_imagenet10(tmp_path / "in")
+    states = []
+    for run in ("a", "b"):
+        torch.manual_seed(len(run) * 1000 + ord(run))  # different process RNG state per run
+        assert main(["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "in"),
+                     "--imagenet10", "--image-size", "16", "--model-arg", "in_chans=3",
+                     "--epochs", "1", "--batch-size", "4", "--no-progress", "--seed", "5",
+                     "--out-dir", str(tmp_path / run)]) == 0
+        states.append(load_checkpoint(tmp_path / run / "last.pt")["model"])
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--eval-batch-size", "0"], "--eval-batch-size must be >= 1"),
+    (["--train-limit", "-1"], "train_limit must be >= 0"),
+    (["--val-limit", "-1"], "val_limit must be >= 0"),
+    (["--image-size", "0"], "image_size must be >= 1"),
+    (["--warmup-epochs", "-1"], "warmup_epochs must be >= 0"),
+])
+def test_out_of_range_arguments_fail_before_training(tmp_path, capsys, extra, message):
+    # Each used to train (silently dropping images or with a wrong lr schedule) or to fail
+    # after the first epoch, some with a traceback from inside torch.
+    _fake_imagenet10(tmp_path / "in")
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "in"),
+               "--imagenet10", "--image-size", "16", "--model-arg", "in_chans=3", "--epochs",
+               "1", "--batch-size", "4", "--no-progress", "--out-dir", str(out)] + extra)
+    captured = capsys.readouterr()
+    assert rc == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"rnnpool train: error: {message}, got ")
+    assert not out.exists()
+
+
+def test_evaluate_negative_limit_is_an_error(tmp_path, capsys):
+    _fake_imagenet10(tmp_path / "in")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "in"),
+                 "--imagenet10", "--image-size", "16", "--model-arg", "in_chans=3", "--epochs",
+                 "1", "--batch-size", "4", "--no-progress", "--out-dir", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "last.pt"), "--limit", "-1"]) == 2  # was: 9 of 10 images
+    assert "val_limit must be >= 0, got -1" in capsys.readouterr().err

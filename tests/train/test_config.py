@@ -27,3 +27,14 @@ def test_bad_values_name_the_field():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="unknown TrainConfig fields: bogus"):
         config_from_dict({"bogus": 1})
+
+
+def test_negative_warmup_or_min_lr_is_refused():
+    # By hand: warm-up -1 epoch of 4 steps in an 8-step run started the cosine at
+    # 0.1 * (1 + cos(pi * 4/12)) / 2 = 0.075 instead of the peak 0.1, and min_lr -0.05 drove the
+    # lr below 0 (gradient ascent) in the second half; both were accepted silently.
+    with pytest.raises(ValueError, match="warmup_epochs must be >= 0"):
+        TrainConfig(warmup_epochs=-1)
+    with pytest.raises(ValueError, match="min_lr must be >= 0"):
+        TrainConfig(min_lr=-0.05)
+    assert TrainConfig(warmup_epochs=0, min_lr=0).min_lr == 0

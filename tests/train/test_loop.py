@@ -142,6 +142,16 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, resume=True))
 
 
+def test_resume_from_weights_without_training_state_is_a_clear_error(tmp_path):
+    # An exported (deployable) copy dropped as last.pt has no optimizer: used to be a KeyError.
+    from rnnpool.train.checkpoint import export_weights
+
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path / "a", epochs=1))
+    export_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+    with pytest.raises(ValueError, match=r"last\.pt: not a training checkpoint.*optimizer"):
+        fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path / "b", resume=True))
+
+
 def test_resume_warns_about_changed_settings_only(tmp_path, capsys):
     fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=1))
     capsys.readouterr()

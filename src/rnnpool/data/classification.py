@@ -61,6 +61,12 @@ class DataSpec:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"unknown data format {self.format!r}; known: {', '.join(FORMATS)}")
+        for name in ("image_size", "resize_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("train_limit", "val_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.resize_size is None:
             self.resize_size = int(round(self.image_size * 256 / 224))
         if self.scale is None:

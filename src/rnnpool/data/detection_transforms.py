@@ -30,7 +30,6 @@ seeds of ``DataLoader`` apply.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -39,6 +38,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from .imagefolder import load_rgb  # re-exported: the one image reader of the data loaders
 
 __all__ = [
     "load_rgb",
@@ -64,17 +65,6 @@ LUMA = (0.299, 0.587, 0.114)
 _DEFAULT_ANCHORS = (16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 
 ImageLike = Union[Image.Image, np.ndarray]
-
-
-def load_rgb(path: Union[str, os.PathLike]) -> Image.Image:
-    """Open an image file as an RGB ``PIL.Image`` (decoded now, file closed)."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except (OSError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from None
 
 
 def _to_float_array(image: ImageLike) -> np.ndarray:

@@ -84,6 +84,8 @@ class FashionMNIST(Dataset):
                  limit: Optional[int] = None):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(
@@ -95,8 +97,12 @@ class FashionMNIST(Dataset):
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(f"{root}: images {images.shape} and labels {labels.shape} of the "
                              f"{split} split do not match")
-        if labels.size and labels.max() >= len(self.classes):
-            raise ValueError(f"{root}: label {int(labels.max())} out of range 0..9")
+        if images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+            raise ValueError(f"{root}: {split} images are {images.dtype} {images.shape[1:]}, "
+                             "expected uint8 28x28")
+        if labels.size and (labels.max() >= len(self.classes) or labels.min() < 0):
+            bad = int(labels.max()) if labels.max() >= len(self.classes) else int(labels.min())
+            raise ValueError(f"{root}: label {bad} out of range 0..9")
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         self.images = torch.from_numpy(images.copy())  # uint8 [N, 28, 28]

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -61,6 +62,8 @@ class ImageFolder(Dataset):
                  classes: Optional[Sequence[str]] = None,
                  extensions: Sequence[str] = IMAGE_EXTENSIONS,
                  limit_per_class: Optional[int] = None):
+        if limit_per_class is not None and limit_per_class < 0:
+            raise ValueError(f"limit_per_class must be >= 0, got {limit_per_class}")
         self.root = Path(root)
         present = find_classes(self.root)
         if classes is None:
@@ -91,11 +94,14 @@ class ImageFolder(Dataset):
 
 
 def _read_image(path: Union[str, os.PathLike], read: Callable[[Image.Image], Any]) -> Any:
-    """``read`` of the opened image file; a broken file raises ``ValueError`` naming it."""
+    """``read`` of the opened image file; a missing file raises ``FileNotFoundError`` and a
+    broken one ``ValueError``, naming it."""
     try:
         with Image.open(path) as im:
             return read(im)
-    except (UnidentifiedImageError, OSError) as e:
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from None
 
 
@@ -105,6 +111,16 @@ def image_size(path: Union[str, os.PathLike]) -> Tuple[int, int]:
     return _read_image(path, lambda im: im.size)
 
 
-def load_rgb(path: str) -> Image.Image:
-    """Open an image file as RGB; a broken file raises ``ValueError`` naming it."""
-    return _read_image(path, lambda im: im.convert("RGB"))
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode.startswith("I;16"):
+        # PIL's convert clips 16-bit grey to 0..255 (nearly all white); keep the high byte, as
+        # PIL itself does for 16-bit RGB / grey+alpha PNGs.
+        im = Image.fromarray((np.asarray(im) >> 8).astype(np.uint8))
+    return im.convert("RGB")
+
+
+def load_rgb(path: Union[str, os.PathLike]) -> Image.Image:
+    """Open an image file as an RGB ``PIL.Image`` (decoded now, file closed; 16-bit grey
+    scaled to 8 bits); a missing file raises ``FileNotFoundError`` and a broken one
+    ``ValueError``, naming it."""
+    return _read_image(path, _to_rgb)

@@ -273,6 +273,8 @@ def make_faces(
 
     if num_train < 0 or num_val < 0:
         raise ValueError(f"image counts must be >= 0, got train={num_train}, val={num_val}")
+    if max_faces_per_image < 1:  # else numpy's bare "low >= high" from the face-count draw
+        raise ValueError(f"max_faces_per_image must be >= 1, got {max_faces_per_image}")
     out = Path(out_dir)
     faces = lfw_faces()
     scenes = load_scenes(scene_dir)

@@ -200,6 +200,8 @@ class VisualWakeWords(Dataset):
                  coco_dir: Optional[PathLike] = None, limit: Optional[int] = None):
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
         root = Path(root)
         info_path = root / "vww_info.json"
         if not info_path.is_file():

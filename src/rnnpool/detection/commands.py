@@ -374,6 +374,7 @@ def _train(args: argparse.Namespace) -> int:
     if not is_model(args.model) or not args.model.startswith("rnnpool_face"):
         raise ValueError(f"--model must be a face model (rnnpool_face_*), got {args.model!r}")
     model_args = _model_args(args.model_arg)
+    torch.manual_seed(args.seed)  # fit() seeds after the model exists: seed its initial weights
     model = create_model(args.model, **model_args)
     if args.init:
         state = load_checkpoint(args.init)

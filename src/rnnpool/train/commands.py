@@ -135,6 +135,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     if not is_model(args.model):
         create_model(args.model)  # raises the registry's "unknown model" error
+    if args.eval_batch_size < 1:  # else an error only after the first epoch's training
+        raise ValueError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}")
     spec = _spec_from_args(args)
     recipe = _RECIPES["imagenet10" if spec.imagenet10 else spec.format]
     overrides = {k: recipe[k] for k in _PER_DATA if getattr(args, k) is None}
@@ -147,6 +149,11 @@ def run_train(args: argparse.Namespace) -> int:
         # grey 28x28 input for the zoo models (which default to RGB)
         model_args["in_chans"] = 1
     model_args.update(parse_model_args(args.model_arg))
+    # fit() seeds only after the model exists: seed its initial weights here so that --seed
+    # makes the whole run reproducible (same on every rank; DDP broadcasts rank 0's anyway).
+    import torch
+
+    torch.manual_seed(config.seed)
     try:
         model = create_model(args.model, **model_args)
     except TypeError as e:

@@ -54,6 +54,10 @@ class TrainConfig:
             raise ValueError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.min_lr < 0:  # fit sets the lr per step, bypassing SGD's own check
+            raise ValueError(f"min_lr must be >= 0, got {self.min_lr}")
 
 
 def _flag(name: str) -> str:

@@ -132,6 +132,10 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
     best = -math.inf if config.metric_mode == "max" else math.inf
     if config.resume:
         ckpt = load_checkpoint(out_dir / "last.pt", map_location=device)
+        missing = [k for k in ("model", "optimizer", "epoch", "step") if k not in ckpt]
+        if missing:
+            raise ValueError(f"{out_dir / 'last.pt'}: not a training checkpoint of fit() (no "
+                             f"{', '.join(missing)}); cannot resume from it")
         _check_resume(ckpt, out_dir / "last.pt", config, model_name, model_args, info)
         try:
             model.load_state_dict(ckpt["model"])
