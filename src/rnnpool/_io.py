@@ -1,30 +1,63 @@
-"""Atomic writes of text outputs (annotation files, metrics, generated C, submissions)."""
+"""Atomic writes of outputs (checkpoints, annotation files, metrics, generated C, submissions,
+images, plots): one temporary file in the destination's folder, renamed over it when complete."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
-__all__ = ["atomic_write_text"]
+__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text"]
+
+PathLike = Union[str, os.PathLike]
 
 
-def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder, flushed
-    to disk and renamed over ``path``: readers see the old file or the new one, never a part.
-    On failure the temporary file is removed. Creates the folder. Returns ``path``."""
+@contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so that writers that choose the
+    format by extension choose the right one) for the caller to write; when the block ends,
+    flush it to disk and rename it over ``path``: readers see the old file or the new one,
+    never a part. It gets the mode of an ordinary output (0644; ``mkstemp`` makes 0600). If the
+    block or the rename fails, the temporary file is removed and the error passes on. Creates
+    the folder.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> with atomic_output(os.path.join(d, "x.txt")) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> os.listdir(d)
+    ['x.txt']
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp",
+                                dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_output`). Returns ``path``."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically (see
+    :func:`atomic_output`). Returns ``path``."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="")
+    return Path(path)

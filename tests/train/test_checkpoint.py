@@ -11,8 +11,12 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
 
-    def broken_save(obj, f):
-        f.write(b"partial garbage")
+    def broken_save(obj, f):  # torch.save takes a path or a file
+        if isinstance(f, (str, os.PathLike)):
+            with open(f, "wb") as fh:
+                fh.write(b"partial garbage")
+        else:
+            f.write(b"partial garbage")
         raise OSError("disk full")
 
     monkeypatch.setattr(ck.torch, "save", broken_save)

@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from .._io import atomic_output
 from ._trace import trace_model
 from .memory import chain_from_trace, prop1_bound, standard_memory
 
@@ -250,8 +251,6 @@ def _ratio(b: float, a: float) -> str:
 def plot_memory(profiles: Sequence[Profile], path: str) -> None:
     """Draw the per-layer memory (standard convention) of each profile, peaks marked, to
     ``path`` (PNG via matplotlib's Agg backend)."""
-    import os
-    import tempfile
 
     import matplotlib
 
@@ -273,13 +272,8 @@ def plot_memory(profiles: Sequence[Profile], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -40,14 +40,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
-from .._io import atomic_write_text
+from .._io import atomic_output, atomic_write_text
 
 __all__ = [
     "OPENCV_DOC_DIR",
@@ -307,11 +306,8 @@ def make_faces(
             stem = f"{event.split('--', 1)[0]}_{scenes[k][0]}_{split}_{n}"
             rel = f"{event}/{stem}.jpg"
             path = out / f"WIDER_{split}" / "images" / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".jpg")
-            os.close(fd)
-            Image.fromarray(image).save(tmp, format="JPEG", quality=quality)
-            os.replace(tmp, path)
+            with atomic_output(path) as tmp:
+                Image.fromarray(image).save(tmp, format="JPEG", quality=quality)
             records.append((rel, boxes))
             per_event.setdefault(event, []).append((stem, boxes))
         atomic_write_text(

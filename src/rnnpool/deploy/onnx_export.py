@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import List, Sequence, Union
 
 import numpy as np
 import torch
+
+from .._io import atomic_write_bytes
 
 __all__ = ["OnnxExportResult", "export_onnx"]
 
@@ -103,12 +104,7 @@ def export_onnx(model: torch.nn.Module, input_chw: Sequence[int], f, *, opset: i
         diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
     path = None
     if isinstance(f, (str, os.PathLike)):
-        path = Path(f)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        path = atomic_write_bytes(f, data)
     else:
         f.write(data)
     return OnnxExportResult(path=path, output_names=names, output_shapes=[r.shape for r in ref],

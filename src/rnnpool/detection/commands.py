@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +12,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .._io import atomic_output
 
 __all__ = [
     "M4_SPARSITY",
@@ -172,15 +173,8 @@ def _save_image_atomic(image: Any, path: Path) -> Path:
     ):
         path = path.with_suffix(".png")
     fmt = Image.registered_extensions()[path.suffix.lower()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         image.save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

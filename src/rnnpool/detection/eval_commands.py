@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .._io import atomic_write_text
+
 __all__ = ["register"]
 
 
@@ -62,10 +64,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"PR curves written to {plot_pr_curves(result, args.plot)}")
     if args.json:
-        import os
-        import tempfile
-        from pathlib import Path
-
         summary = {
             k: result[k]
             for k in (
@@ -78,10 +76,5 @@ def _run(args: argparse.Namespace) -> int:
                 "max_faces",
             )
         }
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".json", dir=out.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(tmp, out)
+        atomic_write_text(args.json, json.dumps(summary, indent=2))
     return 0

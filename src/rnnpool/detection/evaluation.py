@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._io import atomic_write_text
+from .._io import atomic_output, atomic_write_text
 from .boxes import box_iou
 
 __all__ = [
@@ -216,14 +215,8 @@ def save_wider_ground_truth(gt_dir: PathLike, gt: WiderGroundTruth) -> None:
     common = {"event_list": event_list, "file_list": file_list}
 
     def write(name: str, data: dict) -> None:
-        fd, tmp = tempfile.mkstemp(suffix=".mat", dir=gt_dir)
-        os.close(fd)
-        try:
+        with atomic_output(gt_dir / name) as tmp:
             savemat(tmp, data, do_compression=True)
-            os.replace(tmp, gt_dir / name)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     write("wider_face_val.mat", {**common, "face_bbx_list": face_bbx_list})
     for setting, per_event in gt.keep.items():
@@ -551,16 +544,11 @@ def plot_pr_curves(
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -10,12 +10,13 @@ states, one entry per process), ``config`` (``asdict(TrainConfig)``), ``model_na
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import torch
 from torch import nn
+
+from .._io import atomic_output
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_model_from_checkpoint", "export_weights"]
 
@@ -35,22 +36,8 @@ def save_checkpoint(obj: Any, path: PathLike) -> None:
     >>> load_checkpoint(os.path.join(d, "x.pt"))["a"]
     1
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary readable files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(
