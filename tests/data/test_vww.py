@@ -126,3 +126,13 @@ def test_negative_limit_is_an_error_not_a_dropped_image(tmp_path):
     assert len(VisualWakeWords(tmp_path / "vww", "val")) == 2
     with pytest.raises(ValueError, match="limit must be >= 0"):
         VisualWakeWords(tmp_path / "vww", "val", limit=-1)  # used to give 1 of the 2 images
+
+
+def test_threshold_is_a_fraction():
+    # A percentage (5 meant as 5 %) would label every image "no person" without a word.
+    coco = {"images": [{"id": 1, "width": 10, "height": 10}], "annotations": [],
+            "categories": [{"id": 1, "name": "person"}]}
+    for bad in (5.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="threshold must be a fraction"):
+            vww_labels(coco, threshold=bad)
+    assert vww_labels(coco, threshold=0.0) == {1: 0}

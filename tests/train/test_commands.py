@@ -153,3 +153,15 @@ def test_evaluate_negative_limit_is_an_error(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(out / "last.pt"), "--limit", "-1"]) == 2  # was: 9 of 10 images
     assert "val_limit must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_resize_smaller_than_the_crop_is_refused_before_training(tmp_path, capsys):
+    # Evaluation resizes to --resize-size, then crops --image-size: it failed after an epoch.
+    _fake_imagenet10(tmp_path / "in")
+    out = tmp_path / "run"
+    rc = main(["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "in"),
+               "--imagenet10", "--image-size", "16", "--resize-size", "12", "--model-arg",
+               "in_chans=3", "--epochs", "1", "--batch-size", "4", "--no-progress",
+               "--out-dir", str(out)])
+    assert rc == 2 and not out.exists()
+    assert "resize_size must be >= image_size (16), got 12" in capsys.readouterr().err

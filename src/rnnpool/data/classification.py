@@ -69,6 +69,9 @@ class DataSpec:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.resize_size is None:
             self.resize_size = int(round(self.image_size * 256 / 224))
+        if self.resize_size < self.image_size:  # the evaluation crop is taken from the resize
+            raise ValueError(f"resize_size must be >= image_size ({self.image_size}), got "
+                             f"{self.resize_size}")
         if self.scale is None:
             self.scale = (0.2, 1.0) if self.format == "vww" else (0.08, 1.0)
         self.scale = (float(self.scale[0]), float(self.scale[1]))

@@ -76,6 +76,9 @@ def vww_labels(coco: dict, threshold: float = VWW_THRESHOLD, area: str = "segmen
     """
     if area not in ("segmentation", "bbox"):
         raise ValueError(f"area must be 'segmentation' or 'bbox', got {area!r}")
+    if not 0 <= threshold < 1:  # a fraction of the image (0.005), not a percentage
+        raise ValueError(f"threshold must be a fraction of the image area in [0, 1), got "
+                         f"{threshold}")
     cat_ids = {int(c["id"]) for c in coco["categories"] if c.get("name") == category}
     if not cat_ids:
         raise ValueError(f"{source}: no category named {category!r}")
