@@ -45,7 +45,7 @@ ArrayLike = Union[int, np.ndarray]
 def quantize_multiplier(real: float) -> tuple[int, int]:
     """``real`` as ``(multiplier, shift)``: ``real ~= multiplier * 2**(shift - 31)``.
 
-    ``|multiplier|`` is in ``[2**30, 2**31)``; ``real == 0`` (or of magnitude below ``2**-32``) gives
+    ``|multiplier|`` is in ``[2**30, 2**31)``; ``real == 0`` (or ``|real| < 2**-32``) gives
     ``(0, 0)``. Raises ``ValueError`` for factors of ``2**30`` or more (no headroom left).
 
     >>> quantize_multiplier(0.5)
