@@ -135,3 +135,14 @@ def test_num_classes_is_validated(bad):
     assert m(torch.randn(1, 3, 96, 96)).shape == (1, 320)
     with pytest.raises(ValueError, match="num_classes"):
         m.reset_classifier(-2)
+
+
+def test_face_model_names_its_options_when_given_another():
+    # num_classes reached RNNPool2d as "unexpected keyword argument", naming neither the model's
+    # options nor that they are RNNPool2d's.
+    with pytest.raises(TypeError, match=r"face models take only RNNPool2d options \(backend, "
+                                        r"gate, .*\), got num_classes"):
+        create_model("rnnpool_face_m4", num_classes=3)
+    m = create_model("rnnpool_face_m4", gate="hard_sigmoid", update="hard_tanh")
+    pools = [x for x in m.modules() if type(x).__name__ == "RNNPool2d"]
+    assert pools and all(p.rnn1.gate == "hard_sigmoid" for p in pools)

@@ -148,6 +148,12 @@ class S3FD(nn.Module):
         return self.anchor_generator(image_hw, device or p.device, dtype or p.dtype)
 
 
+# What a face model's keyword arguments may set on its RNNPool2d.
+_RNNPOOL_OPTIONS = frozenset(
+    {"padding_mode", "gate", "update", "trainable_zeta_nu", "w_rank", "u_rank", "backend"}
+)
+
+
 class _Builder:
     """Appends layers while tracking channels and stride; marks sources."""
 
@@ -181,6 +187,10 @@ class _Builder:
         return self
 
     def rnnpool(self, hidden: int, kernel: int = 8, stride: int = 4, **rnn_kw: Any) -> _Builder:
+        unknown = sorted(set(rnn_kw) - _RNNPOOL_OPTIONS)
+        if unknown:  # else RNNPool2d's "unexpected keyword", which does not say whose options
+            raise TypeError(f"face models take only RNNPool2d options "
+                            f"({', '.join(sorted(_RNNPOOL_OPTIONS))}), got {', '.join(unknown)}")
         pool = RNNPool2d(self.c, hidden, hidden, kernel, stride, padding="same", **rnn_kw)
         return self.add(pool, pool.out_channels, stride)
 
