@@ -106,8 +106,8 @@ def _read_image(path: Union[str, os.PathLike], read: Callable[[Image.Image], Any
 
 
 def image_size(path: Union[str, os.PathLike]) -> Tuple[int, int]:
-    """``(width, height)`` of an image file from its header; a broken file raises
-    ``ValueError`` naming it."""
+    """``(width, height)`` of an image file from its header; a missing file raises
+    ``FileNotFoundError`` and a broken one ``ValueError``, naming it."""
     return _read_image(path, lambda im: im.size)
 
 

@@ -12,6 +12,7 @@ and follow the RNNPool paper's supplementary tables for the face models.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -148,10 +149,10 @@ class S3FD(nn.Module):
         return self.anchor_generator(image_hw, device or p.device, dtype or p.dtype)
 
 
-# What a face model's keyword arguments may set on its RNNPool2d.
-_RNNPOOL_OPTIONS = frozenset(
-    {"padding_mode", "gate", "update", "trainable_zeta_nu", "w_rank", "u_rank", "backend"}
-)
+# What a face model's keyword arguments may set on its RNNPool2d: its options that the builder
+# does not set itself.
+_RNNPOOL_OPTIONS = frozenset(inspect.signature(RNNPool2d).parameters) - {
+    "in_channels", "hidden1", "hidden2", "kernel_size", "stride", "padding"}
 
 
 class _Builder:

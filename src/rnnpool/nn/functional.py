@@ -780,6 +780,13 @@ def rnnpool2d(
 def _rnnpool2d(input: Tensor, rnn1: FastGRNNParams, rnn2: FastGRNNParams, kernel_size: IntPair,
                stride: IntPair | None, padding: Padding, padding_mode: str, backend: str
                ) -> Tensor:
+    if (torch.amp.is_autocast_available(input.device.type)
+            and torch.is_autocast_enabled(input.device.type)):
+        # Autocast would cast some products of the sweeps and not others: run the layer in
+        # its parameters' dtype (the call below makes every check once).
+        with torch.autocast(input.device.type, enabled=False):
+            return _rnnpool2d(input.to(rnn1.weight_ih.dtype), rnn1, rnn2, kernel_size, stride,
+                              padding, padding_mode, backend)
     kh, kw = _pair(kernel_size, "kernel_size")
     sh, sw = _pair(kernel_size if stride is None else stride, "stride")
     if backend not in BACKENDS:
@@ -799,13 +806,6 @@ def _rnnpool2d(input: Tensor, rnn1: FastGRNNParams, rnn2: FastGRNNParams, kernel
     if devices != {input.device}:  # the compiled kernel would read them as CPU memory
         raise RuntimeError(f"RNNPool input on {input.device} but its parameters on "
                            f"{', '.join(sorted(str(d) for d in devices))}")
-    if (torch.amp.is_autocast_available(input.device.type)
-            and torch.is_autocast_enabled(input.device.type)):
-        # Autocast would cast some products of the sweeps and not others: run the layer in
-        # its parameters' dtype.
-        with torch.autocast(input.device.type, enabled=False):
-            return _rnnpool2d(input.to(rnn1.weight_ih.dtype), rnn1, rnn2, kernel_size, stride,
-                              padding, padding_mode, backend)
     dtypes = {t.dtype for p in (rnn1, rnn2) for t in p[:4]}
     if dtypes != {input.dtype}:
         raise TypeError(f"RNNPool input dtype {input.dtype} does not match its parameters' "

@@ -131,14 +131,12 @@ class RNNPool2d(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         self.kernel_size = RF._pair(kernel_size, "kernel_size")
         self.stride = RF._pair(kernel_size if stride is None else stride, "stride")
-        for name, v in (("kernel_size", self.kernel_size), ("stride", self.stride)):
-            if min(v) <= 0:
-                raise ValueError(f"{name} must be positive, got {v}")
         if padding_mode not in ("zeros", "replicate"):
             raise ValueError(f"padding_mode must be 'zeros' or 'replicate', got {padding_mode!r}")
         if not isinstance(padding, str):
             padding = RF._pair(padding, "padding")
-        RF.rnnpool2d_padding((1, 1), self.kernel_size, self.stride, padding)  # validates
+        # validates kernel_size, stride and padding
+        RF.rnnpool2d_padding((1, 1), self.kernel_size, self.stride, padding)
         self.padding = padding
         self.padding_mode = padding_mode
         self.in_channels, self.hidden1, self.hidden2 = in_channels, hidden1, hidden2

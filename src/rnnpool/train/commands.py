@@ -127,6 +127,8 @@ def _spec_from_args(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import torch
+
     from ..data.classification import build_datasets
     from ..models import create_model, is_model
     from .classification import classification_loss, make_evaluate
@@ -151,8 +153,6 @@ def run_train(args: argparse.Namespace) -> int:
     model_args.update(parse_model_args(args.model_arg))
     # fit() seeds only after the model exists: seed its initial weights here so that --seed
     # makes the whole run reproducible (same on every rank; DDP broadcasts rank 0's anyway).
-    import torch
-
     torch.manual_seed(config.seed)
     try:
         model = create_model(args.model, **model_args)
