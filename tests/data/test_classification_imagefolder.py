@@ -74,7 +74,5 @@ def test_negative_limits_are_an_error_not_a_dropped_image(tmp_path):
     for kw in ({"train_limit": -1}, {"val_limit": -2}, {"image_size": 0},
                {"resize_size": -5}):
         with pytest.raises(ValueError, match="|".join(kw)):
-            build_datasets(DataSpec("imagefolder", str(tmp_path), image_size=16, **kw)
-                           if "image_size" not in kw else DataSpec("imagefolder", str(tmp_path),
-                                                                   **kw))
+            build_datasets(DataSpec("imagefolder", str(tmp_path), **{"image_size": 16, **kw}))
     assert len(ImageFolder(tmp_path / "train", limit_per_class=3)) == 6  # all 3 per class
