@@ -76,3 +76,16 @@ def test_negative_limits_are_an_error_not_a_dropped_image(tmp_path):
         with pytest.raises(ValueError, match="|".join(kw)):
             build_datasets(DataSpec("imagefolder", str(tmp_path), **{"image_size": 16, **kw}))
     assert len(ImageFolder(tmp_path / "train", limit_per_class=3)) == 6  # all 3 per class
+
+
+def test_a_class_folder_without_images_is_named(tmp_path):
+    # It used to become a label that no image has, silently.
+    _img(tmp_path / "cat" / "a.png", 1)
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    (tmp_path / "eel").mkdir()
+    _img(tmp_path / "fox" / "deep" / "b.png", 2)
+    with pytest.raises(FileNotFoundError, match=r"dog, eel\b.*\.png"):
+        ImageFolder(tmp_path)
+    ds = ImageFolder(tmp_path, allow_empty=True)
+    assert ds.classes == ["cat", "dog", "eel", "fox"] and [y for _, y in ds.samples] == [0, 3]

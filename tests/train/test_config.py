@@ -38,3 +38,9 @@ def test_negative_warmup_or_min_lr_is_refused():
     with pytest.raises(ValueError, match="min_lr must be >= 0"):
         TrainConfig(min_lr=-0.05)
     assert TrainConfig(warmup_epochs=0, min_lr=0).min_lr == 0
+
+
+def test_zero_epochs_is_refused():
+    # fit would return at once and write nothing: no checkpoint, no metrics.
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        TrainConfig(epochs=0)

@@ -261,3 +261,17 @@ def test_crash_between_checkpoint_writes_leaves_best_pt_recoverable(tmp_path, mo
     best = load_checkpoint(tmp_path / "best.pt")
     assert r["best_metric"] == 0.9
     assert best["epoch"] == 2 and best["history"][-1]["val_acc"] == 0.9
+
+
+def test_a_capped_epoch_reads_only_the_batches_it_trains_on(tmp_path):
+    # With max_steps_per_epoch the loop used to fetch one batch more than it trained on (and
+    # threw it away): 1 step of 8 samples per epoch read 16.
+    reads = []
+
+    class Counting(NoisyDataset):
+        def __getitem__(self, i):
+            reads.append(i)
+            return super().__getitem__(i)
+
+    fit(TinyNet(), Counting(), ce_loss, _cfg(tmp_path, epochs=2, max_steps_per_epoch=1))
+    assert len(reads) == 2 * 8

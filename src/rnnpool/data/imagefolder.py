@@ -52,6 +52,8 @@ class ImageFolder(Dataset):
             are an error that names them.
         extensions: file suffixes counted as images (case-insensitive).
         limit_per_class: keep at most this many images (sorted by path) per class.
+        allow_empty: accept class folders without images (their labels then have no samples);
+            by default they are an error that names them.
 
     Attributes:
         samples: list of ``(path, label)``.
@@ -61,7 +63,7 @@ class ImageFolder(Dataset):
     def __init__(self, root: Union[str, os.PathLike], transform: Optional[Callable] = None,
                  classes: Optional[Sequence[str]] = None,
                  extensions: Sequence[str] = IMAGE_EXTENSIONS,
-                 limit_per_class: Optional[int] = None):
+                 limit_per_class: Optional[int] = None, allow_empty: bool = False):
         if limit_per_class is not None and limit_per_class < 0:
             raise ValueError(f"limit_per_class must be >= 0, got {limit_per_class}")
         self.root = Path(root)
@@ -74,12 +76,18 @@ class ImageFolder(Dataset):
         self.classes = list(classes)
         exts = tuple(e.lower() for e in extensions)
         self.samples: List[Tuple[str, int]] = []
+        empty = []
         for label, c in enumerate(self.classes):
             files = sorted(str(p) for p in (self.root / c).rglob("*")
                            if p.suffix.lower() in exts and p.is_file())
+            if not files:
+                empty.append(c)
             if limit_per_class is not None:
                 files = files[:limit_per_class]
             self.samples += [(f, label) for f in files]
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"{self.root}: class folder(s) {', '.join(empty)} hold no "
+                                    f"images ({', '.join(exts)})")
         if not self.samples:
             raise ValueError(f"{self.root}: no images ({', '.join(exts)}) in the class folders")
         self.transform = transform

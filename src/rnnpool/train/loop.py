@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import math
 import random
 import sys
@@ -168,9 +169,8 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
         sums: Dict[str, float] = {}
         n_steps, n_images, t0 = 0, 0, time.perf_counter()
         bar = _progress(config, info, epoch, steps_per_epoch)
-        for batch in loader:
-            if n_steps >= steps_per_epoch:
-                break
+        # islice, not a break: a break fetches (and augments) one batch more than is trained on.
+        for batch in itertools.islice(loader, steps_per_epoch):
             lr = cosine_lr(step, total_steps, config.lr, config.min_lr, warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
