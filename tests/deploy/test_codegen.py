@@ -382,3 +382,32 @@ def test_export_c_to_an_unwritable_place_is_a_clear_error(tmp_path, capsys):
     assert main(["export-c", "fmnist_cnn_rnnpool", "--random-init", "--input", "28x28",
                  "--out", str(tmp_path / "file")]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
+
+
+def test_files_of_two_exports_do_not_compile_together(tmp_path):
+    # generate_c writes its four files one by one (each atomically): an export interrupted
+    # midway, or one file copied from another export, leaves a set that would compile into a
+    # model with another model's weights or arena plan. The files check each other's export id.
+    import shutil
+    import subprocess
+
+    def compile_set(d):
+        return subprocess.run(["gcc", "-std=c99", "-Wall", "-Werror", f"-I{codegen.CSRC}",
+                               f"-I{d}", "-fsyntax-only", str(d / "model.c"),
+                               str(d / "model_weights.c")], capture_output=True, text=True)
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    codegen.generate_c(_graph(ConvNet, (20, 24), seed=0)[0], a)
+    codegen.generate_c(_graph(ConvNet, (20, 24), seed=1)[0], b)
+    assert compile_set(a).returncode == 0 and compile_set(b).returncode == 0
+    names = sorted(p.name for p in a.iterdir())
+    assert names == ["model.c", "model.h", "model_weights.c", "model_weights.h"]
+    for stale in names:
+        mixed = tmp_path / f"mixed_{stale}"
+        shutil.copytree(a, mixed)
+        shutil.copy(b / stale, mixed / stale)
+        p = compile_set(mixed)
+        assert p.returncode != 0 and "different exports" in p.stderr, stale
+    # The same model exported twice is the same set: the id depends on the contents only.
+    codegen.generate_c(_graph(ConvNet, (20, 24), seed=0)[0], tmp_path / "a2")
+    assert all((a / n).read_text() == (tmp_path / "a2" / n).read_text() for n in names)

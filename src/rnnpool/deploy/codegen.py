@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -1044,9 +1045,41 @@ def build_model(g, *, stream: bool = True, rnnpool_kernel: str = "row",
     header = _header(m)
     if decode is not None:
         header = header.replace("\n#endif\n", dec_h + _detect_header(m) + "\n#endif\n")
-    m.sources = {"model.h": header, "model_weights.h": weights_h,
-                 "model_weights.c": weights_c, "model.c": model_c}
+    m.sources = _stamp_export({"model.h": header, "model_weights.h": weights_h,
+                               "model_weights.c": weights_c, "model.c": model_c})
     return m
+
+
+def _stamp_export(sources: Dict[str, str]) -> Dict[str, str]:
+    """Give the four files one export id (a hash of their contents) and make each check the
+    ids of the headers it includes, so that a set mixed from two exports (an interrupted
+    export, a file copied from another one) stops the C compiler instead of building a model
+    with another model's weights or arena plan."""
+    digest = hashlib.sha256("\0".join(sources[n] for n in sorted(sources)).encode())
+    uid = f"0x{digest.hexdigest()[:8]}u"
+
+    def error(names: str) -> List[str]:
+        return [f"#if {names}", f'#error "{_MIXED_EXPORT}"', "#endif"]
+
+    def after(text: str, line: str, add: List[str]) -> str:
+        assert line + "\n" in text, line
+        return text.replace(line + "\n", "\n".join([line, *add, ""]), 1)
+
+    out = dict(sources)
+    out["model.h"] = after(out["model.h"], "#define RNNPOOL_MODEL_H", [
+        "/* Export id: the generated files check that they come from one export. */",
+        f"#define RNNPOOL_MODEL_EXPORT_ID {uid}"])
+    out["model_weights.h"] = after(out["model_weights.h"], "#define RNNPOOL_MODEL_WEIGHTS_H",
+                                   [f"#define RNNPOOL_MODEL_WEIGHTS_EXPORT_ID {uid}"])
+    out["model_weights.c"] = after(out["model_weights.c"], '#include "model_weights.h"',
+                                   error(f"RNNPOOL_MODEL_WEIGHTS_EXPORT_ID != {uid}"))
+    out["model.c"] = after(out["model.c"], '#include "model_weights.h"', error(
+        f"RNNPOOL_MODEL_EXPORT_ID != {uid} || RNNPOOL_MODEL_WEIGHTS_EXPORT_ID != {uid}"))
+    return out
+
+
+_MIXED_EXPORT = ("model.h, model.c, model_weights.h and model_weights.c come from different "
+                 "exports (an interrupted export?): export the model again")
 
 
 def _detect_header(m: CModel) -> str:
