@@ -98,6 +98,20 @@ def test_dead_input_of_a_conv_is_named():
         quantize_model(model, torch.randn(8, 1, 8, 8))
 
 
+def test_dead_output_of_a_conv_is_named():
+    # A conv whose ReLU output is zero on every calibration image, fed a wide input: its
+    # requantization factor (input step x weight step / output step) exceeds 2**30. The error
+    # used to be fixedpoint's "multiplier ... is too large", naming neither layer nor cause.
+    conv = nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(-1e6)
+    model = nn.Sequential(conv, nn.ReLU()).eval()
+    with pytest.raises(UnsupportedLayerError,
+                       match=r"^_1: multiplier .* too large.* was zero on every calibration image"):
+        quantize_model(model, torch.randn(4, 1, 8, 8) * 1000)
+
+
 def test_all_zero_weight_channel_keeps_its_bias_at_output_resolution():
     # A pruned channel (all weights zero) outputs its bias only. Quantizing that bias at the
     # input's step (0.078 here) put it 7 output steps off; it must be within half a step.

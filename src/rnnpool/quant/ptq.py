@@ -239,7 +239,14 @@ def _quantize_conv(name, inp: ir.QTensor, out: ir.QTensor, w: Tensor, b: Tensor,
                     "activation): calibrate on images that exercise it, or remove it")
         raise UnsupportedLayerError(
             f"{name}: bias does not fit int32 at scale {bias_scale.min()}{hint}")
-    mult, shift = quantize_multipliers(bias_scale / out.scale)
+    try:
+        mult, shift = quantize_multipliers(bias_scale / out.scale)
+    except ValueError as e:
+        hint = ""
+        if 255 * out.scale < 1e-6:
+            hint = (f"; its output {out.name!r} was zero on every calibration image (a dead "
+                    "activation): calibrate on images that exercise it, or remove it")
+        raise UnsupportedLayerError(f"{name}: {e}{hint}") from None
     lo, hi = _act_clamp(act, out.scale, out.zero_point)
     return ir.Conv2dS8(
         name, inp.name, out.name, np.ascontiguousarray(wq.transpose(0, 2, 3, 1)),
