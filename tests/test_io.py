@@ -75,3 +75,11 @@ def test_every_output_writer_is_atomic(tmp_path, monkeypatch):
         save_checkpoint({"a": 1}, tmp_path / "c.pt")
     assert sorted(os.listdir(tmp_path)) == ["c.pt", "m.onnx"]
     assert (tmp_path / "m.onnx").read_bytes() == b"old" == (tmp_path / "c.pt").read_bytes()
+
+
+def test_a_folder_in_place_of_the_file_is_named_and_no_temporary_is_left(tmp_path):
+    # The rename used to fail as "[Errno 21] Is a directory: '<temporary file>' -> 'out'".
+    (tmp_path / "out").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"out is a folder; expected a file path"):
+        atomic_write_text(tmp_path / "out", "x")
+    assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(tmp_path / "out") == []

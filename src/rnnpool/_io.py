@@ -4,13 +4,15 @@ images, plots): one temporary file in the destination's folder, renamed over it 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
-__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text",
+           "remove_stale_temporaries"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -32,6 +34,8 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     ['x.txt']
     """
     path = Path(path)
+    if path.is_dir():  # else the rename fails naming the temporary file
+        raise IsADirectoryError(f"{path} is a folder; expected a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp",
                                 dir=path.parent)
@@ -61,3 +65,29 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="")
     return Path(path)
+
+
+def remove_stale_temporaries(path: PathLike) -> int:
+    """Delete the temporary files that :func:`atomic_output` for ``path`` left behind when its
+    process was killed mid-write (``.<stem>.<8 mkstemp characters><suffix>`` beside ``path``;
+    no other file is touched). Returns how many were removed. Call it only when no other process
+    writes ``path``.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> for name in (".last.ab_cd123.pt", ".last.backup.pt", "last.pt"):
+    ...     _ = open(os.path.join(d, name), "w").write("x")
+    >>> remove_stale_temporaries(os.path.join(d, "last.pt")), sorted(os.listdir(d))
+    (1, ['.last.backup.pt', 'last.pt'])
+    """
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.stem}.") + r"[a-z0-9_]{8}"
+                         + re.escape(path.suffix or ".tmp"))
+    if not path.parent.is_dir():
+        return 0
+    n = 0
+    for entry in os.scandir(path.parent):
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            n += 1
+    return n

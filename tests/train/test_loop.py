@@ -275,3 +275,34 @@ def test_a_capped_epoch_reads_only_the_batches_it_trains_on(tmp_path):
 
     fit(TinyNet(), Counting(), ce_loss, _cfg(tmp_path, epochs=2, max_steps_per_epoch=1))
     assert len(reads) == 2 * 8
+
+
+def test_temporaries_of_a_killed_checkpoint_write_are_removed_by_the_next_run(tmp_path):
+    # A SIGKILL during a write leaves atomic_output's temporary (".last.<8 chars>.pt", as big as
+    # a checkpoint, half written) beside last.pt; every such kill used to leave one more for good.
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=1))
+    stale = [".last.k3_x9q0a.pt", ".best.abcdefgh.pt", ".metrics.0a1b2c3d.csv"]
+    for name in stale:
+        (tmp_path / name).write_bytes(b"PK\x03\x04 half a checkpoint")
+    (tmp_path / ".last.backup.pt").write_bytes(b"a user's file")  # not a temporary: kept
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=2, resume=True))
+    assert sorted(os.listdir(tmp_path)) == [".last.backup.pt", "best.pt", "last.pt",
+                                            "metrics.csv"]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+
+def test_resume_warns_about_changed_task_settings_in_extra(tmp_path, capsys):
+    # Settings outside TrainConfig (data set, crop size, augmentation, sparsity) reach fit() in
+    # `extra`; changing them on resume changed the run without the documented warning.
+    extra = {"task": "t", "data": {"root": "d", "image_size": 28, "augment": True},
+             "sparsity": None}
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=1), extra=extra)
+    capsys.readouterr()
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=1, resume=True), extra=extra)
+    assert "warning" not in capsys.readouterr().err
+    changed = {"task": "t", "data": {"root": "d", "image_size": 32, "augment": True},
+               "sparsity": (0.5, 0.3)}
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=1, resume=True), extra=changed)
+    err = capsys.readouterr().err
+    listed = err.split("checkpoint's (")[1].split("): the run")[0]
+    assert listed == "data.image_size 28 -> 32, sparsity None -> (0.5, 0.3)"

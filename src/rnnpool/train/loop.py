@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, remove_stale_temporaries
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import (
@@ -110,6 +110,8 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
     out_dir = Path(config.out_dir)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("last.pt", "best.pt", "metrics.csv"):  # left by a kill during a write
+            remove_stale_temporaries(out_dir / name)
     use_amp = config.amp and device.type == "cuda"
     autocast = ((lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp
                 else contextlib.nullcontext)
@@ -137,7 +139,8 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
         if missing:
             raise ValueError(f"{out_dir / 'last.pt'}: not a training checkpoint of fit() (no "
                              f"{', '.join(missing)}); cannot resume from it")
-        _check_resume(ckpt, out_dir / "last.pt", config, model_name, model_args, info)
+        _check_resume(ckpt, out_dir / "last.pt", config, model_name, model_args, extra,
+                      info)
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
@@ -263,9 +266,11 @@ _RESUME_FREE = frozenset({"resume", "out_dir", "log_every", "progress"})
 
 
 def _check_resume(ckpt: dict, path: Path, config: TrainConfig, model_name: Optional[str],
-                  model_args: Optional[dict], info: DistInfo) -> None:
+                  model_args: Optional[dict], extra: Optional[dict], info: DistInfo) -> None:
     """Refuse to resume another model's checkpoint; warn (main process) about settings that
-    differ from the checkpoint's, which make the run differ from an uninterrupted one."""
+    differ from the checkpoint's, which make the run differ from an uninterrupted one: the
+    config's, and the task's in ``extra`` (data set, crop size, sparsity, ...; entries of
+    dicts in ``extra`` compared one by one, keys present in only one side ignored)."""
     saved_name = ckpt.get("model_name")
     if model_name is not None and saved_name is not None and saved_name != model_name:
         raise ValueError(f"{path} was written while training {saved_name!r}, not {model_name!r}: "
@@ -277,10 +282,26 @@ def _check_resume(ckpt: dict, path: Path, config: TrainConfig, model_name: Optio
     saved = ckpt.get("config") or {}
     changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in asdict(config).items()
                if k not in _RESUME_FREE and k in saved and saved[k] != v]
+    saved_extra = ckpt.get("extra")
+    if isinstance(extra, dict) and isinstance(saved_extra, dict):
+        for k, v in extra.items():
+            old = saved_extra.get(k)
+            if isinstance(v, dict) and isinstance(old, dict):
+                changed += [f"{k}.{kk} {old[kk]!r} -> {vv!r}" for kk, vv in v.items()
+                            if kk in old and _differs(old[kk], vv)]
+            elif k in saved_extra and _differs(old, v):
+                changed.append(f"{k} {old!r} -> {v!r}")
     if changed and info.is_main:
         print(f"warning: resuming {path} with settings that differ from the checkpoint's "
               f"({', '.join(changed)}): the run will not match an uninterrupted one",
               file=sys.stderr)
+
+
+def _differs(a: Any, b: Any) -> bool:
+    try:
+        return bool(a != b)
+    except Exception:  # tensors, arrays: no single truth value
+        return repr(a) != repr(b)
 
 
 def _seed_everything(seed: int) -> None:
