@@ -28,6 +28,20 @@ class CLIError(Exception):
     """An error to show the user as one line, without a traceback."""
 
 
+def parse_device(name: str, option: str = "--device"):
+    """``torch.device`` of a ``--device`` value (``"auto"``: CUDA when available, else CPU);
+    a string torch cannot parse, or CUDA where there is none, is a :class:`CLIError` /
+    ``ValueError`` naming ``option`` (not a traceback from ``torch.device`` or ``.to()``)."""
+    from .train.loop import resolve_device
+
+    try:
+        return resolve_device(name)
+    except RuntimeError:
+        raise CLIError(
+            f"{option} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnnpool",

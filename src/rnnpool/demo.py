@@ -86,6 +86,8 @@ def profile_step() -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.minutes > 0:  # also nan
+        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

@@ -416,3 +416,11 @@ def test_profile_rejects_inputs_the_model_cannot_run(capsys):
     assert p.madds == 16 * 16 * 8 * 4 + 14 * 14 * 8 * 9  # the matching one still runs
     assert main(["profile", "mobilenetv2", "--input", "64", "--in-chans", "5"]) == 2
     assert "3 input channels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chans", ["0", "-3"])
+def test_profile_in_chans_below_one_is_an_error(capsys, chans):
+    # 0 was taken as "auto" and profiled the 3-channel model without a word.
+    assert main(["profile", "mobilenetv2", "--input", "64", "--in-chans", chans]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"rnnpool profile: error: in_chans must be >= 1, got {chans}"]

@@ -182,3 +182,22 @@ def test_max_faces_per_image_below_one_is_named(tmp_path, count):
     with pytest.raises(ValueError, match=f"max_faces_per_image must be >= 1, got {count}"):
         make_faces(tmp_path / "d", num_train=1, num_val=0, image_size=(120, 90),
                    face_range=(12, 30), max_faces_per_image=count)
+
+
+@pytest.mark.parametrize("extra, message", [
+    # A --scene-dir that does not exist only logged a warning and wrote a set without the
+    # opencv-doc photographs, exit code 0.
+    (["--scene-dir", "MISSING"], "--scene-dir MISSING is not a folder"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),  # was numpy's "expected non-negative"
+    (["--min-face", "0"], "--min-face must be >= 1, got 0"),  # was "face_range (0, 120) ..."
+])
+def test_cli_bad_options_are_named(tmp_path, capsys, extra, message):
+    from rnnpool.cli import main
+
+    extra = [str(tmp_path / e) if e == "MISSING" else e for e in extra]
+    message = message.replace("MISSING", str(tmp_path / "MISSING"))
+    out = tmp_path / "d"
+    assert main(["make-faces", str(out), "--train", "1", "--val", "1", "--size", "120x90",
+                 "--max-face", "30", *extra]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"rnnpool make-faces: error: {message}"]
+    assert not out.exists()

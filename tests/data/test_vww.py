@@ -136,3 +136,40 @@ def test_threshold_is_a_fraction():
         with pytest.raises(ValueError, match="threshold must be a fraction"):
             vww_labels(coco, threshold=bad)
     assert vww_labels(coco, threshold=0.0) == {1: 0}
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda d: d["annotations"][0].pop("image_id"), r"annotation #0 \(id 0\) has no 'image_id'"),
+    (lambda d: d["annotations"][0].update(image_id="x"),
+     r"annotation #0 \(id 0\): 'image_id' must be an integer, got 'x'"),
+    (lambda d: d["annotations"][0].pop("category_id"),  # was skipped: a person lost silently
+     r"annotation #0 \(id 0\) has no 'category_id'"),
+    (lambda d: d["images"][0].pop("id"), r"image #0 \(id None\) has no 'id'"),
+    (lambda d: d["images"][0].update(width="wide"), r"image id 1 has no valid width/height"),
+    (lambda d: d["categories"][0].pop("id"), r"category #0 \(id None\) has no 'id'"),
+    (lambda d: d["annotations"].append(5), r"annotation #6 is not a JSON object"),
+    (lambda d: d.update(images={"a": 1}), r"'images' is not a list"),
+    (lambda d: d["images"][0].pop("file_name"), r"image #0 \(id 1\) has no 'file_name'"),
+])
+def test_malformed_coco_entries_are_named(tmp_path, capsys, break_it, message):
+    # Each used to end in a KeyError / AttributeError / TypeError traceback or an int() message
+    # without the file, or (category_id) to drop the annotation without a word.
+    coco = _coco_dir(tmp_path / "c")
+    ann = coco / "annotations" / "instances_train2014.json"
+    data = json.loads(ann.read_text())
+    break_it(data)
+    ann.write_text(json.dumps(data))
+    assert main(["make-vww", "--coco", str(coco), "--out", str(tmp_path / "v")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"rnnpool make-vww: error: {ann}: "), lines
+    assert __import__("re").search(message, lines[0]), lines
+    assert not (tmp_path / "v").exists()
+
+
+def test_coco_file_that_is_not_an_object_is_named(tmp_path, capsys):
+    coco = _coco_dir(tmp_path / "c")
+    ann = coco / "annotations" / "instances_train2014.json"
+    ann.write_text("5")  # was "TypeError: argument of type 'int' is not iterable"
+    assert main(["make-vww", "--coco", str(coco), "--out", str(tmp_path / "v")]) == 2
+    assert f"{ann}: not a COCO instances file" in capsys.readouterr().err

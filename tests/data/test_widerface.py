@@ -50,6 +50,9 @@ def test_parse_good_file(tmp_path):
         ("a/x.jpg\n1\n10 20 30 40 0 0 0 0 0 0\nnot-an-image\n1\n", 4, "image path"),
         ("a/x.jpg\n1\n10 20 3O 40 0 0 0 0 0 0\n", 3, "expected 10 numbers"),
         ("a/x.jpg\n-1\n", 2, "negative"),
+        # Non-finite numbers parse as floats: a NaN box reached the training targets (NaN loss).
+        ("a/x.jpg\n1\nnan 20 30 40 0 0 0 0 0 0\n", 3, "not finite"),
+        ("a/x.jpg\n2\n1 2 3 4 0 0 0 0 0 0\n10 20 inf 40 0 0 0 0 0 0\n", 4, "not finite"),
     ],
 )
 def test_malformed_lines_name_file_and_line(tmp_path, text, line, what):
@@ -69,6 +72,24 @@ def test_zero_count_followed_by_a_real_face_is_an_error(tmp_path):
     p.write_text("a/x.jpg\n0\n0 0 0 0 0 0 0 0 0 0\nb/y.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n")
     recs = parse_wider_annotations(p)
     assert [(n, f.shape) for n, f in recs] == [("a/x.jpg", (0, 10)), ("b/y.jpg", (1, 10))]
+
+
+def test_empty_or_non_utf8_annotation_file_is_named(tmp_path):
+    # An empty file (a failed download) gave a data set of 0 images without a word; a Latin-1
+    # byte gave "'utf-8' codec can't decode ..." without the file's name.
+    p = tmp_path / "bad_gt.txt"
+    p.write_text("\n")
+    with pytest.raises(WiderAnnotationError, match=r"bad_gt\.txt: no image"):
+        parse_wider_annotations(p)
+    p.write_bytes("a/x.jpg\n1\n1 2 3 4 0 0 0 0 0 0\nb/\u00fc.jpg\n0\n".encode("latin-1"))
+    with pytest.raises(WiderAnnotationError, match=r"bad_gt\.txt, line 4: not UTF-8"):
+        parse_wider_annotations(p)
+
+
+def test_byte_order_mark_is_not_part_of_the_first_image_path(tmp_path):
+    p = tmp_path / "gt.txt"
+    p.write_bytes(("\ufeff" + GOOD).encode("utf-8"))
+    assert parse_wider_annotations(p)[0][0] == "0--Parade/0_Parade_a.jpg"
 
 
 def test_missing_annotation_file(tmp_path):

@@ -411,3 +411,22 @@ def test_files_of_two_exports_do_not_compile_together(tmp_path):
     # The same model exported twice is the same set: the id depends on the contents only.
     codegen.generate_c(_graph(ConvNet, (20, 24), seed=0)[0], tmp_path / "a2")
     assert all((a / n).read_text() == (tmp_path / "a2" / n).read_text() for n in names)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--calib-count", "-1"], "--calib-count must be >= 1, got -1"),  # was a torch traceback
+    (["--calib-count", "0"], "--calib-count must be >= 1, got 0"),  # was "set is empty", late
+    (["--rnnpool-rows", "0"], "--rnnpool-rows must be >= 1, got 0"),  # was accepted
+    (["--rnnpool-kernel", "map", "--rnnpool-rows", "-1"], "--rnnpool-rows must be >= 1"),
+])
+def test_export_c_count_options_below_one_fail_before_any_output(tmp_path, capsys, extra,
+                                                                  message):
+    from rnnpool.cli import main
+
+    out = tmp_path / "c"
+    assert main(["export-c", "fmnist_cnn_rnnpool", "--random-init", "--input", "28x28",
+                 "--out", str(out), *extra]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"rnnpool export-c: error: {message}"
+                                                            + ("" if "got" in message else
+                                                               ", got -1")]
+    assert not out.exists()  # the output folder used to be made before quantizing

@@ -51,3 +51,31 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["export-onnx", "rnnpool_face_m4", str(tmp_path / "missing.pt"),
                  "--out", str(tmp_path / "x.onnx")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_cli_corrupt_weights_opset_and_model_args_are_one_line_errors(tmp_path, capsys):
+    # Each used to end in a traceback (EOFError, PytorchStreamReader RuntimeError, "Unsupported
+    # onnx_opset_version", TypeError), or (--model-arg with a training checkpoint) was ignored.
+    from rnnpool.models import create_model
+    from rnnpool.train import save_checkpoint
+
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint({"model": create_model("fmnist_cnn_rnnpool").state_dict(),
+                     "model_name": "fmnist_cnn_rnnpool", "model_args": {}}, ckpt)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "half.pt").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    out = tmp_path / "x.onnx"
+    base = ["export-onnx", "fmnist_cnn_rnnpool"]
+    for args, message in [
+        ([str(tmp_path / "empty.pt")], "empty.pt: not a readable torch checkpoint"),
+        ([str(tmp_path / "half.pt")], "half.pt: not a readable torch checkpoint"),
+        ([str(ckpt), "--opset", "0"], "--opset must be "),
+        ([str(ckpt), "--opset", "99"], "got 99"),
+        (["--random-init", "--model-arg", "bogus=1"], "model fmnist_cnn_rnnpool: "),
+        ([str(ckpt), "--model-arg", "num_classes=3"], "--model-arg does not apply"),
+    ]:
+        assert main(base + args + ["--input", "28x28", "--out", str(out)]) == 2, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("rnnpool export-onnx: error: "), lines
+        assert message in lines[0], lines
+        assert not out.exists()

@@ -165,6 +165,23 @@ def test_train_detector_sparsity_and_resume(tmp_path, faces_root):
     assert abs((w2 != 0).float().mean().item() - 0.3) < 0.01
 
 
+
+def test_train_detector_resume_with_other_settings_warns(tmp_path, faces_root, capsys):
+    # --eval-images (val_ap, hence best.pt), --size and --sparsity change the run; a resume
+    # that changed them continued silently (without --sparsity the masks stopped being applied).
+    base = ["train-detector", "--model", "rnnpool_face_m4", "--data", str(faces_root),
+            "--batch-size", "2", "--max-steps-per-epoch", "1", "--no-progress",
+            "--out-dir", str(tmp_path / "run")]
+    assert main(base + ["--epochs", "1", "--size", "64", "--eval-images", "1",
+                        "--sparsity"]) == 0
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["extra"][
+        "eval_images"] == 1
+    capsys.readouterr()
+    assert main(base + ["--epochs", "1", "--size", "96", "--eval-images", "2", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "eval_images 1 -> 2" in err and "train_size 64 -> 96" in err
+    assert "sparsity (0.5, 0.3) -> None" in err
+
 def test_train_detector_with_the_same_seed_is_reproducible(tmp_path, faces_root):
     # The reference is a second, identical run from another process RNG state: --seed must fix
     # the initial weights too, not only what fit() draws.
@@ -178,6 +195,23 @@ def test_train_detector_with_the_same_seed_is_reproducible(tmp_path, faces_root)
         states.append(torch.load(tmp_path / run / "last.pt", weights_only=False)["model"])
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_train_detector_only_rank_0_prints_the_summary(tmp_path, faces_root, capsys,
+                                                       monkeypatch):
+    # Under torchrun only rank 0 logs (docs/experiments.md); the other ranks' fit() returns no
+    # best metric, and they used to print "done: best val_ap = None" beside rank 0's line.
+    import rnnpool.train
+
+    monkeypatch.setattr(rnnpool.train, "fit", lambda *a, **k: {"best_metric": None})
+    monkeypatch.setenv("RANK", "1")
+    args = ["train-detector", "--model", "rnnpool_face_m4", "--data", str(faces_root),
+            "--eval-images", "0", "--out-dir", str(tmp_path / "run")]
+    assert main(args) == 0
+    assert "done:" not in capsys.readouterr().out
+    monkeypatch.setenv("RANK", "0")
+    assert main(args) == 0
+    assert "done: best train_loss = None" in capsys.readouterr().out
 
 
 def test_train_detector_bad_model(tmp_path, faces_root, capsys):
@@ -210,3 +244,100 @@ def test_scut_head_training_batch(tmp_path):
     assert images.shape[1:] == (1, 64, 64)
     loss, logs = detection_loss_fn()(model, (images, targets), torch.device("cpu"))
     assert torch.isfinite(loss) and logs["num_pos"] > 0
+
+
+def _one_error_line(capsys, command):
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"rnnpool {command}: error: "), lines
+    return lines[0]
+
+
+def test_detect_and_widerface_predict_refuse_a_classification_checkpoint(
+    tmp_path, faces_root, capsys
+):
+    # Used to end in "TypeError: FacePredictor needs a face model (S3FD)" with a traceback.
+    ckpt = tmp_path / "cls.pt"
+    save_checkpoint({"model": create_model("fmnist_probe_avg").state_dict(),
+                     "model_name": "fmnist_probe_avg", "model_args": {},
+                     "extra": {"task": "classification"}}, ckpt)
+    image = next((faces_root / "WIDER_val" / "images").rglob("*.jpg"))
+    assert main(["detect", str(image), "--weights", str(ckpt), "--out", str(tmp_path / "o")]) == 2
+    assert "fmnist_probe_avg is not a face detector" in _one_error_line(capsys, "detect")
+    assert main(["widerface-predict", "--weights", str(ckpt), "--data", str(faces_root),
+                 "--out", str(tmp_path / "p")]) == 2
+    assert "is not a face detector" in _one_error_line(capsys, "widerface-predict")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--size", "0"), ("--size", "-5"), ("--size", "0.0"), ("--size", "-0.5"),  # were accepted
+    ("--size", "0x10"),  # traceback from F.interpolate
+    ("--thresh", "-1"), ("--thresh", "2"), ("--thresh", "nan"),  # were accepted
+    ("--device", "bogus"), ("--device", "cuda:x"),  # tracebacks from torch.device
+])
+def test_detect_bad_options_are_one_line_errors(tmp_path, faces_root, m4_ckpt, capsys,
+                                                option, value):
+    image = next((faces_root / "WIDER_val" / "images").rglob("*.jpg"))
+    out = tmp_path / "o"
+    assert main(["detect", str(image), "--weights", str(m4_ckpt), "--out", str(out),
+                 f"{option}={value}"]) == 2
+    assert f"error: {option} must be" in _one_error_line(capsys, "detect")
+    assert not out.exists()
+
+
+def test_detect_checks_every_image_before_writing_any(tmp_path, faces_root, m4_ckpt, capsys):
+    # The first image used to be drawn and saved before the second was found missing.
+    image = next((faces_root / "WIDER_val" / "images").rglob("*.jpg"))
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    out = tmp_path / "o"
+    for other, message in ((tmp_path / "nope.jpg", "image not found"),
+                           (tmp_path / "bad.jpg", "not a readable image")):
+        assert main(["detect", str(image), str(other), "--weights", str(m4_ckpt),
+                     "--out", str(out)]) == 2
+        assert message in _one_error_line(capsys, "detect")
+        assert not out.exists()
+    # Two images of the same name: the second drawing silently replaced the first.
+    (tmp_path / "b").mkdir()
+    twin = tmp_path / "b" / image.name
+    twin.write_bytes(image.read_bytes())
+    assert main(["detect", str(image), str(twin), "--weights", str(m4_ckpt), "--out",
+                 str(out)]) == 2
+    assert f"would both be saved as {out / image.name}" in _one_error_line(capsys, "detect")
+    assert not out.exists()
+
+
+def test_widerface_predict_negative_limit_and_missing_image(tmp_path, faces_root, m4_ckpt,
+                                                           capsys):
+    import shutil
+
+    pred = tmp_path / "pred"
+    # --limit -1 used to drop the last image silently ([:-1]).
+    assert main(["widerface-predict", "--weights", str(m4_ckpt), "--data", str(faces_root),
+                 "--out", str(pred), "--limit", "-1"]) == 2
+    assert "limit must be >= 0, got -1" in _one_error_line(capsys, "widerface-predict")
+    # An image missing from the folder used to stop the run with part of the files written.
+    root = tmp_path / "faces"
+    shutil.copytree(faces_root, root)
+    images = sorted((root / "WIDER_val" / "images").rglob("*.jpg"))
+    images[-1].unlink()
+    assert main(["widerface-predict", "--weights", str(m4_ckpt), "--data", str(root),
+                 "--out", str(pred)]) == 2
+    assert "image listed for split 'val' not found" in _one_error_line(capsys,
+                                                                        "widerface-predict")
+    assert not pred.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--size", "0"], "--size must be >= 1, got 0"),  # 0 silently meant the model's default
+    (["--eval-images", "-1"], "--eval-images must be >= 0, got -1"),  # silently meant 0
+    (["--model-arg", "bogus=1"], "model rnnpool_face_m4: "),  # TypeError traceback
+    (["--device", "bogus"], "--device must be"),  # RuntimeError traceback from the loop
+])
+def test_train_detector_bad_options_fail_before_training(tmp_path, faces_root, capsys,
+                                                         extra, message):
+    out = tmp_path / "run"
+    assert main(["train-detector", "--model", "rnnpool_face_m4", "--data", str(faces_root),
+                 "--epochs", "1", "--batch-size", "2", "--no-progress", "--out-dir", str(out),
+                 *extra]) == 2
+    assert message in _one_error_line(capsys, "train-detector")
+    assert not out.exists()

@@ -399,3 +399,38 @@ def test_ground_truth_as_predictions_scores_one(tmp_path):
     assert r["num_faces"]["hard"] > r["num_faces"]["easy"] > 0
     for s in ("easy", "medium", "hard"):
         assert r[s] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("iou", ["1.5", "-1", "0", "nan"])
+def test_iou_threshold_outside_0_1_is_an_error(single_image, capsys, iou):
+    # Each used to print an AP (0 for 1.5 and nan; every overlap "matched" for 0 and -1).
+    from rnnpool.cli import main
+
+    gt_dir, pred_dir = single_image
+    assert main(["widerface-eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--iou", iou]) == 2
+    captured = capsys.readouterr()
+    assert "AP" not in captured.out
+    assert captured.err.strip().splitlines() == [
+        f"rnnpool widerface-eval: error: iou_thresh must be in (0, 1], got {float(iou)}"
+    ]
+
+
+def test_json_or_plot_path_that_is_a_folder_or_has_no_suffix(single_image, tmp_path, capsys):
+    # A folder gave "[Errno 21] Is a directory: '<temporary file>' -> ..." (--json) or
+    # "Format 'tmp' is not supported" (--plot); a plot path without a suffix gave the latter.
+    from rnnpool.cli import main
+
+    gt_dir, pred_dir = single_image
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for opt in ("--json", "--plot"):
+        assert main(["widerface-eval", "--pred", str(pred_dir), "--gt", str(gt_dir), opt,
+                     str(folder)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"rnnpool widerface-eval: error: {folder} is a folder; expected a file path"
+        ]
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "gt", "out", "pred"]
+    assert main(["widerface-eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--plot",
+                 str(tmp_path / "curves")]) == 0
+    assert (tmp_path / "curves").read_bytes().startswith(b"\x89PNG")

@@ -128,6 +128,12 @@ def test_train_with_the_same_seed_is_reproducible(tmp_path):
     (["--val-limit", "-1"], "val_limit must be >= 0"),
     (["--image-size", "0"], "image_size must be >= 1"),
     (["--warmup-epochs", "-1"], "warmup_epochs must be >= 0"),
+    # These three were accepted (scale) or failed with a traceback (IndexError in the loss
+    # after training began; RuntimeError from torch.device).
+    (["--scale", "2", "1"], "scale must be 0 < MIN <= MAX <= 1"),
+    (["--model-arg", "num_classes=3"], "--model-arg num_classes must be >= 10 (the data's "
+                                       "classes)"),
+    (["--device", "bogus"], "--device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
 ])
 def test_out_of_range_arguments_fail_before_training(tmp_path, capsys, extra, message):
     # Each used to train (silently dropping images or with a wrong lr schedule) or to fail
@@ -165,3 +171,41 @@ def test_resize_smaller_than_the_crop_is_refused_before_training(tmp_path, capsy
                "--out-dir", str(out)])
     assert rc == 2 and not out.exists()
     assert "resize_size must be >= image_size (16), got 12" in capsys.readouterr().err
+
+
+def test_resume_with_other_data_settings_warns(tmp_path, capsys):
+    # --image-size, --train-limit, --no-augment, ... are not TrainConfig fields: a resume that
+    # changed them used to continue silently with other data than the checkpoint's run.
+    _fake_imagenet10(tmp_path / "in")
+    args = ["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "in"),
+            "--imagenet10", "--image-size", "16", "--model-arg", "in_chans=3", "--batch-size",
+            "4", "--no-progress", "--out-dir", str(tmp_path / "run")]
+    assert main(args + ["--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--epochs", "2", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "epochs 1 -> 2" in err and "data." not in err  # the same data: no warning about it
+    assert main(args + ["--epochs", "3", "--resume", "--no-augment", "--val-limit", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "data.augment True -> False" in err and "data.val_limit None -> 5" in err
+
+
+def test_evaluate_refuses_a_detector_checkpoint_and_a_bad_device(tmp_path, capsys):
+    # A face-detector checkpoint ran the detector on the images: AttributeError traceback.
+    from rnnpool.models import create_model
+    from rnnpool.train import save_checkpoint
+
+    _fake_imagenet10(tmp_path / "in")
+    ckpt = tmp_path / "face.pt"
+    save_checkpoint({"model": create_model("rnnpool_face_m4").state_dict(),
+                     "model_name": "rnnpool_face_m4", "model_args": {},
+                     "extra": {"task": "face_detection"}}, ckpt)
+    assert main(["evaluate", str(ckpt), "--data", str(tmp_path / "in"), "--limit", "2"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"rnnpool evaluate: error: {ckpt}: a face_detection checkpoint "
+                     "(rnnpool_face_m4); evaluate takes classification checkpoints (face "
+                     "detectors: rnnpool widerface-predict --eval)"]
+    assert main(["evaluate", "--device", "bogus"]) == 2  # was a torch.device traceback
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "rnnpool evaluate: error: --device must be 'auto', 'cpu', 'cuda' or 'cuda:N', "
+        "got 'bogus'"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -186,6 +187,8 @@ def profile_model(
     """
     if bytes_per_activation not in (1, 2, 4):
         raise ValueError(f"bytes_per_activation must be 1, 2 or 4, got {bytes_per_activation}")
+    if in_chans is not None and in_chans < 1:  # else 0 falls back to the model's own silently
+        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
     if isinstance(model, str):
         from ..models import create_model
 
@@ -274,6 +277,7 @@ def plot_memory(profiles: Sequence[Profile], path: str) -> None:
     fig.tight_layout()
     try:
         with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=110)
+            # by the path's suffix, not the temporary file's (".tmp" for no suffix)
+            fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:].lower() or "png")
     finally:
         plt.close(fig)

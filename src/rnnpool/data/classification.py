@@ -75,6 +75,8 @@ class DataSpec:
         if self.scale is None:
             self.scale = (0.2, 1.0) if self.format == "vww" else (0.08, 1.0)
         self.scale = (float(self.scale[0]), float(self.scale[1]))
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:  # fractions of the image area
+            raise ValueError(f"scale must be 0 < MIN <= MAX <= 1, got {self.scale}")
 
     @property
     def mean_std(self) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 __all__ = ["register"]
 
@@ -58,8 +59,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import json
 
+    from ..cli import CLIError
     from .synthetic_faces import OPENCV_DOC_DIR, make_faces
 
+    # Checked here, before any file is written, naming the option.
+    if args.scene_dir is not None and not os.path.isdir(args.scene_dir):
+        # the default folder may be missing (a warning); one the user names must exist
+        raise CLIError(f"--scene-dir {args.scene_dir} is not a folder")
+    if args.seed < 0:
+        raise CLIError(f"--seed must be >= 0, got {args.seed}")
+    if args.min_face < 1:
+        raise CLIError(f"--min-face must be >= 1, got {args.min_face}")
+    if args.min_face > args.max_face:
+        raise CLIError(f"--min-face ({args.min_face}) must be <= --max-face ({args.max_face})")
     root = make_faces(
         args.dir,
         num_train=args.train,

@@ -47,10 +47,33 @@ def _load_coco(path: Path) -> dict:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a COCO instances file (a JSON {type(data).__name__}, "
+                         "not an object)")
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise ValueError(f"{path}: not a COCO instances file (no {key!r} list)")
+        if not isinstance(data[key], list):
+            raise ValueError(f"{path}: {key!r} is not a list")
     return data
+
+
+def _entry(source: str, what: str, k: int, entry, keys: Tuple[str, ...]) -> dict:
+    """``entry`` (#``k`` of a COCO list), checked to be an object holding ``keys``."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{source}: {what} #{k} is not a JSON object")
+    for key in keys:
+        if key not in entry:
+            raise ValueError(f"{source}: {what} #{k} (id {entry.get('id')}) has no {key!r}")
+    return entry
+
+
+def _int(source: str, what: str, k: int, entry: dict, key: str) -> int:
+    value = entry[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"{source}: {what} #{k} (id {entry.get('id')}): {key!r} must be an "
+                         f"integer, got {value!r}")
+    return int(value)
 
 
 def vww_labels(coco: dict, threshold: float = VWW_THRESHOLD, area: str = "segmentation",
@@ -79,20 +102,27 @@ def vww_labels(coco: dict, threshold: float = VWW_THRESHOLD, area: str = "segmen
     if not 0 <= threshold < 1:  # a fraction of the image (0.005), not a percentage
         raise ValueError(f"threshold must be a fraction of the image area in [0, 1), got "
                          f"{threshold}")
-    cat_ids = {int(c["id"]) for c in coco["categories"] if c.get("name") == category}
+    cat_ids = set()
+    for k, c in enumerate(coco["categories"]):
+        cid = _int(source, "category", k, _entry(source, "category", k, c, ("id",)), "id")
+        if c.get("name") == category:
+            cat_ids.add(cid)
     if not cat_ids:
         raise ValueError(f"{source}: no category named {category!r}")
     sizes: Dict[int, float] = {}
-    for img in coco["images"]:
+    for k, img in enumerate(coco["images"]):
+        iid = _int(source, "image", k, _entry(source, "image", k, img, ("id",)), "id")
         w, h = img.get("width"), img.get("height")
-        if not w or not h or w <= 0 or h <= 0:
-            raise ValueError(f"{source}: image id {img.get('id')} has no valid width/height")
-        sizes[int(img["id"])] = float(w) * float(h)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                   for v in (w, h)):
+            raise ValueError(f"{source}: image id {iid} has no valid width/height")
+        sizes[iid] = float(w) * float(h)
     labels = {i: 0 for i in sizes}
     for k, ann in enumerate(coco["annotations"]):
-        if int(ann.get("category_id", -1)) not in cat_ids:
+        _entry(source, "annotation", k, ann, ("image_id", "category_id"))
+        if _int(source, "annotation", k, ann, "category_id") not in cat_ids:
             continue
-        iid = int(ann["image_id"])
+        iid = _int(source, "annotation", k, ann, "image_id")
         if iid not in sizes:
             raise ValueError(f"{source}: annotation #{k} (id {ann.get('id')}) refers to unknown "
                              f"image id {iid}")
@@ -153,7 +183,8 @@ def make_vww(coco_dir: PathLike, out_dir: PathLike, minival_ids: Optional[PathLi
         ann = coco_dir / "annotations" / f"instances_{split}{year}.json"
         data = _load_coco(ann)
         labels = vww_labels(data, threshold, area, source=str(ann))
-        for img in data["images"]:
+        for k, img in enumerate(data["images"]):
+            _entry(str(ann), "image", k, img, ("file_name",))
             iid = int(img["id"])
             if iid in entries:
                 raise ValueError(f"{ann}: image id {iid} also appears in another split")

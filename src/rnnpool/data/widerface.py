@@ -19,6 +19,7 @@ into the xyxy box ``(x, y, x + w, y + h)``, the format of :mod:`rnnpool.detectio
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -81,8 +82,9 @@ def parse_wider_annotations(path: PathLike) -> List[Tuple[str, np.ndarray]]:
 
     Raises:
         WiderAnnotationError: a malformed line (a count that is not a non-negative integer, a
-            face line without 10 numbers, a file that ends inside an image's block), naming the
-            file and the 1-based line number.
+            face line without 10 finite numbers, a file that ends inside an image's block, bytes
+            that are not UTF-8), naming the file and the 1-based line number; or a file without
+            any image.
         FileNotFoundError: the file does not exist.
 
     Example:
@@ -96,8 +98,15 @@ def parse_wider_annotations(path: PathLike) -> List[Tuple[str, np.ndarray]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"WIDER FACE annotation file not found: {path}")
-    with open(path, "r", encoding="utf-8") as f:
-        lines = [line.strip() for line in f]
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # "-sig": a byte order mark is not part of a path
+    except UnicodeDecodeError as e:
+        lineno = data[: e.start].count(b"\n") + 1
+        raise WiderAnnotationError(
+            f"{path}, line {lineno}: not UTF-8 text (byte {data[e.start]:#04x})"
+        ) from None
+    lines = [line.strip() for line in io.StringIO(text, newline=None)]  # as open() splits
     out: List[Tuple[str, np.ndarray]] = []
     i, n = 0, len(lines)
 
@@ -109,9 +118,12 @@ def parse_wider_annotations(path: PathLike) -> List[Tuple[str, np.ndarray]]:
         if len(parts) != 10:
             return None
         try:
-            return np.array([float(p) for p in parts], dtype=np.float64)
+            row = np.array([float(p) for p in parts], dtype=np.float64)
         except ValueError:
             return None
+        if not np.isfinite(row).all():  # "nan" / "inf" parse as floats
+            raise fail(k + 1, f"a face value is not finite: {lines[k]!r}")
+        return row
 
     while i < n:
         if not lines[i]:  # blank lines between blocks (e.g. a trailing newline) are harmless
@@ -153,6 +165,8 @@ def parse_wider_annotations(path: PathLike) -> List[Tuple[str, np.ndarray]]:
             rows.append(row)
         out.append((name, np.stack(rows)))
         i += count
+    if not out:
+        raise WiderAnnotationError(f"{path}: no image in the file (empty or truncated?)")
     return out
 
 

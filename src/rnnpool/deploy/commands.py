@@ -60,31 +60,44 @@ def load_model(name: str, weights: Optional[str], random_init: bool = False,
         try:
             model = create_model(name, **{"gate": "hard_sigmoid", "update": "hard_tanh", **kwargs})
         except TypeError:
-            model = create_model(name, **kwargs)
+            model = _create(name, kwargs)
         return model.eval()
     if not weights:
         raise ValueError("WEIGHTS is required (a checkpoint path), or pass --random-init")
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, dict) and "model_name" in obj:
+    from ..train.checkpoint import load_checkpoint
+
+    obj = load_checkpoint(path)  # a corrupt or empty file: one line naming it
+    if "model_name" in obj:
         from ..train.checkpoint import load_model_from_checkpoint
 
-        model = load_model_from_checkpoint(path)
         if obj["model_name"] != name:
             raise ValueError(f"{path} holds {obj['model_name']!r}, not {name!r}")
-        return model.eval()
-    state = obj.get("model", obj) if isinstance(obj, dict) else None
+        if model_args:  # the checkpoint rebuilds its model from its own arguments
+            raise ValueError(f"--model-arg does not apply to {path}: it records its model's "
+                             f"arguments ({obj.get('model_args') or {}})")
+        return load_model_from_checkpoint(path).eval()
+    state = obj.get("model", obj)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a checkpoint or a state dict")
-    model = create_model(name, **(model_args or {}))
+    model = _create(name, model_args or {})
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit {name}: "
                          f"{str(e).strip().splitlines()[0]}") from None
     return model.eval()
+
+
+def _create(name: str, kwargs: dict):
+    from ..models import create_model
+
+    try:
+        return create_model(name, **kwargs)
+    except TypeError as e:  # an unknown --model-arg
+        raise ValueError(f"model {name}: {e}") from None
 
 
 def model_input_chw(model, size: Optional[str]) -> Tuple[int, int, int]:
@@ -235,14 +248,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args):
+    for opt in ("calib_count", "rnnpool_rows"):  # checked before the model is built
+        if getattr(args, opt, 1) < 1:
+            raise ValueError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(args, opt)}")
     model = load_model(args.model, args.weights, args.random_init,
                        _parse_model_args(args.model_arg))
     return model, model_input_chw(model, args.input)
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from .onnx_export import export_onnx
+    from .onnx_export import export_onnx, supported_opsets
 
+    lo, hi = supported_opsets()
+    if not lo <= args.opset <= hi:  # else torch's traceback, after it prints the whole graph
+        raise ValueError(f"--opset must be {lo} to {hi} (this PyTorch's ONNX exporter), "
+                         f"got {args.opset}")
     model, chw = _load(args)
     r = export_onnx(model, chw, args.out, opset=args.opset)
     print(f"wrote {r.path} ({r.nbytes / 1024:.1f} KiB), input (N, {chw[0]}, {chw[1]}, {chw[2]}), "

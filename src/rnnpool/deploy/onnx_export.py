@@ -19,14 +19,14 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from .._io import atomic_write_bytes
 
-__all__ = ["OnnxExportResult", "export_onnx"]
+__all__ = ["OnnxExportResult", "export_onnx", "supported_opsets"]
 
 
 @dataclass
@@ -56,6 +56,16 @@ def _flatten(out) -> List[torch.Tensor]:
     if isinstance(out, dict):
         return [t for o in out.values() for t in _flatten(o)]
     raise TypeError(f"cannot export a model output of type {type(out).__name__}")
+
+
+def supported_opsets() -> Tuple[int, int]:
+    """``(lowest, highest)`` ONNX opset this PyTorch's exporter accepts."""
+    try:
+        from torch.onnx import _constants as c
+
+        return int(c.ONNX_MIN_OPSET), int(c.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):  # a private module: fall back to a safe range
+        return 9, 17
 
 
 def export_onnx(model: torch.nn.Module, input_chw: Sequence[int], f, *, opset: int = 17,
@@ -89,9 +99,15 @@ def export_onnx(model: torch.nn.Module, input_chw: Sequence[int], f, *, opset: i
     with torch.no_grad(), warnings.catch_warnings():
         # Shape checks in forward become constants of the trace: expected for a fixed (H, W).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=names,
-                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}})
+        try:
+            torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=names,
+                              dynamic_axes={"input": {0: "batch"},
+                                            **{n: {0: "batch"} for n in names}})
+        except RuntimeError as e:  # "Unsupported onnx_opset_version", an op missing in opset
+            if "opset" not in str(e):
+                raise
+            raise ValueError(f"opset {opset}: {str(e).strip().splitlines()[0]}") from None
     data = buf.getvalue()
     diff = None
     if verify:

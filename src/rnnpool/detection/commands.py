@@ -195,18 +195,22 @@ def predict_widerface(
     from .evaluation import write_wider_prediction
     from .tta import tta_predict
 
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")  # [:-1] would drop an image
     names = list_split_images(root, split)[:limit]
     image_dir = split_image_dir(root, split)
+    for rel in names:  # before writing anything: no half-written prediction folder
+        if not (image_dir / rel).is_file():
+            raise FileNotFoundError(
+                f"image listed for split {split!r} not found: {image_dir / rel}"
+            )
     it = names
     if progress:
         from tqdm import tqdm
 
         it = tqdm(names, desc=f"widerface-predict {split}", unit="img")
     for rel in it:
-        path = image_dir / rel
-        if not path.is_file():
-            raise FileNotFoundError(f"image listed for split {split!r} not found: {path}")
-        image = load_rgb(path)
+        image = load_rgb(image_dir / rel)
         boxes, scores = tta_predict(predictor, image) if tta else predictor(image)
         order = torch.sort(scores, descending=True, stable=True).indices
         write_wider_prediction(pred_dir, rel, boxes[order], scores[order])
@@ -214,17 +218,14 @@ def predict_widerface(
 
 
 def _predictor(args: argparse.Namespace, **kw: Any):
+    from ..cli import parse_device
     from .predict import FacePredictor
 
-    device = _device(args.device)
+    if not 0 <= args.thresh <= 1:  # scores are probabilities; also catches nan
+        raise ValueError(f"--thresh must be in [0, 1], got {args.thresh}")
     size = _parse_size(args.size)
+    device = parse_device(args.device)
     return FacePredictor.from_checkpoint(args.weights, args.model, size=size, device=device, **kw)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _parse_size(text: str | None) -> Any:
@@ -233,15 +234,19 @@ def _parse_size(text: str | None) -> Any:
     if text == "native":
         return None
     try:
-        if "x" in text:
+        if "x" in text.lower():
             w, h = text.lower().split("x")
-            return (int(h), int(w))
-        return float(text) if "." in text else int(text)
+            size = (int(h), int(w))
+        else:
+            size = float(text) if "." in text else int(text)
     except ValueError:
         raise ValueError(
             f"--size must be 'auto', 'native', a scale like 0.5, a long side like 640 "
             f"or WxH like 320x240, got {text!r}"
         ) from None
+    if min(size if isinstance(size, tuple) else (size,)) <= 0:
+        raise ValueError(f"--size must be positive, got {text!r}")
+    return size
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -359,6 +364,7 @@ def _model_args(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ..cli import parse_device
     from ..data.detection_transforms import detection_collate
     from ..models import create_model, is_model
     from ..train import config as train_config
@@ -367,9 +373,18 @@ def _train(args: argparse.Namespace) -> int:
 
     if not is_model(args.model) or not args.model.startswith("rnnpool_face"):
         raise ValueError(f"--model must be a face model (rnnpool_face_*), got {args.model!r}")
+    # Before any work: 0 would silently mean the default size, -1 no evaluation.
+    if args.size is not None and args.size < 1:
+        raise ValueError(f"--size must be >= 1, got {args.size}")
+    if args.eval_images < 0:
+        raise ValueError(f"--eval-images must be >= 0, got {args.eval_images}")
+    parse_device(args.device)  # else a traceback from torch.device once training starts
     model_args = _model_args(args.model_arg)
     torch.manual_seed(args.seed)  # fit() seeds after the model exists: seed its initial weights
-    model = create_model(args.model, **model_args)
+    try:
+        model = create_model(args.model, **model_args)
+    except TypeError as e:  # an unknown --model-arg
+        raise ValueError(f"model {args.model}: {e}") from None
     if args.init:
         state = load_checkpoint(args.init)
         state = state.get("model", state)
@@ -413,13 +428,15 @@ def _train(args: argparse.Namespace) -> int:
             "dataset": args.dataset,
             "train_size": size,
             "sparsity": M4_SPARSITY if args.sparsity else None,
+            "eval_images": args.eval_images,
         },
     )
     best = result["best_metric"]
-    print(
-        f"done: best {config.metric} = {best if best is None else round(best, 4)}; "
-        f"checkpoints in {config.out_dir}"
-    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 talks
+        print(
+            f"done: best {config.metric} = {best if best is None else round(best, 4)}; "
+            f"checkpoints in {config.out_dir}"
+        )
     return 0
 
 
@@ -430,9 +447,19 @@ def _detect(args: argparse.Namespace) -> int:
 
     pred = _predictor(args, score_thresh=args.thresh)
     out_dir = Path(args.out)
-    for path in args.images:
+    seen: dict[str, str] = {}
+    for path in args.images:  # before writing anything: no half-done output folder
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image not found: {path}")
+        try:
+            Image.open(path).close()  # reads the header only
+        except OSError as e:
+            raise ValueError(f"{path}: not a readable image ({e})") from None
+        name = Path(path).name
+        if name in seen:  # the second drawing would replace the first
+            raise ValueError(f"{seen[name]} and {path} would both be saved as {out_dir / name}")
+        seen[name] = path
+    for path in args.images:
         try:
             with Image.open(path) as im:
                 image = im.convert("RGB")

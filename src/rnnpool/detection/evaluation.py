@@ -428,6 +428,8 @@ def widerface_evaluate(
         raise ValueError(f"missing must be 'error' or 'empty', got {missing!r}")
     if max_faces is not None and max_faces < 0:
         raise ValueError(f"max_faces must be >= 0, got {max_faces}")
+    if not 0 < iou_thresh <= 1:  # also catches nan
+        raise ValueError(f"iou_thresh must be in (0, 1], got {iou_thresh}")
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"prediction folder not found: {pred_dir}")
@@ -546,7 +548,8 @@ def plot_pr_curves(
     path = Path(path)
     try:
         with atomic_output(path) as tmp:
-            fig.savefig(tmp)
+            # by the path's suffix, not the temporary file's (".tmp" for no suffix)
+            fig.savefig(tmp, format=path.suffix[1:].lower() or "png")
     finally:
         plt.close(fig)
     return path

@@ -152,6 +152,13 @@ class FacePredictor:
             raise ValueError(f"{path}: no model name stored; pass --model")
         args = (ckpt.get("model_args") or {}) if name == ckpt.get("model_name") else {}
         model = create_model(name, **args)
+        if not hasattr(model, "config") or not hasattr(model, "anchors"):
+            task = (ckpt.get("extra") or {}).get("task")
+            raise ValueError(
+                f"{path}: {name} is not a face detector"
+                + (f" (a {task} checkpoint)" if task else "")
+                + "; give a checkpoint of an rnnpool_face_* model"
+            )
         try:  # sparsity masks in the state dict are recreated by FastGRNNCell itself
             model.load_state_dict(state)
         except RuntimeError as e:

@@ -139,6 +139,9 @@ def run_train(args: argparse.Namespace) -> int:
         create_model(args.model)  # raises the registry's "unknown model" error
     if args.eval_batch_size < 1:  # else an error only after the first epoch's training
         raise ValueError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}")
+    from ..cli import parse_device
+
+    parse_device(args.device)  # else a traceback from torch.device once training starts
     spec = _spec_from_args(args)
     recipe = _RECIPES["imagenet10" if spec.imagenet10 else spec.format]
     overrides = {k: recipe[k] for k in _PER_DATA if getattr(args, k) is None}
@@ -151,6 +154,10 @@ def run_train(args: argparse.Namespace) -> int:
         # grey 28x28 input for the zoo models (which default to RGB)
         model_args["in_chans"] = 1
     model_args.update(parse_model_args(args.model_arg))
+    n_out = model_args["num_classes"]
+    if isinstance(n_out, int) and n_out < len(spec.classes):  # else IndexError in the loss
+        raise ValueError(f"--model-arg num_classes must be >= {len(spec.classes)} (the data's "
+                         f"classes), got {n_out}")
     # fit() seeds only after the model exists: seed its initial weights here so that --seed
     # makes the whole run reproducible (same on every rank; DDP broadcasts rank 0's anyway).
     torch.manual_seed(config.seed)
@@ -171,14 +178,21 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ..cli import parse_device
     from ..data.classification import DataSpec, build_datasets, detect_format
     from ..weights import weights_path
     from .checkpoint import load_checkpoint, load_model_from_checkpoint
     from .classification import evaluate_classifier, format_confusion
-    from .loop import resolve_device
 
+    device = parse_device(args.device)
     path = args.checkpoint or weights_path()
     ckpt = load_checkpoint(path)
+    task = (ckpt.get("extra") or {}).get("task")
+    name = ckpt.get("model_name") or ""
+    if task not in (None, "classification") or name.startswith("rnnpool_face"):
+        raise ValueError(f"{path}: a {task or 'face detection'} checkpoint ({name or '?'}); "
+                         "evaluate takes classification checkpoints (face detectors: "
+                         "rnnpool widerface-predict --eval)")
     saved = ((ckpt.get("extra") or {}).get("data")) or {}
     if not saved and args.data is None:
         raise ValueError(f"{path}: checkpoint records no data set; pass --data")
@@ -194,7 +208,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         spec_d["scale"] = tuple(spec_d["scale"])
     spec = DataSpec(**spec_d)
     val = build_datasets(spec, splits=("val",))["val"]
-    device = resolve_device(args.device)
     model = load_model_from_checkpoint(path, map_location=device).to(device)
     n_out = (ckpt.get("model_args") or {}).get("num_classes")
     if n_out is not None and len(spec.classes) > n_out:
