@@ -72,6 +72,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (CLIError, ValueError, OSError) as e:
         print(f"rnnpool {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, training resumes
+        print(f"rnnpool {args.command}: interrupted", file=sys.stderr)
+        return 130  # the shell's code for SIGINT (128 + 2)
 
 
 if __name__ == "__main__":

@@ -89,3 +89,13 @@ def test_a_class_folder_without_images_is_named(tmp_path):
         ImageFolder(tmp_path)
     ds = ImageFolder(tmp_path, allow_empty=True)
     assert ds.classes == ["cat", "dog", "eel", "fox"] and [y for _, y in ds.samples] == [0, 3]
+
+
+def test_hidden_files_are_not_images(tmp_path):
+    # macOS copies leave "._name.jpg" metadata files beside every image; they are not images
+    # and failed to load in the middle of an epoch.
+    _img(tmp_path / "cat" / "a.png", 1)
+    (tmp_path / "cat" / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    _img(tmp_path / "cat" / ".hidden" / "b.png", 2)
+    ds = ImageFolder(tmp_path)
+    assert [p.rsplit("/", 1)[-1] for p, _ in ds.samples] == ["a.png"]

@@ -44,3 +44,14 @@ def test_zero_epochs_is_refused():
     # fit would return at once and write nothing: no checkpoint, no metrics.
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         TrainConfig(epochs=0)
+
+
+@pytest.mark.parametrize("kw, name", [({"lr": -0.1}, "lr"), ({"lr": float("nan")}, "lr"),
+                                      ({"momentum": -0.5}, "momentum"),
+                                      ({"weight_decay": -1e-4}, "weight_decay"),
+                                      ({"nesterov": True, "momentum": 0.0}, "nesterov")])
+def test_optimizer_settings_are_checked_by_name(kw, name):
+    # They reached torch.optim.SGD, whose message names no command-line option, after the
+    # output folder had been made.
+    with pytest.raises(ValueError, match=f"^{name}"):
+        TrainConfig(**kw)

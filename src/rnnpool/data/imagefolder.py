@@ -78,8 +78,12 @@ class ImageFolder(Dataset):
         self.samples: List[Tuple[str, int]] = []
         empty = []
         for label, c in enumerate(self.classes):
-            files = sorted(str(p) for p in (self.root / c).rglob("*")
-                           if p.suffix.lower() in exts and p.is_file())
+            folder = self.root / c
+            # hidden files and folders (e.g. macOS's "._x.jpg") are not images
+            files = sorted(str(p) for p in folder.rglob("*")
+                           if p.suffix.lower() in exts and p.is_file()
+                           and not any(part.startswith(".")
+                                       for part in p.relative_to(folder).parts))
             if not files:
                 empty.append(c)
             if limit_per_class is not None:

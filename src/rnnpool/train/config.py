@@ -56,6 +56,11 @@ class TrainConfig:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        for name in ("lr", "momentum", "weight_decay"):
+            if not getattr(self, name) >= 0:  # also nan
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum > 0")
         if self.min_lr < 0:  # fit sets the lr per step, bypassing SGD's own check
             raise ValueError(f"min_lr must be >= 0, got {self.min_lr}")
 

@@ -1,0 +1,13 @@
+import rnnpool.models
+from rnnpool.cli import main
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(monkeypatch, capsys):
+    # A KeyboardInterrupt used to end every command in a traceback (e.g. Ctrl-C in training).
+    def interrupted(pattern):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rnnpool.models, "list_models", interrupted)
+    assert main(["list-models"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "rnnpool list-models: interrupted" and "Traceback" not in err
