@@ -150,6 +150,10 @@ def test_threshold_is_a_fraction():
     (lambda d: d["annotations"].append(5), r"annotation #6 is not a JSON object"),
     (lambda d: d.update(images={"a": 1}), r"'images' is not a list"),
     (lambda d: d["images"][0].pop("file_name"), r"image #0 \(id 1\) has no 'file_name'"),
+    (lambda d: d["annotations"][0].update(area="big"),  # was float()'s message, no file
+     r"annotation #0 \(id 0\): 'area' must be a number >= 0, got 'big'"),
+    (lambda d: d["annotations"][0].update(area=float("nan")),
+     r"annotation #0 \(id 0\): 'area' must be a number >= 0, got nan"),
 ])
 def test_malformed_coco_entries_are_named(tmp_path, capsys, break_it, message):
     # Each used to end in a KeyError / AttributeError / TypeError traceback or an int() message

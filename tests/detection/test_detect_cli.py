@@ -197,6 +197,20 @@ def test_train_detector_with_the_same_seed_is_reproducible(tmp_path, faces_root)
         assert torch.equal(states[0][k], states[1][k]), k
 
 
+def test_train_detector_resume_does_not_need_the_init_file(tmp_path, faces_root, m4_ckpt):
+    # The resumed checkpoint replaces the weights: reading --init again was wasted, and failed
+    # once the fine-tuning start file had been moved or deleted.
+    init = tmp_path / "init.pt"
+    init.write_bytes(m4_ckpt.read_bytes())
+    base = ["train-detector", "--model", "rnnpool_face_m4", "--data", str(faces_root),
+            "--batch-size", "2", "--max-steps-per-epoch", "1", "--no-progress", "--size", "64",
+            "--eval-images", "0", "--init", str(init), "--out-dir", str(tmp_path / "run")]
+    assert main(base + ["--epochs", "1"]) == 0
+    init.unlink()
+    assert main(base + ["--epochs", "2", "--resume"]) == 0
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 2
+
+
 def test_train_detector_only_rank_0_prints_the_summary(tmp_path, faces_root, capsys,
                                                        monkeypatch):
     # Under torchrun only rank 0 logs (docs/experiments.md); the other ranks' fit() returns no

@@ -76,6 +76,15 @@ def _int(source: str, what: str, k: int, entry: dict, key: str) -> int:
     return int(value)
 
 
+def _size(source: str, k: int, ann: dict, key: str, value) -> float:
+    """An annotation's area or box side: a finite number >= 0."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 <= value < float("inf")):
+        raise ValueError(f"{source}: annotation #{k} (id {ann.get('id')}): {key!r} must be a "
+                         f"number >= 0, got {value!r}")
+    return float(value)
+
+
 def vww_labels(coco: dict, threshold: float = VWW_THRESHOLD, area: str = "segmentation",
                category: str = "person", source: str = "annotations") -> Dict[int, int]:
     """Image id -> VWW label for one COCO instances dict.
@@ -130,11 +139,11 @@ def vww_labels(coco: dict, threshold: float = VWW_THRESHOLD, area: str = "segmen
             bbox = ann.get("bbox")
             if not bbox or len(bbox) != 4:
                 raise ValueError(f"{source}: annotation #{k} (id {ann.get('id')}) has no bbox")
-            a = float(bbox[2]) * float(bbox[3])
+            a = _size(source, k, ann, "bbox", bbox[2]) * _size(source, k, ann, "bbox", bbox[3])
         else:
             if "area" not in ann:
                 raise ValueError(f"{source}: annotation #{k} (id {ann.get('id')}) has no area")
-            a = float(ann["area"])
+            a = _size(source, k, ann, "area", ann["area"])
         if a / sizes[iid] > threshold:
             labels[iid] = 1
     return labels

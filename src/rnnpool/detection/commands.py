@@ -385,7 +385,7 @@ def _train(args: argparse.Namespace) -> int:
         model = create_model(args.model, **model_args)
     except TypeError as e:  # an unknown --model-arg
         raise ValueError(f"model {args.model}: {e}") from None
-    if args.init:
+    if args.init and not args.resume:  # a resumed run's weights come from its checkpoint
         state = load_checkpoint(args.init)
         state = state.get("model", state)
         try:
