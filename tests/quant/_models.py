@@ -22,6 +22,16 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def conv_relu(weight: float, bias: float, channels: int = 1) -> nn.Module:
+    """``relu(weight * x + bias)`` per output channel: a 1x1 conv of one input channel whose
+    output range calibration can make wide, narrow or zero."""
+    conv = nn.Conv2d(1, channels, 1)
+    with torch.no_grad():
+        conv.weight.fill_(weight)
+        conv.bias.fill_(bias)
+    return nn.Sequential(conv, nn.ReLU()).eval()
+
+
 class TinyClassifier(nn.Module):
     """conv -> RNNPool -> MBConv (residual) -> MBConv s2 -> global pool -> Linear."""
 

@@ -8,7 +8,7 @@ from torch import nn
 from rnnpool.quant import reference as R
 from rnnpool.quant.ptq import UnsupportedLayerError, fold_bn, quantize_model
 
-from ._models import TinyClassifier, TinyDetector, randomize_bn
+from ._models import TinyClassifier, TinyDetector, conv_relu, randomize_bn
 
 
 def _run_all(g, x):
@@ -102,11 +102,7 @@ def test_dead_output_of_a_conv_is_named():
     # A conv whose ReLU output is zero on every calibration image, fed a wide input: its
     # requantization factor (input step x weight step / output step) exceeds 2**30. The error
     # used to be fixedpoint's "multiplier ... is too large", naming neither layer nor cause.
-    conv = nn.Conv2d(1, 2, 1)
-    with torch.no_grad():
-        conv.weight.fill_(1.0)
-        conv.bias.fill_(-1e6)
-    model = nn.Sequential(conv, nn.ReLU()).eval()
+    model = conv_relu(1.0, -1e6, channels=2)
     with pytest.raises(UnsupportedLayerError,
                        match=r"^_1: multiplier .* too large.* was zero on every calibration image"):
         quantize_model(model, torch.randn(4, 1, 8, 8) * 1000)
@@ -132,11 +128,7 @@ def test_all_zero_weight_channel_keeps_its_bias_at_output_resolution():
 def test_all_zero_weight_channel_with_a_dead_output_quantizes():
     # Zero weights, negative bias, ReLU: the output is 0 on every image (a zero-range tensor).
     # The channel's multiplier must not be in_scale / out_scale (far above 2**30).
-    conv = nn.Conv2d(1, 1, 1)
-    with torch.no_grad():
-        conv.weight.zero_()
-        conv.bias.fill_(-0.3)
-    model = nn.Sequential(conv, nn.ReLU()).eval()
+    model = conv_relu(0.0, -0.3)
     x = torch.linspace(-10.0, 10.0, 8 * 16).reshape(8, 1, 4, 4)
     g = quantize_model(model, x)
     out = g.tensor(g.ops[0].outputs[0])

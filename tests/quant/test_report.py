@@ -10,6 +10,8 @@ from rnnpool.quant import reference as R
 from rnnpool.quant.ptq import quantize_model
 from rnnpool.quant.report import accuracy, format_layer_errors, layer_errors, output_agreement
 
+from ._models import conv_relu
+
 
 def test_layer_errors_match_direct_computation():
     torch.manual_seed(0)
@@ -70,11 +72,7 @@ def test_output_agreement_of_a_map_output():
 def test_layer_errors_of_an_all_zero_float_activation():
     # relu(x - 0.5) at x = 0.5: the float activation is exactly 0, but the int8 input 0.5 rounds
     # to 128/255, so the int8 output is one step (0.5/255) above it: no signal, some noise.
-    conv = nn.Conv2d(1, 1, 1)
-    with torch.no_grad():
-        conv.weight.fill_(1.0)
-        conv.bias.fill_(-0.5)
-    model = nn.Sequential(conv, nn.ReLU()).eval()
+    model = conv_relu(1.0, -0.5)
     g = quantize_model(model, torch.linspace(0, 1, 128).reshape(8, 1, 4, 4))
     rows = layer_errors(model, g, torch.full((1, 1, 4, 4), 0.5))
     r = rows[-1]
