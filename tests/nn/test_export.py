@@ -65,3 +65,10 @@ def test_torch_compile_gradients_match_eager(kernel, stride, padding, mode, shap
     for g, g_eager in zip(torch.autograd.grad(y.square().sum(), wrt),
                           torch.autograd.grad(y_eager.square().sum(), wrt)):
         torch.testing.assert_close(g, g_eager)
+
+
+def test_torch_compile_fullgraph_names_the_graph_break():
+    # fullgraph=True failed with "wrapped with `torch.compiler.disable` (reason: None)".
+    m = RNNPool2d(3, 4, 4, 2)
+    with pytest.raises(Exception, match="RNNPool2d runs outside the compiled graph"):
+        torch.compile(m, fullgraph=True)(torch.randn(1, 3, 4, 4))

@@ -236,3 +236,28 @@ def test_rank_must_be_a_positive_int_not_a_bool():
     for name in ("w_rank", "u_rank"):
         with pytest.raises(ValueError, match=f"{name} must be a positive int or None, got True"):
             FastGRNNCell(3, 4, **{name: True})
+
+
+def test_checkpoint_mask_of_the_wrong_shape_is_refused():
+    # A mask was registered with the checkpoint's shape and dtype: a (4,) mask for a (3, 4)
+    # matrix loaded without error and apply_sparsity_ broadcast it over every row.
+    cell = FastGRNNCell(4, 3)
+    cell.sparsify_(0.5, 0.5)
+    sd = cell.state_dict()
+    sd["mask_weight_ih"] = torch.ones(4, dtype=torch.bool)
+    with pytest.raises(RuntimeError, match="size mismatch for mask_weight_ih"):
+        FastGRNNCell(4, 3).load_state_dict(sd)
+    sd["mask_weight_ih"] = cell.mask_weight_ih.float()  # a float mask is loaded as a bool one
+    fresh = FastGRNNCell(4, 3)
+    fresh.load_state_dict(sd)
+    assert fresh.mask_weight_ih.dtype == torch.bool
+    assert torch.equal(fresh.mask_weight_ih, cell.mask_weight_ih)
+
+
+def test_sparsify_with_a_bad_fraction_changes_nothing():
+    # The fractions were checked matrix by matrix: a bad keep_hh left weight_ih's mask behind
+    # (in the state dict, and applied by the next apply_sparsity_).
+    cell = FastGRNNCell(4, 3)
+    with pytest.raises(ValueError, match="keep fraction for weight_hh"):
+        cell.sparsify_(0.5, 0.0)
+    assert not any(k.startswith("mask_") for k in cell.state_dict())

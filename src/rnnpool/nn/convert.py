@@ -71,11 +71,18 @@ def convert_reference_state_dict(
         for b in ("bias_gate", "bias_update"):
             if p + b not in ref:
                 raise KeyError(f"reference state dict lacks '{p}{b}'")
-            out[f"{ours}.{b}"] = ref[p + b].reshape(-1).clone()
+            bias = ref[p + b]
+            if bias.dim() not in (1, 2) or (bias.dim() == 2 and bias.shape[0] != 1):
+                raise ValueError(f"reference {p}{b} must be (1, hidden) or (hidden,), got "
+                                 f"{tuple(bias.shape)}")
+            out[f"{ours}.{b}"] = bias.reshape(-1).clone()
         for s in ("zeta", "nu"):
             raw = ref.get(p + s)
             if raw is None:
                 continue
+            if raw.numel() != 1:
+                raise ValueError(f"reference {p}{s} must hold one number, got shape "
+                                 f"{tuple(raw.shape)}")
             raw = raw.reshape(())
             if trainable_zeta_nu:
                 out[f"{ours}.{s}_raw"] = raw.clone()

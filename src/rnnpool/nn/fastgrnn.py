@@ -168,10 +168,11 @@ class FastGRNNCell(nn.Module):
         Stores the masks as buffers (``mask_<name>``) so :meth:`apply_sparsity_` can re-apply them
         after optimizer steps, and so they travel with the state dict.
         """
+        for name, keep in (("weight_ih", keep_ih), ("weight_hh", keep_hh)):
+            if not 0.0 < keep <= 1.0:  # every fraction checked before any mask is made
+                raise ValueError(f"keep fraction for {name} must be in (0, 1], got {keep}")
         for name in self.matrix_names():
             keep = keep_ih if name.startswith("weight_ih") else keep_hh
-            if not 0.0 < keep <= 1.0:
-                raise ValueError(f"keep fraction for {name} must be in (0, 1], got {keep}")
             p = getattr(self, name)
             k = max(1, int(round(keep * p.numel())))
             idx = p.abs().flatten().topk(k).indices
@@ -189,11 +190,14 @@ class FastGRNNCell(nn.Module):
                 getattr(self, name).mul_(mask)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
-        # Masks exist only after sparsify_: create them when a checkpoint carries them.
+        # Masks exist only after sparsify_: create them when a checkpoint carries them, shaped
+        # as their matrix (so that a mask of another shape is a size mismatch, not broadcast).
         for name in self.matrix_names():
             key = prefix + "mask_" + name
             if key in state_dict and getattr(self, "mask_" + name, None) is None:
-                self.register_buffer("mask_" + name, torch.zeros_like(state_dict[key]))
+                p = getattr(self, name)
+                self.register_buffer("mask_" + name,
+                                     torch.zeros(p.shape, dtype=torch.bool, device=p.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def density(self) -> dict[str, float]:

@@ -278,7 +278,8 @@ def _use_native(x: Tensor, cells: Sequence[FastGRNNParams], backend: str, traced
     if backend == "torch":
         return False
     if traced:
-        reason: Optional[str] = "it does not run under tracing, ONNX export or torch.compile"
+        reason: Optional[str] = ("it does not run under tracing, ONNX export, torch.compile or "
+                                 "torch.func transforms")
     else:
         reason = next(filter(None, (_native.unsupported(x, p.weight_hh.shape[0], p.gate, p.update)
                                     for p in cells)), None)
@@ -504,7 +505,17 @@ def _project(x: Tensor, w: Tensor, b: Optional[Tensor], traced: Optional[bool] =
 
 
 def _traced() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+    """True under tracing, ONNX export, torch.compile or a torch.func transform (vmap, grad,
+    jacrev...): the layer then runs in plain torch ops, without its autograd.Functions (which
+    those transforms cannot run) and without the compiled kernel."""
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling() or _functorch_active())
+
+
+def _functorch_active() -> bool:
+    """Whether a torch.func transform is running."""
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
 
 
 class _Sweeps(NamedTuple):
@@ -794,6 +805,9 @@ def _rnnpool2d(input: Tensor, rnn1: FastGRNNParams, rnn2: FastGRNNParams, kernel
     if input.dim() != 4:
         raise ValueError(f"RNNPool expects a 4D input (N, C, H, W), got shape {tuple(input.shape)}")
     n, c, h, w = input.shape
+    if h == 0 or w == 0:  # as nn.Conv2d and nn.MaxPool2d: padding alone is no input
+        raise ValueError(f"RNNPool expects an input of non-empty spatial size, got shape "
+                         f"{tuple(input.shape)}")
     if c != rnn1.weight_ih.shape[1]:
         raise ValueError(
             f"RNNPool expects {rnn1.weight_ih.shape[1]} input channels, got {c} "
@@ -847,4 +861,6 @@ def _rnnpool2d(input: Tensor, rnn1: FastGRNNParams, rnn2: FastGRNNParams, kernel
 
 
 # rnnpool2d run eagerly when called from code that torch.compile compiles (see its docstring).
-_rnnpool2d_eager = torch.compiler.disable(_rnnpool2d)
+_rnnpool2d_eager = torch.compiler.disable(
+    _rnnpool2d, reason="RNNPool2d runs outside the compiled graph (a graph break: fullgraph=True "
+    "is not supported), as Inductor compiles its backward wrongly in torch 2.13")
