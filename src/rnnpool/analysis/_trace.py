@@ -44,6 +44,26 @@ _POOL_OPS = {
     _aten.avg_pool2d.default, _aten.max_pool2d_with_indices.default,
     _aten._adaptive_avg_pool2d.default, _aten.adaptive_max_pool2d.default,
 }
+_MV_OPS = {_aten.mv.default, _aten.addmv.default, _aten.dot.default}
+#: Ops that read weights but do no multiply-adds of the activations (lookups, copies, norms).
+_NO_MADDS = {
+    _aten.embedding.default, _aten._embedding_bag.default, _aten.embedding_bag.default,
+    _aten._embedding_bag_forward_only.default, _aten.index_select.default,
+    _aten.gather.default, _aten.take.default, _aten.index.Tensor, _aten.clone.default,
+    _aten._to_copy.default, _aten.copy_.default, _aten._unsafe_view.default,
+    _aten.cat.default, _aten.stack.default, _aten.constant_pad_nd.default,
+    _aten.native_layer_norm.default, _aten.native_group_norm.default,
+    _aten.native_batch_norm.default, _aten._native_batch_norm_legit_no_training.default,
+    _aten.lift_fresh.default, _aten.zeros_like.default, _aten.empty_like.default,
+    _aten.ones_like.default, _aten.full_like.default, _aten.flip.default, _aten.roll.default,
+    _aten.repeat.default, _aten.scatter.src, _aten.index_put.default,
+    _aten._weight_norm_interface.default,
+}
+
+
+def _is_sdpa(func: Any) -> bool:
+    name = func.overloadpacket.__name__
+    return name.startswith("_scaled_dot_product") or name == "scaled_dot_product_attention"
 
 
 @dataclass
@@ -92,6 +112,8 @@ class Trace:
         model_inputs: value ids of the model's inputs.
         model_outputs: value ids of the model's outputs.
         total_params: unique parameters of the model.
+        notes: ``"layer: op"`` for every op that reads weights but whose multiply-adds the
+            tracer does not know (they are missing from the totals).
     """
 
     nodes: list[Node]
@@ -99,6 +121,7 @@ class Trace:
     model_inputs: list[int]
     model_outputs: list[int]
     total_params: int
+    notes: list[str] = field(default_factory=list)
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -139,15 +162,18 @@ def _unit_kind(m: nn.Module) -> Optional[str]:
     return "other"
 
 
-def _rnn_macs(m: nn.RNNBase, x: Tensor) -> int:
+def _rnn_macs(m: nn.RNNBase, x: Tensor, batch: int = 1) -> int:
     gates = {"LSTM": 4, "GRU": 3}.get(m.mode, 1)
     steps = x.shape[1] * x.shape[0] if x.dim() == 3 else x.shape[0]
     dirs = 2 if m.bidirectional else 1
+    hid = m.hidden_size
+    proj = getattr(m, "proj_size", 0)  # LSTM with projections: the state is h_t = P h'_t
+    out = proj or hid
     total, inp = 0, m.input_size
     for _ in range(m.num_layers):
-        total += dirs * steps * gates * m.hidden_size * (inp + m.hidden_size)
-        inp = m.hidden_size * dirs
-    return total
+        total += dirs * steps * (gates * hid * (inp + out) + hid * proj)
+        inp = out * dirs
+    return total // batch
 
 
 def _spatial_leaf(m: nn.Module, out: Any) -> Optional[tuple]:
@@ -188,6 +214,9 @@ class _Tracer(TorchDispatchMode):
         }
         self.names = {m: n or "model" for n, m in model.named_modules()}
         self.handles: list[Any] = []
+        self.batch = 1  # the example's batch: sizes and MAdds are per image
+        self.stack: list[nn.Module] = []  # modules running, innermost last
+        self.notes: dict[str, None] = {}
 
     # ---- values ---------------------------------------------------------------------------
     @staticmethod
@@ -202,7 +231,7 @@ class _Tracer(TorchDispatchMode):
         if key not in self.value_of:  # a tensor from outside: a model input
             vid = next(self.ids)
             self.value_of[key] = vid
-            self.numel[vid] = t.numel() // max(1, self._batch(t))
+            self.numel[vid] = max(1, t.numel() // self.batch)
             self.inputs.append(vid)
             self.keep.append(t)
         return self.value_of[key]
@@ -215,11 +244,8 @@ class _Tracer(TorchDispatchMode):
             return alias_of
         vid = next(self.ids)
         self.value_of[key] = vid
-        self.numel[vid] = t.numel() // max(1, self._batch(t))
+        self.numel[vid] = max(1, t.numel() // self.batch)
         return vid
-
-    def _batch(self, t: Tensor) -> int:
-        return int(t.shape[0]) if t.dim() >= 2 else 1
 
     def _acts(self, obj: Any) -> list[Tensor]:
         return [t for t in tree_flatten(obj)[0] if self._is_activation(t)]
@@ -235,6 +261,7 @@ class _Tracer(TorchDispatchMode):
             h.remove()
 
     def _pre(self, m: nn.Module, args: Any, kwargs: Any) -> None:
+        self.stack.append(m)
         if isinstance(m, (RNNPool2d, nn.RNNBase)):
             self.suppress += 1
         if self.unit is not None:
@@ -251,6 +278,10 @@ class _Tracer(TorchDispatchMode):
         self.leaf_specs = []
 
     def _post(self, m: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i] is m:  # (and whatever a caught exception left above it)
+                del self.stack[i:]
+                break
         if isinstance(m, (RNNPool2d, nn.RNNBase)):
             self.suppress -= 1
             x = self._acts((args, kwargs))[0]
@@ -258,7 +289,7 @@ class _Tracer(TorchDispatchMode):
                 hw = tuple(x.shape[-2:])
                 macs, executed = m.macs(hw), m.executed_macs(hw)
             else:
-                macs = executed = _rnn_macs(m, x)
+                macs = executed = _rnn_macs(m, x, self.batch)
             if self.unit is not None:
                 self.unit.madds += macs
                 self.unit.executed_madds += executed
@@ -274,7 +305,7 @@ class _Tracer(TorchDispatchMode):
             return
         node, self.unit, self.unit_module = self.unit, None, None
         node.leaves = self.leaf_specs
-        outs = self._acts(out)
+        outs, extra = self._split_outputs(None, self._acts(out))
         node.out_shapes = [tuple(t.shape) for t in outs]
         if node.kind == "alias":
             src = node.inputs[0] if node.inputs else None
@@ -284,25 +315,64 @@ class _Tracer(TorchDispatchMode):
             node.outputs = [
                 self._value_out(t, alias_of=in_keys.get(self._key(t))) for t in outs
             ]
+        for t in extra:
+            self._value_out(t, alias_of=node.outputs[0] if node.outputs else None)
         self.nodes.append(node)
+
+    @staticmethod
+    def _split_outputs(func: Any, outs: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """The maps an op or module produces, and the side results held with the first one:
+        integer indices next to floating values (max pooling, ``max(dim)``, ``topk``) and the
+        log-sum-exp of attention kernels."""
+        if len(outs) < 2 or not outs[0].is_floating_point():
+            return outs, []
+        if func is not None and _is_sdpa(func):
+            return outs[:1], outs[1:]
+        keep = [t for t in outs if t.is_floating_point()]
+        return keep, [t for t in outs if not t.is_floating_point()]
+
+    def where(self) -> str:
+        """The innermost module running (the model itself is ``"model"``)."""
+        return self.names.get(self.stack[-1], type(self.stack[-1]).__name__) \
+            if self.stack else "model"
+
+    def _note_uncounted(self, func: Any, args: Any, kwargs: Any) -> None:
+        """Record an op that reads weights but whose multiply-adds are not counted."""
+        tags, schema = getattr(func, "tags", ()), getattr(func, "_schema", None)
+        if (func in _NO_MADDS or torch.Tag.pointwise in tags or torch.Tag.reduction in tags
+                or schema is None or any(r.alias_info is not None for r in schema.returns)):
+            return  # element-wise, reductions, views and in-place ops, lookups and copies
+        if not any(isinstance(t, Tensor) and t.dim() >= 2 and t.numel()
+                   and self._key(t) in self.param_ptrs for t in tree_flatten((args, kwargs))[0]):
+            return
+        where = self.unit.name if self.unit is not None else self.where()
+        self.notes[f"{where}: {func.overloadpacket.__name__}"] = None
 
     # ---- ATen ops -------------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         if func is _aten.convolution.default and not args[6]:
             # Only shapes matter to the analysis: skip the arithmetic of convolutions.
-            out = _conv_shape_only(*args)
+            try:
+                out = _conv_shape_only(*args)
+            except _ChannelMismatch as e:
+                vid = self.value_of.get(self._key(args[0]))
+                # an unseen tensor outside a unit is the model input on its way in
+                e.reads_input = vid in self.inputs or (vid is None and self.unit is None)
+                raise
         else:
             out = func(*args, **kwargs)
         if self.suppress:
             return out
-        macs = _op_macs(func, args, out)
+        macs = _op_macs(func, args, out, self.batch)
+        if not macs:
+            self._note_uncounted(func, args, kwargs)
         if self.unit is not None:
             self.unit.madds += macs
             self.unit.executed_madds += macs
             return out
         ins = self._acts((args, kwargs))
-        outs = self._acts(out)
+        outs, extra = self._split_outputs(func, self._acts(out))
         if not ins or not outs:
             return out
         in_ids = [self._value_in(t) for t in ins]
@@ -317,6 +387,8 @@ class _Tracer(TorchDispatchMode):
         node.in_shapes = [tuple(t.shape) for t in ins]
         node.out_shapes = [tuple(t.shape) for t in outs]
         node.outputs = [self._value_out(t) for t in outs]
+        for t in extra:
+            self._value_out(t, alias_of=node.outputs[0])
         node.madds = node.executed_madds = macs
         if kind in ("conv", "conv1x1") and out.dim() == 4:
             w = args[1]
@@ -327,37 +399,61 @@ class _Tracer(TorchDispatchMode):
         return out
 
 
+class _ChannelMismatch(RuntimeError):
+    """A convolution given the wrong number of input channels (``expected``); ``reads_input``:
+    whether it read the model's input."""
+
+    def __init__(self, msg: str, expected: int) -> None:
+        super().__init__(msg)
+        self.expected = expected
+        self.reads_input = False
+
+
 def _conv_shape_only(x: Tensor, w: Tensor, _b: Any, stride: Any, padding: Any,
                      dilation: Any, *_rest: Any) -> Tensor:
     groups = int(_rest[2]) if len(_rest) > 2 else 1
     if x.shape[1] != w.shape[1] * groups:  # what the real convolution would reject
-        raise RuntimeError(
+        raise _ChannelMismatch(
             f"convolution with weight {tuple(w.shape)} and groups={groups} expects "
-            f"{w.shape[1] * groups} input channels, got input {tuple(x.shape)}"
+            f"{w.shape[1] * groups} input channels, got input {tuple(x.shape)}",
+            w.shape[1] * groups,
         )
     dims = x.dim() - 2
     size = [x.shape[0], w.shape[0]]
+    padded = [x.shape[2 + i] + 2 * padding[i] for i in range(dims)]
+    kernel = [(w.shape[2 + i] - 1) * dilation[i] + 1 for i in range(dims)]
+    if any(p < k for p, k in zip(padded, kernel)):  # as eager PyTorch words it
+        raise RuntimeError(
+            f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
+            f"Kernel size: ({' x '.join(map(str, kernel))}). Kernel size can't be greater "
+            f"than actual input size"
+        )
     for i in range(dims):
-        k = (w.shape[2 + i] - 1) * dilation[i] + 1
-        size.append((x.shape[2 + i] + 2 * padding[i] - k) // stride[i] + 1)
+        size.append((padded[i] - kernel[i]) // stride[i] + 1)
     return x.new_zeros(size)
 
 
-def _op_macs(func: Any, args: Any, out: Any) -> int:
+def _op_macs(func: Any, args: Any, out: Any, batch: int = 1) -> int:
+    """Multiply-adds of one ATen op, per image of a batch of ``batch``."""
     if func in _CONV_OPS:
         x, w = args[0], args[1]
         transposed = bool(args[6]) if len(args) > 6 else False
         k = int(torch.tensor(w.shape[2:]).prod()) if w.dim() > 2 else 1
-        n = x.shape[0]
         if transposed:
-            return x.numel() // n * w.shape[1] * k
-        return out.numel() // n * w.shape[1] * k
+            return x.numel() // batch * w.shape[1] * k
+        return out.numel() // batch * w.shape[1] * k
     if func in _MM_OPS:
         a, b = (args[1], args[2]) if func is _aten.addmm.default else (args[0], args[1])
-        return a.shape[0] * a.shape[1] * b.shape[1]
+        return a.shape[0] * a.shape[1] * b.shape[1] // batch
     if func in _BMM_OPS:
         a, b = (args[1], args[2]) if func is _aten.baddbmm.default else (args[0], args[1])
-        return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+        return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] // batch
+    if func in _MV_OPS:
+        a = args[1] if func is _aten.addmv.default else args[0]
+        return a.numel() // batch
+    if _is_sdpa(func):  # softmax(Q K^T) V: L x S x E for the scores, L x S x Ev for the sum
+        q, k, v = args[0], args[1], args[2]
+        return q.numel() // q.shape[-1] * k.shape[-2] * (q.shape[-1] + v.shape[-1]) // batch
     return 0
 
 
@@ -391,17 +487,35 @@ def trace_model(model: nn.Module, example: Any) -> Trace:
     matter, so convolutions return zeros of the right shape instead of being computed.
     """
     tracer = _Tracer(model)
+    first = tree_flatten(example)[0][:1]
+    if first and isinstance(first[0], Tensor) and first[0].dim() >= 2:
+        tracer.batch = max(1, int(first[0].shape[0]))
     was_training = model.training
     model.eval()
+    # The fused attention kernels (nn.MultiheadAttention / TransformerEncoderLayer fast path)
+    # are single ops whose products the tracer cannot see: run the composite path instead.
+    mha = getattr(torch.backends, "mha", None)
+    fast = mha.get_fastpath_enabled() if mha is not None else None
+    if mha is not None:
+        mha.set_fastpath_enabled(False)
     tracer.install()
     try:
         with tracer:
             out = model(*example) if isinstance(example, tuple) else model(example)
+    except Exception as e:
+        # name the layer that failed (not the model itself: its own checks say enough)
+        if tracer.stack and tracer.stack[-1] is not model and len(e.args) == 1 \
+                and isinstance(e.args[0], str):
+            e.args = (f"{e.args[0]} (in layer '{tracer.where()}', "
+                      f"{type(tracer.stack[-1]).__name__})",)
+        raise
     finally:
         tracer.remove()
         model.train(was_training)
+        if mha is not None:
+            mha.set_fastpath_enabled(fast)
     outs = [tracer.value_of.get(tracer._key(t)) for t in tree_flatten(out)[0]
             if isinstance(t, Tensor) and t.numel()]
     total = sum(p.numel() for p in model.parameters())
     return Trace(tracer.nodes, tracer.numel, tracer.inputs,
-                 [o for o in outs if o is not None], total)
+                 [o for o in outs if o is not None], total, list(tracer.notes))

@@ -25,9 +25,9 @@ connections at model level, detection sources kept for later heads).
 RNNPool reads patches, so the layers in front of it (convolutions, pooling, element-wise;
 back to the image) are computed per patch, recomputing overlaps (this is how RNNPool's input
 map is "never held whole"). A global pooling layer reduces a stream of pixels, so a 1x1
-convolution feeding it is computed on the fly. Model outputs, and maps that only flow into them
-through reshapes and concatenation (detection head outputs), stream to post-processing and are
-not counted. The model input is counted when some layer needs it whole.
+convolution feeding it is computed on the fly. Model outputs that no later layer reads, and maps
+that only flow into them through reshapes and concatenation (detection head outputs), stream to
+post-processing and are not counted. The model input is counted when some layer needs it whole.
 
 With ``bytes_per_activation`` 4 (fp32) or 1 (int8) this gives bytes; KB and MB are binary.
 
@@ -133,8 +133,9 @@ def standard_memory(trace: Trace) -> list[LayerMemory]:
     for v in values:
         cons = [c for c in consumers.get(v, []) if c != producer.get(v)]
         # Flows only into model outputs through concatenation / pooling (e.g. max-out of
-        # detection logits): streamed to post-processing.
-        out_bound[v] = v in outputs or (
+        # detection logits): streamed to post-processing. A model output that later layers
+        # read is a map like any other for them.
+        out_bound[v] = (v in outputs and not cons) or (
             bool(cons) and all(
                 nodes[c].kind in ("cat", "pool", "gpool")
                 and all(out_bound.get(o, False) for o in nodes[c].outputs)

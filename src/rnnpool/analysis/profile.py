@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_output
-from ._trace import trace_model
+from ._trace import _ChannelMismatch, trace_model
 from .memory import chain_from_trace, prop1_bound, standard_memory
 
 __all__ = [
@@ -74,6 +75,8 @@ class Profile:
         peak_layer: the layer where it occurs.
         prop1_bytes: the no-recompute lower bound of Proposition 1/2 for the convolutional
             stages (:func:`~rnnpool.analysis.memory.prop1_bound` over the spatial layers).
+        notes: ``"layer: op"`` for ops that read weights but whose multiply-adds are not
+            known (missing from ``madds``; :func:`profile_model` warns about them).
     """
 
     model_name: str
@@ -86,6 +89,7 @@ class Profile:
     peak_bytes: int = 0
     peak_layer: str = ""
     prop1_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line of totals in the paper's precision."""
@@ -95,6 +99,8 @@ class Profile:
             f"(executed {self.executed_madds / 1e9:.2f} G), peak RAM "
             f"{format_bytes(self.peak_bytes)} ({self.bytes_per_activation} B/act, at "
             f"{self.peak_layer})"
+            + (f"; MAdds of {len(self.notes)} op(s) not counted: {', '.join(self.notes)}"
+               if self.notes else "")
         )
 
     def table(self) -> str:
@@ -105,7 +111,9 @@ class Profile:
         peak_idx = max(range(len(self.layers)), key=lambda i: self.layers[i].mem_bytes,
                        default=-1)
         for i, r in enumerate(self.layers):
-            shape = "x".join(str(s) for s in r.out_shape[1:]) or "-"
+            # batch 1; an op's rows (a matmul's 64 x 16) are not a batch
+            dims = r.out_shape[1:] if r.out_shape[:1] == (1,) else r.out_shape
+            shape = "x".join(str(s) for s in dims) or "-"
             act = f"{r.act_bytes / 1024:.1f}" if r.act_bytes else "stream"
             mark = " <- peak" if i == peak_idx else ""
             lines.append(
@@ -124,6 +132,7 @@ class Profile:
             f"{self.peak_layer})",
             f"no-recompute bound (Prop. 1/2, conv stages)  {format_bytes(self.prop1_bytes)}",
         ]
+        lines += [f"MAdds not counted (op not recognised)  {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,7 +182,7 @@ def profile_model(
         input_size: ``N`` or ``(H, W)`` or ``"HxW"``.
         bytes_per_activation: 4 (fp32) or 1 (int8).
         num_classes: classifier size when ``model`` is a name.
-        in_chans: input channels (default: the first layer's ``in_channels``).
+        in_chans: input channels (default: what the first layer run reads).
         name: label for the tables (default: the registered name or class name).
 
     Returns:
@@ -199,8 +208,14 @@ def profile_model(
         label = name or type(model).__name__
     h, w = parse_input_size(input_size)
     c = in_chans or _in_chans(model)
-    x = torch.zeros(1, c, h, w)
-    trace = trace_model(model, x)
+    try:
+        trace = trace_model(model, torch.zeros(1, c, h, w))
+    except _ChannelMismatch as e:
+        # the guess (first registered layer) is not the first layer run: take what it reads
+        if in_chans is not None or not e.reads_input or e.expected == c:
+            raise
+        c = e.expected
+        trace = trace_model(model, torch.zeros(1, c, h, w))
     mem = standard_memory(trace)
     bpa = bytes_per_activation
     prof = Profile(label, (c, h, w), bpa, params=trace.total_params)
@@ -220,6 +235,10 @@ def profile_model(
             peak, peak_layer = lm.total, node.name
     prof.peak_bytes, prof.peak_layer = max(peak, 0) * bpa, peak_layer
     prof.prop1_bytes = prop1_bound(chain_from_trace(trace)) * bpa
+    prof.notes = list(trace.notes)
+    if prof.notes:
+        warnings.warn(f"{label}: MAdds not counted for {'; '.join(prof.notes)} (ops the "
+                      f"profiler does not know; the totals leave them out)", stacklevel=2)
     return prof
 
 
