@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -68,6 +69,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
+        # Point stdout at /dev/null so that Python's flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE (128 + 13)
     # OSError: a missing input, an output path that cannot be written, a full disk.
     except (CLIError, ValueError, OSError) as e:
         print(f"rnnpool {args.command}: error: {e}", file=sys.stderr)
