@@ -313,7 +313,7 @@ def test_measure_peak_does_not_count_what_layers_cache():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), RNNPool2d(8, 8, 8, 4, 2)).eval()
     x = torch.randn(1, 3, 40, 40)
-    RF._sweep_indices_cached.cache_clear()
+    RF._SWEEP_CACHE.clear()
     first = measure_peak(model, x)
     second = measure_peak(model, x)
     assert first.peak_bytes == second.peak_bytes

@@ -613,3 +613,25 @@ def test_empty_spatial_input_is_refused(backend, mode):
     for shape in ((1, 3, 0, 8), (2, 3, 5, 0), (0, 3, 0, 0)):
         with pytest.raises(ValueError, match="non-empty spatial size"):
             m(torch.randn(shape, requires_grad=True))
+
+
+def test_sweep_index_cache_is_bounded_in_bytes(monkeypatch):
+    # The index tensors of one geometry take ~37 MB for a 1000x750 image; a count-bounded cache
+    # (32 geometries) held up to ~1.2 GB when every image had its own size (widerface-predict).
+    from rnnpool.nn import functional as RF
+
+    cache = RF._SWEEP_CACHE
+    monkeypatch.setattr(cache, "max_bytes", 4 * 2**20)  # each geometry below: 1.3-2.7 MB
+    cache.clear()
+    layer = RNNPool2d(4, 8, 8, 4, 2, padding="same")
+    held = []
+    with torch.no_grad():
+        for hw in [(100, 80), (96, 120), (128, 128), (60, 200), (90, 90)]:
+            layer(torch.randn(2, 4, *hw))
+            assert 0 < cache.nbytes <= cache.max_bytes
+            misses = cache.misses
+            layer(torch.randn(2, 4, *hw))  # the same geometry again: served from the cache
+            assert cache.misses == misses
+            held.append(len(cache))
+    assert max(held) == 2 and held[-1] < 5  # more than one kept, older ones dropped
+    cache.clear()

@@ -6,9 +6,10 @@ into these. See the module classes for the mathematical definitions.
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
+import threading
+from collections import OrderedDict
 from functools import partial
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -614,21 +615,68 @@ def _sweep_indices_uncached(n: int, hr: int, wc: int, ho: int, wo: int, kh: int,
                    [(row_sweeps, row_groups), (col_sweeps, col_groups)], order, position)
 
 
+def _nbytes(obj) -> int:
+    """Bytes of the tensors in ``obj`` (a tensor, or tuples and lists of them)."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (tuple, list)):
+        return sum(_nbytes(o) for o in obj)
+    return 0
+
+
+class _IndexCache:
+    """The :class:`_Sweeps` of recently used geometries, least recently used dropped first
+    while they take more than ``max_bytes`` (the newest is always kept). Bounded in bytes, not
+    in entries: one geometry's indices take ~37 MB for a 1000x750 image, so a count bound held
+    gigabytes when every image of a data set had its own size."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.misses = 0
+        self._items: OrderedDict[tuple, tuple[_Sweeps, int]] = OrderedDict()
+        self._lock = threading.Lock()  # DataParallel runs replicas' forwards in threads
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, geometry: tuple) -> _Sweeps:
+        with self._lock:
+            hit = self._items.get(geometry)
+            if hit is not None:
+                self._items.move_to_end(geometry)
+                return hit[0]
+        # Built as normal tensors even when first asked for under inference_mode: autograd may
+        # save them later.
+        with torch.inference_mode(False):
+            sweeps = _sweep_indices_uncached(*geometry)
+        size = _nbytes(sweeps)
+        with self._lock:
+            self.misses += 1
+            if geometry not in self._items:
+                self._items[geometry] = (sweeps, size)
+                self.nbytes += size
+            while self.nbytes > self.max_bytes and len(self._items) > 1:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self.nbytes -= dropped
+        return sweeps
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
+
+
 # Index tensors depend only on the geometry: cached, so a training step does not rebuild them.
 # They are never written to.
-@functools.lru_cache(maxsize=32)
-def _sweep_indices_cached(*geometry) -> _Sweeps:
-    # Built as normal tensors even when first asked for under inference_mode: autograd may save
-    # them later.
-    with torch.inference_mode(False):
-        return _sweep_indices_uncached(*geometry)
+_SWEEP_CACHE = _IndexCache(max_bytes=256 * 2**20)
 
 
 def _sweep_indices(*geometry, traced: bool) -> _Sweeps:
     """:class:`_Sweeps` for the arguments of :func:`_sweep_indices_uncached`."""
     if traced:  # tracers and compilers see the index arithmetic, not cached tensors
         return _sweep_indices_uncached(*geometry)
-    return _sweep_indices_cached(*geometry)
+    return _SWEEP_CACHE.get(geometry)
 
 
 # Up to this many input channels the compiled kernel projects each input row (a map's pixel,
