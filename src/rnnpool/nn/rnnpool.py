@@ -95,6 +95,8 @@ class RNNPool2d(nn.Module):
 
           and likewise for :math:`W_{out}`.
 
+        float16 and bfloat16 layers compute in float32 and round the output once.
+
     Attributes:
         rnn1: :class:`FastGRNNCell` ``(C -> h1)``.
         rnn2: :class:`FastGRNNCell` ``(h1 -> h2)``.
