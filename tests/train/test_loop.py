@@ -306,3 +306,13 @@ def test_resume_warns_about_changed_task_settings_in_extra(tmp_path, capsys):
     err = capsys.readouterr().err
     listed = err.split("checkpoint's (")[1].split("): the run")[0]
     assert listed == "data.image_size 28 -> 32, sparsity None -> (0.5, 0.3)"
+
+
+def test_a_fresh_run_into_a_folder_with_a_checkpoint_warns(tmp_path, capsys):
+    # The old last.pt is replaced only at the end of epoch 1: a run started without --resume by
+    # mistake, or killed before then, left the user unaware which run the folder holds.
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=1, max_steps_per_epoch=1))
+    assert "holds a checkpoint" not in capsys.readouterr().err
+    fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=1, max_steps_per_epoch=1))
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'last.pt'} holds a checkpoint (epoch 1)" in err and "--resume" in err

@@ -158,6 +158,14 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
             _seed_everything(config.seed + info.rank + 7919 * start_epoch)
         if info.is_main:
             print(f"resumed from {out_dir / 'last.pt'} at epoch {start_epoch}, step {step}")
+    elif info.is_main and (out_dir / "last.pt").is_file():
+        try:
+            old_epoch = f" (epoch {load_checkpoint(out_dir / 'last.pt').get('epoch')})"
+        except ValueError:
+            old_epoch = ""
+        print(f"warning: {out_dir / 'last.pt'} holds a checkpoint{old_epoch}; this run starts "
+              "afresh and replaces it after its first epoch (--resume continues it instead)",
+              file=sys.stderr)
 
     train_model: nn.Module = model
     if info.distributed:
