@@ -218,6 +218,15 @@ def _act_clamp(kind: str | None, scale: float, zp: int) -> tuple[int, int]:
     return lo, hi
 
 
+def _dead_hint(role: str, t: ir.QTensor) -> str:
+    """The likely cause of a conv's unrepresentable factor when its ``role`` tensor ``t`` has
+    the calibration range of a tensor that was always zero; else ''."""
+    if 255 * t.scale >= 1e-6:
+        return ""
+    return (f"; its {role} {t.name!r} was zero on every calibration image (a dead activation): "
+            "calibrate on images that exercise it, or remove it")
+
+
 def _quantize_conv(name, inp: ir.QTensor, out: ir.QTensor, w: Tensor, b: Tensor, stride,
                    padding, groups: int, act: str | None) -> ir.Conv2dS8:
     """Float64 weights ``(C_out, C_in/g, KH, KW)`` and bias -> Conv2dS8 (OHWI int8)."""
@@ -233,20 +242,12 @@ def _quantize_conv(name, inp: ir.QTensor, out: ir.QTensor, w: Tensor, b: Tensor,
     bq = np.round(b.numpy() / bias_scale)
     bq = np.where(amax > 0, bq, np.clip(bq, -(2**24), 2**24))
     if np.abs(bq).max(initial=0) >= 2**31:
-        hint = ""
-        if 255 * inp.scale < 1e-6:  # the calibration range of a tensor that was always zero
-            hint = (f"; its input {inp.name!r} was zero on every calibration image (a dead "
-                    "activation): calibrate on images that exercise it, or remove it")
-        raise UnsupportedLayerError(
-            f"{name}: bias does not fit int32 at scale {bias_scale.min()}{hint}")
+        raise UnsupportedLayerError(f"{name}: bias does not fit int32 at scale "
+                                    f"{bias_scale.min()}{_dead_hint('input', inp)}")
     try:
         mult, shift = quantize_multipliers(bias_scale / out.scale)
     except ValueError as e:
-        hint = ""
-        if 255 * out.scale < 1e-6:
-            hint = (f"; its output {out.name!r} was zero on every calibration image (a dead "
-                    "activation): calibrate on images that exercise it, or remove it")
-        raise UnsupportedLayerError(f"{name}: {e}{hint}") from None
+        raise UnsupportedLayerError(f"{name}: {e}{_dead_hint('output', out)}") from None
     lo, hi = _act_clamp(act, out.scale, out.zero_point)
     return ir.Conv2dS8(
         name, inp.name, out.name, np.ascontiguousarray(wq.transpose(0, 2, 3, 1)),
