@@ -370,6 +370,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..train import config as train_config
     from ..train import fit
     from ..train.checkpoint import load_checkpoint
+    from ..train.distributed import launched_as_main
 
     if not is_model(args.model) or not args.model.startswith("rnnpool_face"):
         raise ValueError(f"--model must be a face model (rnnpool_face_*), got {args.model!r}")
@@ -432,7 +433,7 @@ def _train(args: argparse.Namespace) -> int:
         },
     )
     best = result["best_metric"]
-    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 talks
+    if launched_as_main():  # under torchrun only rank 0 talks
         print(
             f"done: best {config.metric} = {best if best is None else round(best, 4)}; "
             f"checkpoints in {config.out_dir}"

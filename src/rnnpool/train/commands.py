@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 from typing import Any, Dict, List
 
 __all__ = ["register", "run_train", "run_evaluate", "run_make_vww", "parse_model_args"]
@@ -129,18 +128,18 @@ def _spec_from_args(args: argparse.Namespace):
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
+    from ..cli import parse_device
     from ..data.classification import build_datasets
     from ..models import create_model, is_model
     from .classification import classification_loss, make_evaluate
     from .config import config_from_args
+    from .distributed import launched_as_main
     from .loop import fit
 
     if not is_model(args.model):
         create_model(args.model)  # raises the registry's "unknown model" error
     if args.eval_batch_size < 1:  # else an error only after the first epoch's training
         raise ValueError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}")
-    from ..cli import parse_device
-
     parse_device(args.device)  # else a traceback from torch.device once training starts
     spec = _spec_from_args(args)
     recipe = _RECIPES["imagenet10" if spec.imagenet10 else spec.format]
@@ -165,7 +164,7 @@ def run_train(args: argparse.Namespace) -> int:
         model = create_model(args.model, **model_args)
     except TypeError as e:
         raise ValueError(f"model {args.model}: {e}") from None
-    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 talks
+    if launched_as_main():  # under torchrun only rank 0 talks
         print(f"train {args.model} on {spec.format} ({len(data['train'])} train / "
               f"{len(data['val'])} val images, {len(spec.classes)} classes) -> {config.out_dir}")
     out = fit(model, data["train"], classification_loss, config,

@@ -14,8 +14,8 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup_distributed", "cleanup_distributed", "all_gather_objects",
-           "all_reduce_mean", "barrier"]
+__all__ = ["DistInfo", "launched_as_main", "setup_distributed", "cleanup_distributed",
+           "all_gather_objects", "all_reduce_mean", "barrier"]
 
 
 @dataclass
@@ -34,6 +34,12 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def launched_as_main() -> bool:
+    """Whether this process prints a command's messages: rank 0 under torchrun (``RANK``),
+    or the only process. Usable before :func:`setup_distributed` runs."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def setup_distributed(device: str = "auto") -> DistInfo:
