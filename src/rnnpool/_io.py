@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
-__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text",
+__all__ = ["atomic_output", "atomic_save_figure", "atomic_write_bytes", "atomic_write_text",
            "remove_stale_temporaries"]
 
 PathLike = Union[str, os.PathLike]
@@ -65,6 +65,15 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="")
     return Path(path)
+
+
+def atomic_save_figure(fig, path: PathLike, **savefig_kwargs) -> Path:
+    """Save a matplotlib figure to ``path`` atomically, in the format its suffix names (PNG
+    when it has none: the temporary file's name must not choose it). Returns ``path``."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=path.suffix[1:].lower() or "png", **savefig_kwargs)
+    return path
 
 
 def remove_stale_temporaries(path: PathLike) -> int:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from .._io import atomic_output
+from .._io import atomic_save_figure
 from ._trace import _ChannelMismatch, trace_model
 from .memory import chain_from_trace, prop1_bound, standard_memory
 
@@ -295,8 +294,6 @@ def plot_memory(profiles: Sequence[Profile], path: str) -> None:
     ax.legend()
     fig.tight_layout()
     try:
-        with atomic_output(path) as tmp:
-            # by the path's suffix, not the temporary file's (".tmp" for no suffix)
-            fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:].lower() or "png")
+        atomic_save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)

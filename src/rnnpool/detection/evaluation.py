@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._io import atomic_output, atomic_write_text
+from .._io import atomic_output, atomic_save_figure, atomic_write_text
 from .boxes import box_iou
 
 __all__ = [
@@ -547,9 +547,7 @@ def plot_pr_curves(
     fig.tight_layout()
     path = Path(path)
     try:
-        with atomic_output(path) as tmp:
-            # by the path's suffix, not the temporary file's (".tmp" for no suffix)
-            fig.savefig(tmp, format=path.suffix[1:].lower() or "png")
+        atomic_save_figure(fig, path)
     finally:
         plt.close(fig)
     return path
