@@ -145,35 +145,28 @@ def test_missing_prediction_file(single_image, tmp_path):
     assert r["missing"] == ["0--E/a.txt"] and r["hard"] == 0.0
 
 
-def test_malformed_prediction_file_named(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("x\n2\n1 2 3 4 0.5\n1 2 3\n", r"x\.txt, line 4"),
+    ("x\n2\n1 2 3 4 0.5\n1 2 3 4 high\n", r"x\.txt, line 4"),
+    ("x\n3\n1 2 3 4 0.5\n", "announces 3 boxes"),
+    *[(f"x\n{count}\n1 2 3 4 0.5\n1 2 3 4 0.5\n",
+       r"x\.txt, line 2: expected the number of boxes") for count in ("2.7", "two", "nan")],
+    # The public port reads every line after the count (2 boxes here); silently keeping only
+    # the announced first one would change the AP. A mismatched count names file and line.
+    ("x\n1\n1 2 3 4 0.5\n5 6 7 8 0.9\n", r"x\.txt, line 2: announces 1 boxes but 2 box lines"),
+    ("x\n0\n1 2 3 4 0.5\n", r"x\.txt, line 2: announces 0 boxes but 1 box lines"),
+])
+def test_malformed_prediction_file_named(tmp_path, text, message):
     p = tmp_path / "x.txt"
-    p.write_text("x\n2\n1 2 3 4 0.5\n1 2 3\n")
-    with pytest.raises(ValueError, match=r"x\.txt, line 4"):
+    p.write_text(text)
+    with pytest.raises(ValueError, match=message):
         read_wider_prediction(p)
-    p.write_text("x\n2\n1 2 3 4 0.5\n1 2 3 4 high\n")
-    with pytest.raises(ValueError, match=r"x\.txt, line 4"):
-        read_wider_prediction(p)
-    p.write_text("x\n3\n1 2 3 4 0.5\n")
-    with pytest.raises(ValueError, match="announces 3 boxes"):
-        read_wider_prediction(p)
-    for count in ("2.7", "two", "nan"):
-        p.write_text(f"x\n{count}\n1 2 3 4 0.5\n1 2 3 4 0.5\n")
-        with pytest.raises(ValueError, match=r"x\.txt, line 2: expected the number of boxes"):
-            read_wider_prediction(p)
+
+
+def test_prediction_file_count_as_float_and_trailing_blank_lines(tmp_path):
+    p = tmp_path / "x.txt"
     p.write_text("x\n2.0\n1 2 3 4 0.5\n1 2 3 4 0.25\n")
     assert read_wider_prediction(p).shape == (2, 5)
-
-
-def test_more_box_lines_than_announced_is_an_error(tmp_path):
-    # The public port reads every line after the count (2 boxes here); silently keeping only the
-    # announced first one would change the AP. A mismatched count must name the file and line.
-    p = tmp_path / "x.txt"
-    p.write_text("x\n1\n1 2 3 4 0.5\n5 6 7 8 0.9\n")
-    with pytest.raises(ValueError, match=r"x\.txt, line 2: announces 1 boxes but 2 box lines"):
-        read_wider_prediction(p)
-    p.write_text("x\n0\n1 2 3 4 0.5\n")
-    with pytest.raises(ValueError, match=r"x\.txt, line 2: announces 0 boxes but 1 box lines"):
-        read_wider_prediction(p)
     p.write_text("x\n2\n1 2 3 4 0.5\n5 6 7 8 0.9\n\n\n")  # trailing blank lines are fine
     assert read_wider_prediction(p).tolist() == [[1, 2, 3, 4, 0.5], [5, 6, 7, 8, 0.9]]
 
