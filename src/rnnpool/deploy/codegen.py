@@ -180,8 +180,11 @@ def _schedule(g, ops: list, c_outs: List[str], stream: bool, min_rows: Dict[str,
 
 def _outputs_first(units: List["Unit"], inputs, c_outs) -> List["Unit"]:
     """Reorder units so that each one producing a model output (a detection head) runs as soon
-    as its inputs exist: the feature map it reads can then be freed early."""
-    produced = set(inputs)
+    as its inputs exist: the feature map it reads can then be freed early. The graph input
+    counts as produced only once its :class:`InputRows` unit has run (an output unit reading
+    the input directly, e.g. ``x + f(x)``, must not be moved before it)."""
+    produced = {n for n in inputs if not any(
+        op.kind == "input_rows" and n in op.outputs for u in units for op in u.ops)}
     deps = []
     for u in units:
         inside = {op.outputs[0] for op in u.ops}

@@ -24,6 +24,7 @@ max, widened to include 0), so ReLU6 outputs use all 256 levels. Anything else r
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import warnings
@@ -41,6 +42,7 @@ from . import ir
 from .fixedpoint import quantize_multiplier, quantize_multipliers
 
 __all__ = [
+    "CalibrationError",
     "QuantConfig",
     "UnsupportedLayerError",
     "activation_qparams",
@@ -104,20 +106,139 @@ class _BackboneHead(nn.Module):
         return self.head(self.backbone(x))
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
+class _ShapedProxy(fx.Proxy):
+    """A proxy that also carries the concrete value computed on the example input, so that
+    ``x.dim()``, ``x.shape`` and ``x.size()`` are plain Python values (shape specialisation)."""
+
+    value = None
+
+    def dim(self) -> int:
+        return self.value.dim()
+
+    def size(self, dim=None):
+        return self.value.size() if dim is None else self.value.size(dim)
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.value.dim()
+
+
+class _ShapeTracer(_Tracer):
+    """Traces ``model`` on one example image, evaluating every node as it goes: shape queries
+    become constants, so input-size checks and size-dependent padding trace. The graph is only
+    valid for the example's shape and a batch of one."""
+
+    def __init__(self, example: Tensor):
+        super().__init__()
+        self.example = example
+        self.evaluating = False  # computing a node's value: run modules plainly
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ShapedProxy(node, self)
+
+    def call_module(self, m, forward, args, kwargs):
+        if self.evaluating:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if self.evaluating:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None,
+                     *rest, **kw):
+        p = super().create_proxy(kind, target, args, kwargs, name, type_expr, *rest, **kw)
+        if not isinstance(p, _ShapedProxy):
+            return p
+
+        def val(a):
+            return a.value if isinstance(a, fx.Proxy) else a
+
+        a = fx.node.map_aggregate(args, val)
+        k = fx.node.map_aggregate(kwargs, val)
+        self.evaluating = True
+        try:
+            self._evaluate(p, kind, target, a, k)
+        finally:
+            self.evaluating = False
+        return p
+
+    @torch.no_grad()
+    def _evaluate(self, p: _ShapedProxy, kind: str, target, a, k) -> None:
+        """The concrete value of the node behind ``p`` (args ``a``, kwargs ``k`` concrete)."""
+        if kind == "placeholder":
+            p.value = self.example
+        elif kind == "get_attr":
+            p.value = self.root
+            for part in str(target).split("."):
+                p.value = getattr(p.value, part)
+        elif kind == "call_module":
+            p.value = self.root.get_submodule(target)(*a, **k)
+        elif kind == "call_method":
+            p.value = getattr(a[0], target)(*a[1:], **k)
+        elif kind == "call_function":
+            p.value = target(*a, **k)
+
+
+def _trace_site(model: nn.Module, e: BaseException) -> str:
+    """Where tracing ``model`` failed: the innermost submodule and the line of the model's own
+    code (not torch's) in the traceback of ``e``; '' if unknown."""
+    names = {id(m): n for n, m in model.named_modules()}
+    module, line = None, None
+    tb = e.__traceback__
+    while tb is not None:
+        f = tb.tb_frame
+        self_ = f.f_locals.get("self")
+        if isinstance(self_, nn.Module) and id(self_) in names:
+            module = (names[id(self_)], type(self_).__name__)
+        path = f.f_code.co_filename.replace("\\", "/")
+        if "/torch/" not in path and "/rnnpool/quant/" not in path:
+            line = f"{f.f_code.co_name} ({path.rsplit('/', 1)[-1]}:{tb.tb_lineno})"
+        tb = tb.tb_next
+    parts = []
+    if module is not None:
+        parts.append(f"module {module[0] or '(top)'!r} ({module[1]})")
+    if line is not None:
+        parts.append(f"in {line}")
+    return ", ".join(parts)
+
+
+def trace(model: nn.Module, example: Tensor | None = None) -> fx.GraphModule:
     """``torch.fx`` trace with RNNPool2d and L2Norm kept as leaves. A model with ``backbone``
-    and ``head`` whose own ``forward`` cannot be traced is traced as ``head(backbone(x))``."""
+    and ``head`` whose own ``forward`` cannot be traced is traced as ``head(backbone(x))``;
+    else, given ``example`` (one ``(1, C, H, W)`` image), the trace is specialised to its shape
+    (shape checks and size-dependent code become constants) and the returned module has
+    ``batch_one = True``: run it on one image at a time."""
     try:
         graph = _Tracer().trace(model)
     except Exception as e:
         if isinstance(getattr(model, "backbone", None), nn.Module) and isinstance(
                 getattr(model, "head", None), nn.Module):
-            return trace(_BackboneHead(model))
+            return trace(_BackboneHead(model), example)
+        if example is not None:
+            try:
+                gm = fx.GraphModule(model, _ShapeTracer(example[:1].float()).trace(model))
+            except Exception:
+                pass
+            else:
+                gm.batch_one = True
+                return gm
+        site = _trace_site(model, e)
         raise UnsupportedLayerError(
-            f"torch.fx could not trace {type(model).__name__}: {e}. The int8 flow needs a forward "
-            "without data-dependent control flow."
+            f"torch.fx could not trace {type(model).__name__}"
+            f"{' at ' + site if site else ''}: {str(e).strip().splitlines()[0]}. The int8 flow "
+            "needs a forward without data-dependent control flow."
         ) from e
     return fx.GraphModule(model, graph)
+
+
+class CalibrationError(ValueError):
+    """The calibration images do not fit the model, or the model gives non-finite values."""
 
 
 class _Recorder(fx.Interpreter):
@@ -126,14 +247,44 @@ class _Recorder(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, stats: dict, keep: dict | None = None):
         super().__init__(gm)
         self.stats, self.keep = stats, keep
+        self.modules = dict(gm.named_modules())
+        self.error: str | None = None  # raised again without the context fx appends
 
     def run_node(self, n: fx.Node):
-        out = super().run_node(n)
+        try:
+            out = super().run_node(n)
+        except CalibrationError:
+            raise
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            self.error = (f"{_describe(n, self.modules)} failed on the calibration images: "
+                          f"{msg}")
+            raise CalibrationError(self.error) from None
         if isinstance(out, Tensor) and out.is_floating_point():
+            lo, hi = (float(out.min()), float(out.max())) if out.numel() else (math.inf,
+                                                                               -math.inf)
             s = self.stats.setdefault(n.name, {"min": math.inf, "max": -math.inf, "samples": []})
-            s["min"] = min(s["min"], float(out.min()))
-            s["max"] = max(s["max"], float(out.max()))
-            s["shape"] = tuple(out.shape)
+            if out.numel() and not (math.isfinite(lo) and math.isfinite(hi)):
+                if n.op == "placeholder":
+                    self.error = ("the calibration images contain NaN or infinite values: "
+                                  "activation ranges cannot be calibrated")
+                    raise CalibrationError(self.error)
+                # An error only if this tensor is quantized (-inf padding before a max pool
+                # is not): see _Converter._tensor.
+                s["nonfinite"] = True
+                fin = out[torch.isfinite(out)]
+                lo, hi = ((float(fin.min()), float(fin.max())) if fin.numel()
+                          else (math.inf, -math.inf))
+            shape = tuple(out.shape)
+            if "shape" in s and s["shape"][1:] != shape[1:]:
+                self.error = (
+                    f"calibration batches differ in shape: {_describe(n, self.modules)} is "
+                    f"{s['shape'][1:]} on one batch and {shape[1:]} on another (use images of "
+                    "one size, the model's deployment input size)")
+                raise CalibrationError(self.error)
+            s["min"] = min(s["min"], lo)
+            s["max"] = max(s["max"], hi)
+            s["shape"] = shape
             if len(s["samples"]) < 64:
                 flat = out.detach().flatten()
                 idx = torch.randint(0, flat.numel(), (min(4096, flat.numel()),))
@@ -143,25 +294,61 @@ class _Recorder(fx.Interpreter):
         return out
 
 
-def _batches(images, batch_size: int) -> Iterable[Tensor]:
-    if isinstance(images, Tensor):
-        if images.dim() != 4:
-            raise ValueError(f"calibration images must be (N, C, H, W), got {tuple(images.shape)}")
-        for i in range(0, images.shape[0], batch_size):
-            yield images[i:i + batch_size].float()
-    else:
-        for b in images:
-            b = b[0] if isinstance(b, (tuple, list)) else b
-            yield b.float()
+def _as_images(b, what: str) -> Tensor:
+    """A calibration batch as a float ``(N, C, H, W)`` tensor, or a clear error."""
+    if isinstance(b, np.ndarray):
+        b = torch.from_numpy(b)
+    if not isinstance(b, Tensor):
+        raise CalibrationError(f"{what} must be a tensor or numpy array (N, C, H, W), got "
+                               f"{type(b).__name__}")
+    if b.dim() != 4:
+        raise CalibrationError(f"{what} must be (N, C, H, W), got shape {tuple(b.shape)}")
+    if b.is_complex():
+        raise CalibrationError(f"{what} must be real, got {b.dtype}")
+    return b.detach().float()
+
+
+def _batches(images, batch_size: int, one: bool = False) -> Iterable[Tensor]:
+    """Float ``(N, C, H, W)`` batches of ``images`` (one image each with ``one``)."""
+    if isinstance(images, (Tensor, np.ndarray)):
+        x = _as_images(images, "calibration images")
+        step = 1 if one else batch_size
+        for i in range(0, x.shape[0], step):
+            yield x[i:i + step]
+        return
+    for i, b in enumerate(images):
+        b = b[0] if isinstance(b, (tuple, list)) else b
+        b = _as_images(b, f"calibration batch {i}")
+        if one:
+            yield from (b[j:j + 1] for j in range(b.shape[0]))
+        else:
+            yield b
 
 
 @torch.no_grad()
 def calibrate(gm: fx.GraphModule, images, config: QuantConfig) -> dict:
-    """Run ``images`` through ``gm``; returns ``{node_name: {"min", "max", "shape"}}``."""
+    """Run ``images`` through ``gm``; returns ``{node_name: {"min", "max", "shape"}}``.
+
+    Raises:
+        CalibrationError: images of the wrong rank, channels or mixed sizes, NaN / inf in the
+            images or in a layer's output, or a layer that fails on them (named).
+        ValueError: an empty calibration set or an unknown ``config.calibration``.
+    """
+    if config.calibration not in ("minmax", "percentile"):
+        raise ValueError(
+            f"calibration must be 'minmax' or 'percentile', got {config.calibration!r}")
     stats: dict = {}
     n = 0
-    for b in _batches(images, config.batch_size):
-        _Recorder(gm, stats).run(b)
+    for b in _batches(images, config.batch_size, getattr(gm, "batch_one", False)):
+        if b.shape[0] == 0:
+            continue
+        rec = _Recorder(gm, stats)
+        try:
+            rec.run(b)
+        except Exception:
+            if rec.error is None:
+                raise
+            raise CalibrationError(rec.error) from None
         n += b.shape[0]
     if n < 1:
         raise ValueError("calibration set is empty")
@@ -170,9 +357,6 @@ def calibrate(gm: fx.GraphModule, images, config: QuantConfig) -> dict:
             v = np.concatenate(s["samples"])
             lo, hi = np.percentile(v, [100 - config.percentile, config.percentile])
             s["min"], s["max"] = max(s["min"], float(lo)), min(s["max"], float(hi))
-    elif config.calibration != "minmax":
-        raise ValueError(
-            f"calibration must be 'minmax' or 'percentile', got {config.calibration!r}")
     for s in stats.values():
         s.pop("samples")
     stats["__num_images__"] = n
@@ -349,6 +533,12 @@ class _Val:
 
 
 _ACT_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
+#: Appended to "unsupported" errors: what the int8 flow (and the C backend) can express.
+SUPPORTED = ("supported: Conv2d (zero padding, dilation 1, groups 1 or depthwise), Linear after "
+             "flatten, each optionally followed by BatchNorm2d and ReLU / ReLU6 (an activation "
+             "must be the only user of its input); BatchNorm2d; RNNPool2d; L2Norm; x + y of two "
+             "maps of one shape; AdaptiveAvgPool2d(1), AvgPool2d without padding, mean((2, 3)); "
+             "Identity / Dropout; detection-head permute(0, 2, 3, 1) / reshape / cat")
 _PASS_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d)
 
 
@@ -362,6 +552,12 @@ def _act_of(n: fx.Node, modules: dict) -> str | None:
     if n.op == "call_method" and n.target == "relu":
         return "relu"
     return None
+
+
+def _mean_dims(n: fx.Node) -> set:
+    """The dims of a ``mean`` call node as a set (empty when not given as a tuple / list)."""
+    d = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", ())
+    return set(d) if isinstance(d, (tuple, list)) else set()
 
 
 def _describe(n: fx.Node, modules: dict) -> str:
@@ -384,6 +580,10 @@ class _Converter:
     # -- helpers
     def _tensor(self, node: fx.Node, hwc: tuple, float_node: str | None = None) -> ir.QTensor:
         s = self.stats[node.name]
+        if s.get("nonfinite"):
+            raise CalibrationError(f"{_describe(node, self.modules)} gives NaN or infinite "
+                                   "values on the calibration images: its int8 range cannot be "
+                                   "calibrated (check the model's weights)")
         scale, zp = activation_qparams(s["min"], s["max"])
         t = self.g.add_tensor(ir.QTensor(node.name, tuple(int(v) for v in hwc), "int8", scale, zp))
         self.g.meta["float_node"][node.name] = float_node or node.name
@@ -704,15 +904,15 @@ class _Converter:
                         self.vals[n] = _Val(kind, v.names)
                     else:
                         raise UnsupportedLayerError(
-                            f"unsupported layer for int8 deployment: {_describe(n, self.modules)}")
+                            f"unsupported layer for int8 deployment: {_describe(n, self.modules)}"
+                            f"; {SUPPORTED}")
             elif (n.op == "call_function" and n.target in (operator.add, torch.add)
                   or n.op == "call_method" and n.target == "add"):
                 self.add(n)
             elif (n.op == "call_function" and n.target is F.adaptive_avg_pool2d
                   and n.args[1] in (1, (1, 1))
                   or n.op == "call_method" and n.target == "mean"
-                  and tuple(n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", ()))
-                  in ((2, 3), (-2, -1))):
+                  and _mean_dims(n) in ({2, 3}, {-2, -1})):
                 self.avgpool(n, None, None)
             elif n.op == "get_attr":
                 if not self.users[n]:
@@ -721,7 +921,8 @@ class _Converter:
                     f"{_describe(n, self.modules)}: parameters used outside a layer")
             elif not self.layout(n):
                 raise UnsupportedLayerError(
-                    f"unsupported operation for int8 deployment: {_describe(n, self.modules)}")
+                    f"unsupported operation for int8 deployment: {_describe(n, self.modules)}; "
+                    f"{SUPPORTED}")
         self.g.validate()
         return self.g
 
@@ -757,8 +958,11 @@ def quantize_model(model: nn.Module, calibration_images, config: QuantConfig | N
     """
     config = config or QuantConfig()
     model = model.eval()
-    gm = trace(model)
-    stats = calibrate(gm, calibration_images, config)
+    batches = _batches(calibration_images, config.batch_size)
+    first = next(batches, None)
+    gm = trace(model, first)
+    stats = calibrate(gm, batches if first is None else itertools.chain([first], batches),
+                      config)
     for name, (lo, hi) in (ranges or {}).items():
         if name in stats:
             stats[name]["min"], stats[name]["max"] = float(lo), float(hi)

@@ -59,13 +59,14 @@ def _images(images) -> list:
 def layer_errors(model: nn.Module, g: ir.QGraph, images) -> list[dict]:
     """Per int8 tensor: ``{"tensor", "op", "shape", "max_abs", "mean_abs", "float_range",
     "snr_db"}`` over ``images`` (``(N, C, H, W)`` tensor or a list of ``(1, C, H, W)``)."""
-    gm = trace(model.eval())
+    imgs = _images(images)
+    gm = trace(model.eval(), imgs[0] if imgs else None)
     producer = {name: op for op in g.ops for name in op.outputs}
     for op in g.ops:
         for sub in getattr(op, "sub_ops", []):
             producer.setdefault(sub.output, sub)
     acc: dict = {}
-    for x in _images(images):
+    for x in imgs:
         acts = _float_acts(gm, x)
         env = R.run(g, R.quantize_input(x, g.tensor(g.inputs[0])))
         for name, q in env.items():
