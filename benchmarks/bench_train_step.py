@@ -40,7 +40,7 @@ def _step_fn(model, x, y, device, amp):
         scaler.step(opt)
         scaler.update()
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
 
     return step
 
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 layer(inp).sum().backward()
                 if device.type == "cuda":
-                    torch.cuda.synchronize()
+                    torch.cuda.synchronize(device)
                 if i >= args.warmup:
                     lt.append(time.perf_counter() - t0)
             t = statistics.median(lt)

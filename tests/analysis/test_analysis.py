@@ -305,6 +305,40 @@ def test_banded_rnnpool_pads_like_the_layer(mode, band_rows):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["zeros", "replicate"])
+def test_banded_rnnpool_keeps_the_layers_dtype_and_device(mode):
+    # The bands were written into torch.empty(...): a CPU float32 map whatever the layer ran
+    # in, so a float64 model's output was rounded to float32 (and a GPU model's came back on
+    # the CPU, where its next layer refused it; the replicate rows' index was a CPU tensor).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                          RNNPool2d(8, 8, 8, 6, 4, padding="same", padding_mode=mode),
+                          nn.Conv2d(32, 4, 1)).double().eval()
+    x = torch.randn(1, 3, 30, 34, dtype=torch.float64) + 2
+    with torch.no_grad():
+        ref = model(x)
+        with banded_rnnpool(model, x, band_rows=3):
+            out = model(x)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_profile_of_a_model_off_the_cpu_float32_defaults():
+    # The trace's example input was torch.zeros(1, C, H, W), CPU float32: a float64 model (or
+    # one on the GPU, after training) failed in its first layer ("Input type (float) and bias
+    # type (double) should be the same"). The profile depends only on shapes.
+    torch.manual_seed(0)
+    model = nn.Sequential(ConvBNAct(3, 8, 3, 2), RNNPool2d(8, 8, 8, 6, 4, padding="same"),
+                          nn.Conv2d(32, 16, 3, padding=1))
+    ref = profile_model(model, 64, 4)
+    for dtype in (torch.float64, torch.bfloat16):
+        p = profile_model(model.to(dtype), 64, 4)
+        assert (p.peak_bytes, p.madds, p.executed_madds, p.params) == (
+            ref.peak_bytes, ref.madds, ref.executed_madds, ref.params)
+        assert [r.mem_bytes for r in p.layers] == [r.mem_bytes for r in ref.layers]
+    assert next(model.parameters()).dtype == torch.bfloat16  # the model itself is untouched
+
+
 def test_measure_peak_does_not_count_what_layers_cache():
     # RNNPool keeps its sweep indices in a cache across calls; built inside the tracker on a
     # first call they were counted as activations (and the first call measured more).

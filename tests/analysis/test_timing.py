@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 
 from rnnpool.analysis import timing
 from rnnpool.analysis.timing import CpuUse, contention_warning, cpu_use, parse_proc_stat
@@ -77,3 +78,23 @@ def test_describe_cpu_use(monkeypatch):
     assert len(lines) == 2 and lines[1].startswith("warning: other work keeps 1.20 of 2 CPUs")
     monkeypatch.setattr(timing, "cpu_use", lambda interval: None)
     assert timing.describe_cpu_use(2) == ""
+
+
+@pytest.mark.parametrize("device, synced", [
+    ("cuda", "cuda"), ("cuda:1", "cuda:1"), (torch.device("cuda", 1), "cuda:1"),
+    ("cpu", None), (torch.device("cpu"), None),
+])
+def test_best_times_synchronises_the_cuda_device_it_times(monkeypatch, device, synced):
+    # "cuda:1" and torch.device("cuda", 1) were timed without any synchronisation: the times
+    # were the kernels' launch, not their run. Each timed call must be fenced on its device.
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: events.append(("sync", d)))
+    t = timing.best_times({"a": lambda: events.append("a"), "b": lambda: events.append("b")},
+                          2, device)
+    assert sorted(t) == ["a", "b"]
+    if synced is None:
+        assert all(e in ("a", "b") for e in events)
+        return
+    sync = ("sync", torch.device(synced))
+    # After the warm-up calls, every timed call sits between two synchronisations of `device`.
+    assert events == ["a", "b"] + [sync, "a", sync, sync, "b", sync] * 2

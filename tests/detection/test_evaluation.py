@@ -311,6 +311,23 @@ def test_write_prediction_roundtrip(tmp_path):
     np.testing.assert_allclose(read_wider_prediction(p), [[10, 20, 30, 40, 0.5]])
 
 
+def test_gpu_predictions_are_evaluated_on_the_cpu(tmp_path, on_gpu):
+    # GPU tensors (FacePredictor.raw's output, a user's own) failed: torch.as_tensor kept them
+    # on the GPU and NumPy cannot read them ("can't convert cuda:0 device type tensor").
+    gt = [torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), torch.tensor([[0.0, 0, 10, 10]])]
+    boxes = [torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]]),
+             torch.tensor([[1.0, 0, 10, 10]])]
+    scores = [torch.tensor([0.9, 0.8, 0.95]), torch.tensor([0.7])]
+    cpu = detection_ap(list(zip(boxes, scores)), gt)
+    assert cpu == pytest.approx(1 / 3)  # test_detection_ap_hand's case
+    gpu = [(on_gpu(b), on_gpu(s)) for b, s in zip(boxes, scores)]
+    assert detection_ap(gpu, [on_gpu(g) for g in gt]) == cpu
+    assert detection_ap([{"boxes": b, "scores": s} for b, s in gpu], gt) == cpu
+    box, score = on_gpu(torch.tensor([[10.0, 20, 40, 60]])), on_gpu(torch.tensor([0.5]))
+    p = write_wider_prediction(tmp_path, "0--A/img_1.jpg", box, score)
+    np.testing.assert_allclose(read_wider_prediction(p), [[10, 20, 30, 40, 0.5]])
+
+
 def test_voc_ap_hand():
     # recall 0.5 at precision 1, then recall 1 at precision 2/3: 0.5 + 0.5 * 2/3
     assert voc_ap(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])) == pytest.approx(5 / 6)

@@ -568,6 +568,58 @@ def test_autocast_runs_in_the_parameters_dtype(backend, dtype):
     assert (y.double() - ref).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("cell", [dict(), dict(gate="hard_sigmoid", update="hard_tanh",
+                                             trainable_zeta_nu=True, w_rank=2)])
+@pytest.mark.parametrize("padding_mode", ["zeros", "replicate"])
+def test_every_tensor_follows_the_inputs_device(monkeypatch, cell, padding_mode):
+    # What a GPU runs ("auto" off the CPU is the torch path), checked on "meta": a tensor made
+    # on the CPU inside the forward or backward (a missing device=) fails there as on CUDA.
+    # The sweep indices (bincount, which "meta" cannot run) are built on the CPU and moved.
+    import rnnpool.nn.functional as RF
+
+    build = RF._sweep_indices
+
+    def on_device(*geometry, traced):
+        s = build(*geometry[:-1], torch.device("cpu"), traced=traced)
+        mv = geometry[-1]
+        return RF._Sweeps([(a.to(mv), b.to(mv)) for a, b in s.rnn1],
+                          [(a.to(mv), b.to(mv)) for a, b in s.rnn2], s.order.to(mv),
+                          s.position.to(mv))
+
+    monkeypatch.setattr(RF, "_sweep_indices", on_device)
+    for dtype in (torch.float64, torch.float16):
+        m = RNNPool2d(3, 4, 5, 3, 2, "same", padding_mode=padding_mode, **cell)
+        m = m.to("meta", dtype)
+        x = torch.empty(2, 3, 9, 7, device="meta", dtype=dtype, requires_grad=True)
+        y = m(x)
+        assert (y.device.type, y.dtype, y.shape) == ("meta", dtype, (2, 20, 5, 4))
+        y.sum().backward()
+        assert x.grad.device.type == "meta" and x.grad.dtype == dtype
+        assert all(p.grad.device.type == "meta" for p in m.parameters())
+
+
+@pytest.mark.parametrize("rank", [dict(w_rank=2), dict(u_rank=3), dict(w_rank=2, u_rank=3)])
+def test_autocast_with_low_rank_cells(rank):
+    # Autocast rounded the low-rank products W = W1 W2, U = U1 U2 to bfloat16 (float16 on a
+    # GPU under --amp) while the biases stayed float32: the layer refused its own parameters
+    # ("input dtype torch.bfloat16 does not match its parameters' torch.bfloat16, float32").
+    torch.manual_seed(0)
+    m = RNNPool2d(3, 4, 5, 3, 2, "same", **rank)
+    x = torch.randn(2, 3, 7, 6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+        assert m.rnn1.W.dtype == m.rnn1.U.dtype == torch.float32
+    y.sum().backward()
+    grads = [x.grad] + [p.grad for p in m.parameters()]
+    x.grad = None
+    m.zero_grad()
+    y_plain = m(x)  # the same float32 layer without autocast
+    y_plain.sum().backward()
+    torch.testing.assert_close(y, y_plain, rtol=0, atol=0)
+    for g, g_plain in zip(grads, [x.grad] + [p.grad for p in m.parameters()]):
+        torch.testing.assert_close(g, g_plain, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("backend", ["auto", "torch"])
 def test_torch_func_transforms_match_reference(backend):
     # vmap, grad and jacrev failed inside the layer's autograd.Functions ("must override the

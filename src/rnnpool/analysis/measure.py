@@ -182,9 +182,10 @@ def _padded_rows(src: Union[_Rows, Tensor], lo: int, hi: int, replicate: bool = 
     row) where the range leaves the map."""
     h = src.shape[2]
     if replicate:  # row indices clamped to the map
-        idx = torch.arange(lo, hi).clamp(0, h - 1)
-        a, b = int(idx[0]), int(idx[-1]) + 1
-        return _get_rows(src, a, b).index_select(2, idx - a)
+        a, b = min(max(lo, 0), h - 1), min(max(hi - 1, 0), h - 1) + 1
+        x = _get_rows(src, a, b)
+        idx = torch.arange(lo, hi, device=x.device).clamp(0, h - 1) - a
+        return x.index_select(2, idx)
     x = _get_rows(src, max(lo, 0), min(hi, h))
     top, bottom = max(0, -lo), max(0, hi - h)
     return F.pad(x, (0, 0, top, bottom)) if top or bottom else x
@@ -223,7 +224,7 @@ def _banded_rnnpool_forward(pool: RNNPool2d, original: Any, band: int) -> Any:
         ho, wo = rnnpool2d_output_size((h, w), (kh, kw), (sh, sw), pool.padding)
         left, right, top, _bottom = rnnpool2d_padding((h, w), (kh, kw), (sh, sw), pool.padding)
         p1, p2 = pool.rnn1.params(), pool.rnn2.params()
-        out = torch.empty(n, pool.out_channels, ho, wo)
+        out: Optional[Tensor] = None
         for o0 in range(0, ho, band):
             o1 = min(ho, o0 + band)
             lo, hi = o0 * sh - top, (o1 - 1) * sh - top + kh
@@ -231,8 +232,12 @@ def _banded_rnnpool_forward(pool: RNNPool2d, original: Any, band: int) -> Any:
             if left or right:
                 mode = "replicate" if pool.padding_mode == "replicate" else "constant"
                 rows = F.pad(rows, (left, right, 0, 0), mode=mode)
-            out[:, :, o0:o1] = rnnpool2d(rows, p1, p2, (kh, kw), (sh, sw), 0)
-            del rows
+            y = rnnpool2d(rows, p1, p2, (kh, kw), (sh, sw), 0, backend=pool.backend)
+            if out is None:  # the layer's own device and dtype (not the CPU's float32)
+                out = y.new_empty(n, pool.out_channels, ho, wo)
+            out[:, :, o0:o1] = y
+            del rows, y
+        assert out is not None
         return out
 
     return forward

@@ -166,6 +166,16 @@ def _in_chans(model: nn.Module) -> int:
     return 3
 
 
+def _zeros_like_model_input(model: nn.Module, c: int, h: int, w: int) -> torch.Tensor:
+    """A zero ``(1, c, h, w)`` input on the device and in the floating dtype of the model's
+    first parameter (or buffer): a GPU or float64 model refused a CPU float32 example."""
+    first = next((t for t in (*model.parameters(), *model.buffers())
+                  if t.dtype.is_floating_point), None)
+    if first is None:
+        return torch.zeros(1, c, h, w)
+    return torch.zeros(1, c, h, w, device=first.device, dtype=first.dtype)
+
+
 def profile_model(
     model: Union[nn.Module, str],
     input_size: SizeLike = 224,
@@ -208,13 +218,13 @@ def profile_model(
     h, w = parse_input_size(input_size)
     c = in_chans or _in_chans(model)
     try:
-        trace = trace_model(model, torch.zeros(1, c, h, w))
+        trace = trace_model(model, _zeros_like_model_input(model, c, h, w))
     except _ChannelMismatch as e:
         # the guess (first registered layer) is not the first layer run: take what it reads
         if in_chans is not None or not e.reads_input or e.expected == c:
             raise
         c = e.expected
-        trace = trace_model(model, torch.zeros(1, c, h, w))
+        trace = trace_model(model, _zeros_like_model_input(model, c, h, w))
     mem = standard_memory(trace)
     bpa = bytes_per_activation
     prof = Profile(label, (c, h, w), bpa, params=trace.total_params)

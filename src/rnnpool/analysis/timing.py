@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable, Collection, Mapping, NamedTuple, Optional
+from typing import Callable, Collection, Mapping, NamedTuple, Optional, Union
 
 import torch
 
@@ -14,10 +14,12 @@ __all__ = ["CpuUse", "best_times", "contention_warning", "cpu_use", "describe_cp
 
 
 def best_times(fns: Mapping[str, Callable[[], object]], repeats: int,
-               device: str = "cpu") -> dict[str, float]:
+               device: Union[str, torch.device] = "cpu") -> dict[str, float]:
     """Best wall time in seconds of each function over ``repeats`` rounds, after one warm-up
     call each. Every round runs each function once, in turn, so that load changes on a shared
-    machine reach all of them alike; on ``device="cuda"`` each call is synchronised.
+    machine reach all of them alike; on a CUDA ``device`` (``"cuda"``, ``"cuda:1"``, a
+    ``torch.device``) that device is synchronised before and after each call, so that the time
+    is the GPU's work and not only its launch.
 
     Example::
 
@@ -25,18 +27,19 @@ def best_times(fns: Mapping[str, Callable[[], object]], repeats: int,
         >>> sorted(t)
         ['a', 'b']
     """
-    cuda = device == "cuda"
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
     for fn in fns.values():
         fn()
     best = {name: float("inf") for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             if cuda:
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(dev)
             t0 = time.perf_counter()
             fn()
             if cuda:
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(dev)
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
 

@@ -302,8 +302,9 @@ def write_wider_prediction(
     Returns:
         The path written.
     """
-    boxes = np.asarray(torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4))
-    scores = np.asarray(torch.as_tensor(scores, dtype=torch.float64).reshape(-1))
+    # device="cpu": GPU tensors (a predictor's raw output) have no NumPy view.
+    boxes = np.asarray(torch.as_tensor(boxes, dtype=torch.float64, device="cpu").reshape(-1, 4))
+    scores = np.asarray(torch.as_tensor(scores, dtype=torch.float64, device="cpu").reshape(-1))
     if len(boxes) != len(scores):
         raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
     rel = Path(image_relpath)
@@ -561,8 +562,9 @@ def _as_pred(p) -> Tuple[Tensor, Tensor]:
         boxes, scores = p["boxes"], p["scores"]
     else:
         boxes, scores = p
-    boxes = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
-    scores = torch.as_tensor(scores, dtype=torch.float64).reshape(-1)
+    # On the CPU: the matching below is NumPy (GPU tensors have no NumPy view).
+    boxes = torch.as_tensor(boxes, dtype=torch.float64, device="cpu").reshape(-1, 4)
+    scores = torch.as_tensor(scores, dtype=torch.float64, device="cpu").reshape(-1)
     if len(boxes) != len(scores):
         raise ValueError(f"a prediction has {len(boxes)} boxes but {len(scores)} scores")
     return boxes, scores
@@ -607,7 +609,7 @@ def detection_ap(
     for p, g in zip(predictions, ground_truths):
         boxes, scores = _as_pred(p)
         gt = torch.as_tensor(
-            g["boxes"] if isinstance(g, Mapping) else g, dtype=torch.float64
+            g["boxes"] if isinstance(g, Mapping) else g, dtype=torch.float64, device="cpu"
         ).reshape(-1, 4)
         npos += len(gt)
         order = torch.sort(scores, descending=True, stable=True).indices

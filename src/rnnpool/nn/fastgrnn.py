@@ -13,6 +13,17 @@ from . import functional as RF
 __all__ = ["FastGRNNCell"]
 
 
+def _product(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` in the factors' dtype, also under autocast: autocast would round a low-rank
+    matrix to float16 / bfloat16 while the cell's other parameters keep theirs (RNNPool2d then
+    refused the mixed dtypes)."""
+    device = a.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        with torch.autocast(device, enabled=False):
+            return a @ b
+    return a @ b
+
+
 class FastGRNNCell(nn.Module):
     r"""A FastGRNN recurrent cell.
 
@@ -126,14 +137,14 @@ class FastGRNNCell(nn.Module):
         """Effective ``(hidden, input)`` input matrix."""
         if self.w_rank is None:
             return self.weight_ih
-        return self.weight_ih1 @ self.weight_ih2
+        return _product(self.weight_ih1, self.weight_ih2)
 
     @property
     def U(self) -> Tensor:
         """Effective ``(hidden, hidden)`` recurrent matrix."""
         if self.u_rank is None:
             return self.weight_hh
-        return self.weight_hh1 @ self.weight_hh2
+        return _product(self.weight_hh1, self.weight_hh2)
 
     def params(self) -> RF.FastGRNNParams:
         """The effective parameters, as used by :mod:`rnnpool.nn.functional`."""
