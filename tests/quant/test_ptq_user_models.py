@@ -128,3 +128,24 @@ def test_minus_inf_padding_before_max_pool_reports_the_unsupported_op():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), PadMax())
     with pytest.raises(UnsupportedLayerError, match="'pad'.*supported"):
         quantize_model(model, torch.randn(2, 3, 8, 8))
+
+
+def test_a_model_in_another_dtype_quantizes_as_its_float32_copy():
+    # The int8 flow works in NumPy on the CPU: a float64 model (as a GPU model) is quantized
+    # from a CPU float32 copy, and the user's model keeps its dtype.
+    from rnnpool.quant import report
+
+    m = _model()
+    x = torch.randn(12, 1, 32, 32)
+    g = quantize_model(m, x)
+    m64 = _model().double()
+    g64 = quantize_model(m64, x.double())
+    assert all(p.dtype == torch.float64 for p in m64.parameters())
+    t = g.tensor(g.inputs[0])
+    for i in range(3):
+        a = reference.run(g, reference.quantize_input(x[i:i + 1], t))[g.outputs[0]]
+        b = reference.run(g64, reference.quantize_input(x[i:i + 1], t))[g64.outputs[0]]
+        np.testing.assert_array_equal(a, b)
+    assert report.output_agreement(m64, g64, x[:2].double()) == report.output_agreement(m, g, x[:2])
+    labels = torch.zeros(4, dtype=torch.long)
+    assert report.accuracy(m64, g64, x[:4].double(), labels) == report.accuracy(m, g, x[:4], labels)

@@ -24,6 +24,7 @@ max, widened to include 0), so ReLU6 outputs use all 256 levels. Anything else r
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import operator
@@ -294,6 +295,16 @@ class _Recorder(fx.Interpreter):
         return out
 
 
+def float_model_on_cpu(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode, or an eval-mode CPU float32 copy of it when a parameter or buffer
+    lives elsewhere (a GPU, float64, bfloat16): the int8 flow computes in NumPy on the CPU."""
+    model = model.eval()
+    if all(t.device.type == "cpu" and (t.dtype == torch.float32 or not t.is_floating_point())
+           for t in (*model.parameters(), *model.buffers())):
+        return model
+    return copy.deepcopy(model).to("cpu", torch.float32)
+
+
 def _as_images(b, what: str) -> Tensor:
     """A calibration batch as a float ``(N, C, H, W)`` tensor, or a clear error."""
     if isinstance(b, np.ndarray):
@@ -305,7 +316,7 @@ def _as_images(b, what: str) -> Tensor:
         raise CalibrationError(f"{what} must be (N, C, H, W), got shape {tuple(b.shape)}")
     if b.is_complex():
         raise CalibrationError(f"{what} must be real, got {b.dtype}")
-    return b.detach().float()
+    return b.detach().to("cpu", torch.float32)
 
 
 def _batches(images, batch_size: int, one: bool = False) -> Iterable[Tensor]:
@@ -932,7 +943,8 @@ def quantize_model(model: nn.Module, calibration_images, config: QuantConfig | N
     """Post-training quantization of ``model`` to a :class:`~rnnpool.quant.ir.QGraph`.
 
     Args:
-        model: float model (put in eval mode here); forward takes one ``(N, C, H, W)`` tensor
+        model: float model (put in eval mode here; quantized from a CPU float32 copy when it
+            lives on a GPU or in another dtype); forward takes one ``(N, C, H, W)`` tensor
             and returns a tensor or a tuple of tensors (e.g. ``(cls_logits, bbox_regression)``).
         calibration_images: ``(N, C, H, W)`` tensor or an iterable of batches (tensors or
             ``(images, ...)`` tuples), preprocessed exactly like the model's inputs. Use many
@@ -957,7 +969,7 @@ def quantize_model(model: nn.Module, calibration_images, config: QuantConfig | N
         ['conv2d', 'dequantize']
     """
     config = config or QuantConfig()
-    model = model.eval()
+    model = float_model_on_cpu(model)
     batches = _batches(calibration_images, config.batch_size)
     first = next(batches, None)
     gm = trace(model, first)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from . import ir
 from . import reference as R
-from .ptq import _Recorder, trace
+from .ptq import _Recorder, float_model_on_cpu, trace
 
 __all__ = ["accuracy", "format_layer_errors", "layer_errors", "output_agreement"]
 
@@ -50,9 +50,10 @@ def _hwc(t: Tensor) -> np.ndarray:
 
 
 def _images(images) -> list:
+    """``(1, C, H, W)`` CPU float32 images of an ``(N, C, H, W)`` tensor or a list."""
     if isinstance(images, Tensor):
-        return [images[i:i + 1] for i in range(images.shape[0])]
-    return [x if x.dim() == 4 else x[None] for x in images]
+        images = [images[i:i + 1] for i in range(images.shape[0])]
+    return [(x if x.dim() == 4 else x[None]).detach().to("cpu", torch.float32) for x in images]
 
 
 @torch.no_grad()
@@ -60,7 +61,7 @@ def layer_errors(model: nn.Module, g: ir.QGraph, images) -> list[dict]:
     """Per int8 tensor: ``{"tensor", "op", "shape", "max_abs", "mean_abs", "float_range",
     "snr_db"}`` over ``images`` (``(N, C, H, W)`` tensor or a list of ``(1, C, H, W)``)."""
     imgs = _images(images)
-    gm = trace(model.eval(), imgs[0] if imgs else None)
+    gm = trace(float_model_on_cpu(model), imgs[0] if imgs else None)
     producer = {name: op for op in g.ops for name in op.outputs}
     for op in g.ops:
         for sub in getattr(op, "sub_ops", []):
@@ -111,7 +112,7 @@ def layer_errors(model: nn.Module, g: ir.QGraph, images) -> list[dict]:
 def output_agreement(model: nn.Module, g: ir.QGraph, images) -> dict:
     """Per output: ``max_abs``, ``mean_abs`` (vs the float model) and, for ``(1, K)`` outputs,
     ``top1_agreement``."""
-    model = model.eval()
+    model = float_model_on_cpu(model)
     res: dict = {}
     for x in _images(images):
         ref = model(x)
@@ -141,7 +142,8 @@ def accuracy(model: nn.Module, g: ir.QGraph, images: Tensor, labels: Tensor,
              batch_size: int = 256) -> dict:
     """Top-1 accuracy of the float model and of the integer graph (first output) on a
     labelled set; also their agreement."""
-    model = model.eval()
+    model = float_model_on_cpu(model)
+    images = images.detach().to("cpu", torch.float32)
     f_pred = torch.cat([model(images[i:i + batch_size]).argmax(1)
                         for i in range(0, images.shape[0], batch_size)]).numpy()
     t = g.tensor(g.inputs[0])
