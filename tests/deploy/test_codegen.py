@@ -430,3 +430,15 @@ def test_export_c_count_options_below_one_fail_before_any_output(tmp_path, capsy
                                                             + ("" if "got" in message else
                                                                ", got -1")]
     assert not out.exists()  # the output folder used to be made before quantizing
+
+
+@pytest.mark.parametrize("name", ["rnnpool_face_m4", "fmnist_cnn_rnnpool",
+                                  "vww_mobilenetv2_rnnpool"])
+def test_random_init_gives_every_rnnpool_cell_the_integer_kernels_gates(name):
+    # Models without cell options (the classifiers) kept soft sigmoid / tanh cells.
+    from rnnpool.deploy.commands import load_model
+    from rnnpool.nn import FastGRNNCell
+
+    cells = [m for m in load_model(name, None, random_init=True).modules()
+             if isinstance(m, FastGRNNCell)]
+    assert cells and all((c.gate, c.update) == ("hard_sigmoid", "hard_tanh") for c in cells)

@@ -57,10 +57,16 @@ def load_model(name: str, weights: Optional[str], random_init: bool = False,
             raise ValueError("give WEIGHTS or --random-init, not both")
         torch.manual_seed(seed)
         kwargs = dict(model_args or {})
+        hard = {"gate": "hard_sigmoid", "update": "hard_tanh"}
         try:
-            model = create_model(name, **{"gate": "hard_sigmoid", "update": "hard_tanh", **kwargs})
-        except TypeError:
+            model = create_model(name, **{**hard, **kwargs})
+        except TypeError:  # the model takes no cell options: set them on its cells
+            from ..nn import FastGRNNCell
+
             model = _create(name, kwargs)
+            for cell in model.modules():
+                if isinstance(cell, FastGRNNCell):
+                    cell.gate, cell.update = hard["gate"], hard["update"]
         return model.eval()
     if not weights:
         raise ValueError("WEIGHTS is required (a checkpoint path), or pass --random-init")
