@@ -213,8 +213,8 @@ def test_train_detector_resume_does_not_need_the_init_file(tmp_path, faces_root,
 
 def test_train_detector_only_rank_0_prints_the_summary(tmp_path, faces_root, capsys,
                                                        monkeypatch):
-    # Under torchrun only rank 0 logs (docs/experiments.md); the other ranks' fit() returns no
-    # best metric, and they used to print "done: best val_ap = None" beside rank 0's line.
+    # Under torchrun only rank 0 logs (docs/experiments.md); the other ranks used to print
+    # their own summary line beside rank 0's (once "done: best val_ap = None").
     import rnnpool.train
 
     monkeypatch.setattr(rnnpool.train, "fit", lambda *a, **k: {"best_metric": None})

@@ -209,3 +209,21 @@ def test_evaluate_refuses_a_detector_checkpoint_and_a_bad_device(tmp_path, capsy
     assert capsys.readouterr().err.strip().splitlines() == [
         "rnnpool evaluate: error: --device must be 'auto', 'cpu', 'cuda' or 'cuda:N', "
         "got 'bogus'"]
+
+
+def test_train_summary_is_printed_by_rank_0_only(tmp_path, capsys, monkeypatch):
+    # fit() returns the same best metric on every rank; under torchrun rank 1 printed a second
+    # "best val_acc" line (after a resume, a stale one: 0.3950 beside rank 0's 0.6500).
+    import rnnpool.train.loop
+
+    _fake_imagenet10(tmp_path / "in")
+    monkeypatch.setattr(rnnpool.train.loop, "fit", lambda *a, **k: {"best_metric": 0.65})
+    args = ["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "in"),
+            "--imagenet10", "--image-size", "16", "--model-arg", "in_chans=3",
+            "--out-dir", str(tmp_path / "run")]
+    monkeypatch.setenv("RANK", "1")
+    assert main(args) == 0
+    assert "best" not in capsys.readouterr().out
+    monkeypatch.setenv("RANK", "0")
+    assert main(args) == 0
+    assert "best val_acc: 0.6500" in capsys.readouterr().out

@@ -55,3 +55,12 @@ def test_optimizer_settings_are_checked_by_name(kw, name):
     # output folder had been made.
     with pytest.raises(ValueError, match=f"^{name}"):
         TrainConfig(**kw)
+
+
+def test_help_says_batch_size_is_per_process_and_lr_is_not_scaled():
+    p = argparse.ArgumentParser()
+    add_config_arguments(p, defaults={"batch_size": None})
+    text = " ".join(p.format_help().split())
+    assert "--batch-size INT images per process and step; under torchrun the global batch is " \
+        "nproc_per_node times this (default: see the description)" in text
+    assert "not scaled with the number of processes (default: 0.05)" in text

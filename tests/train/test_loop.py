@@ -316,3 +316,161 @@ def test_a_fresh_run_into_a_folder_with_a_checkpoint_warns(tmp_path, capsys):
     fit(TinyNet(), NoisyDataset(), ce_loss, _cfg(tmp_path, epochs=1, max_steps_per_epoch=1))
     err = capsys.readouterr().err
     assert f"{tmp_path / 'last.pt'} holds a checkpoint (epoch 1)" in err and "--resume" in err
+
+
+class _Recording(NoisyDataset):
+    """NoisyDataset that remembers which indices this process read."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.reads = []
+
+    def __getitem__(self, i):
+        self.reads.append(int(i))
+        return super().__getitem__(i)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _ddp_resume_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    # The harness owns the process group: fit() must use it and leave it open.
+    dist.init_process_group("gloo")
+    vals = {1: 0.5, 2: 0.9, 3: 0.6}  # val_acc per epoch: epoch 2 is the best
+
+    def evaluate(model, device):  # runs on rank 0 only; the epoch is the one after last.pt's
+        last = os.path.join(out, "last.pt")
+        done = load_checkpoint(last)["epoch"] if os.path.exists(last) else 0
+        return {"val_acc": vals[done + 1]}
+
+    def cfg(folder, **kw):  # 24 samples, 2 ranks, batch 3: 4 steps per rank and epoch
+        return TrainConfig(epochs=3, batch_size=3, lr=0.1, out_dir=folder, progress=False,
+                           seed=11, metric="val_acc", device="cpu", **kw)
+
+    results = {}
+    out = os.path.join(out_dir, "full")
+    data = _Recording(n=24)
+    torch.manual_seed(0)
+    results["full"] = fit(TinyNet(), data, ce_loss, cfg(out), evaluate=evaluate)
+    results["reads"] = data.reads
+
+    out = os.path.join(out_dir, "part")
+    steps = []
+
+    def crash_in_epoch_2(model):  # both ranks stop after the first step of epoch 2
+        steps.append(1)
+        if len(steps) == 5:
+            raise _Crash()
+
+    torch.manual_seed(0)
+    try:
+        fit(TinyNet(), _Recording(n=24), ce_loss, cfg(out), evaluate=evaluate,
+            after_step=crash_in_epoch_2)
+    except _Crash:
+        pass
+    torch.manual_seed(1)  # a fresh process: other initial weights, other RNG state
+    results["resumed"] = fit(TinyNet(), _Recording(n=24), ce_loss, cfg(out, resume=True),
+                             evaluate=evaluate)
+    results["group_still_open"] = dist.is_initialized()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    torch.save(results, os.path.join(out_dir, f"results{rank}.pt"))
+
+
+def test_ddp_shards_resume_bit_exactly_and_ranks_agree_on_results(tmp_path, capsys):
+    port = 29500 + (os.getpid() + 500) % 1000
+    mp.spawn(_ddp_resume_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "results0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "results1.pt", weights_only=False)
+    # Sharding: per epoch the two ranks read disjoint halves of all 24 samples (no padding, no
+    # ragged batch at 12 per rank), in the order of DistributedSampler's documented shuffle
+    # (randperm seeded with seed + epoch, rank r takes perm[r::2]); the shards change per epoch.
+    for epoch in range(3):
+        perm = torch.randperm(24, generator=torch.Generator().manual_seed(11 + epoch)).tolist()
+        for rank, r in enumerate((r0, r1)):
+            assert r["reads"][12 * epoch:12 * (epoch + 1)] == perm[rank::2], (epoch, rank)
+    # Every rank returns rank 0's results (val metrics exist only there), also after a resume.
+    for key in ("full", "resumed"):
+        assert r0[key]["best_metric"] == r1[key]["best_metric"] == 0.9, key
+        assert r0[key]["history"] == r1[key]["history"], key
+    assert r0["group_still_open"] and r1["group_still_open"]
+    # Resume under DDP continues exactly: same weights (BatchNorm buffers included) bit for bit.
+    full = load_checkpoint(tmp_path / "full" / "last.pt")
+    part = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert part["epoch"] == full["epoch"] == 3
+    for k, v in full["model"].items():
+        assert torch.equal(v, part["model"][k]), k
+    assert load_checkpoint(tmp_path / "part" / "best.pt")["epoch"] == 2
+    # Resuming on another number of processes changes the run: it must say so.
+    capsys.readouterr()
+    fit(TinyNet(), NoisyDataset(n=24), ce_loss,
+        TrainConfig(epochs=3, batch_size=3, lr=0.1, out_dir=str(tmp_path / "part"),
+                    progress=False, seed=11, metric="val_acc", device="cpu", resume=True))
+    assert "processes 2 -> 1" in capsys.readouterr().err
+
+
+def _face_batch():
+    """4 grey-ish 64x64 images with 1, 1, 3 and 3 faces (pixel xyxy boxes): the two ranks'
+    halves hold very different numbers of positive anchors."""
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(4, 3, 64, 64, generator=g)
+    one = torch.tensor([[8.0, 8.0, 30.0, 30.0]])
+    three = torch.tensor([[4.0, 4.0, 20.0, 20.0], [30.0, 6.0, 60.0, 36.0],
+                          [10.0, 36.0, 34.0, 60.0]])
+    return images, [{"boxes": b} for b in (one, one, three, three)]
+
+
+def _ddp_detection_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+
+    from rnnpool.detection.commands import detection_loss_fn
+    from rnnpool.models import create_model
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    dist.init_process_group("gloo")
+    torch.manual_seed(0)
+    model = create_model("rnnpool_face_m4").eval()  # BatchNorm frozen: only the loss differs
+    ddp = nn.parallel.DistributedDataParallel(model)
+    images, targets = _face_batch()
+    half = slice(2 * rank, 2 * rank + 2)
+    loss, logs = detection_loss_fn()(ddp, (images[half], targets[half]), torch.device("cpu"))
+    loss.backward()
+    torch.save({"loss": loss.item(), "logs": logs,
+                "grads": {n: p.grad for n, p in model.named_parameters() if p.grad is not None}},
+               os.path.join(out_dir, f"det{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_ddp_detection_loss_is_normalised_by_the_positives_of_all_ranks(tmp_path):
+    # One process with the global batch divides the loss by all positives; two DDP ranks that
+    # each divide by their own positives (1-face vs 3-face images) gave other gradients.
+    from rnnpool.detection.loss import MultiBoxLoss
+    from rnnpool.detection.predict import prepare_batch
+    from rnnpool.models import create_model
+
+    port = 29500 + (os.getpid() + 250) % 1000
+    mp.spawn(_ddp_detection_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r = [torch.load(tmp_path / f"det{k}.pt", weights_only=False) for k in (0, 1)]
+    torch.manual_seed(0)
+    model = create_model("rnnpool_face_m4").eval()
+    images, targets = _face_batch()
+    x = prepare_batch(images, model.config)
+    cls, reg = model(x)
+    loss, logs = MultiBoxLoss()(cls, reg, model.anchors(tuple(x.shape[-2:])),
+                                [t["boxes"] for t in targets])
+    loss.backward()
+    assert r[0]["logs"]["num_pos"] != r[1]["logs"]["num_pos"]  # the case that matters
+    assert (r[0]["loss"] + r[1]["loss"]) / 2 == pytest.approx(loss.item(), rel=1e-5)
+    for key in ("loss_cls", "loss_box"):
+        assert (r[0]["logs"][key] + r[1]["logs"][key]) / 2 == pytest.approx(logs[key], rel=1e-5)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            for k in (0, 1):  # DDP leaves the averaged gradient on every rank
+                torch.testing.assert_close(r[k]["grads"][name], p.grad, rtol=1e-4, atol=1e-6,
+                                           msg=name)

@@ -47,7 +47,15 @@ def detection_loss_fn(criterion: Callable | None = None) -> Callable:
     """``loss_fn(model, batch, device)`` for :func:`rnnpool.train.fit`: ``batch`` is
     ``(images [B, C, H, W] in [0, 1], targets)`` from ``detection_collate``; images are converted
     and normalised with :func:`~rnnpool.detection.predict.prepare_batch`, anchors come from the
-    model and the loss is :class:`~rnnpool.detection.loss.MultiBoxLoss`."""
+    model and the loss is :class:`~rnnpool.detection.loss.MultiBoxLoss`.
+
+    Under ``DistributedDataParallel`` (``model`` wrapped by :func:`~rnnpool.train.fit` when run
+    by torchrun) the loss is divided by the positive anchors of all processes instead of this
+    process's own, so that the averaged gradient is the one of a single process with the global
+    batch (``logs`` averaged over the processes likewise). ``criterion`` must return a loss
+    divided by ``max(P, 1)`` and ``logs["num_pos"]`` = ``P`` / images, as ``MultiBoxLoss``."""
+    from torch.nn.parallel import DistributedDataParallel
+
     from .loss import MultiBoxLoss
     from .predict import prepare_batch, unwrap
 
@@ -61,9 +69,34 @@ def detection_loss_fn(criterion: Callable | None = None) -> Callable:
         x = prepare_batch(images.to(device, non_blocking=True), m.config)
         cls, reg = model(x)
         anchors = m.anchors(tuple(x.shape[-2:]), device=device, dtype=torch.float32)
-        return criterion(cls, reg, anchors, [t["boxes"].to(device) for t in targets])
+        loss, logs = criterion(cls, reg, anchors, [t["boxes"].to(device) for t in targets])
+        if isinstance(model, DistributedDataParallel):
+            loss, logs = _normalise_over_ranks(loss, logs, len(targets), model, device)
+        return loss, logs
 
     return loss_fn
+
+
+def _normalise_over_ranks(
+    loss: Tensor, logs: dict[str, float], batch_size: int, model: Any, device: torch.device
+) -> tuple[Tensor, dict[str, float]]:
+    """Rescale a loss divided by this rank's ``max(P_r, 1)`` to ``W / max(sum_r P_r, 1)``: DDP's
+    mean over the ``W`` ranks then gives ``sum_r S_r / max(sum_r P_r, 1)``."""
+    import torch.distributed as dist
+
+    if "num_pos" not in logs:
+        raise ValueError(
+            "the detection criterion's logs have no 'num_pos' (positives per image): needed to "
+            "normalise the loss over the processes of a distributed run"
+        )
+    group = model.process_group
+    world = dist.get_world_size(group)
+    num_pos = round(logs["num_pos"] * batch_size)  # exact: an integer count divided by B
+    total = torch.tensor([float(num_pos)], dtype=torch.float64, device=device)
+    dist.all_reduce(total, group=group)
+    scale = max(num_pos, 1) * world / max(float(total.item()), 1.0)
+    logs = {k: (v * scale if k in ("loss_cls", "loss_box") else v) for k, v in logs.items()}
+    return loss * scale, logs
 
 
 def make_ap_evaluator(val_set: Any, max_images: int | None = None, **predictor_kw: Any) -> Callable:

@@ -2,9 +2,9 @@
 
 A checkpoint written by :func:`rnnpool.train.fit` holds ``model`` (state dict), ``optimizer``,
 ``scheduler``, ``scaler``, ``epoch`` (epochs completed), ``step`` (optimizer steps taken),
-``best_metric``, ``history`` (per-epoch metric dicts), ``rng`` (python, numpy, torch and cuda
-states, one entry per process), ``config`` (``asdict(TrainConfig)``), ``model_name``,
-``model_args`` and ``extra``.
+``world_size`` (training processes), ``best_metric``, ``history`` (per-epoch metric dicts),
+``rng`` (python, numpy, torch and cuda states, one entry per process), ``config``
+(``asdict(TrainConfig)``), ``model_name``, ``model_args`` and ``extra``.
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train a registered model with the paper's recipe (SGD 0.9, "
                        "wd 4e-5, cosine lr). Defaults of --epochs/--batch-size/--lr depend on "
                        "the data: ImageNet-10 300/256/0.05, other image folders and VWW "
-                       "150/256/0.05, Fashion-MNIST 10/128/0.05.")
+                       "150/256/0.05, Fashion-MNIST 10/128/0.05; --out-dir: runs/MODEL. "
+                       "Under torchrun --batch-size is per process (the global batch is "
+                       "nproc_per_node times it) and --lr is used as given.")
     p.add_argument("--model", required=True, help="registered model name (rnnpool list-models)")
     _add_data_arguments(p)
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -171,7 +173,7 @@ def run_train(args: argparse.Namespace) -> int:
               evaluate=make_evaluate(data["val"], args.eval_batch_size, config.workers),
               model_name=args.model, model_args=model_args,
               extra={"task": "classification", "data": spec.to_dict()})
-    if out["best_metric"] is not None:
+    if out["best_metric"] is not None and launched_as_main():
         print(f"best {config.metric}: {out['best_metric']:.4f}")
     return 0
 

@@ -65,6 +65,19 @@ class TrainConfig:
             raise ValueError(f"min_lr must be >= 0, got {self.min_lr}")
 
 
+# Help of the flags whose meaning is not plain from the name (the rest show only the default).
+_HELP = {
+    "batch_size": "images per process and step; under torchrun the global batch is "
+    "nproc_per_node times this",
+    "lr": "peak learning rate after warm-up, cosine decay to --min-lr; not scaled with the "
+    "number of processes",
+    "warmup_epochs": "linear warm-up from 0, in (fractional) epochs",
+    "max_steps_per_epoch": "cap on optimizer steps per epoch (per process) for quick runs",
+    "resume": "continue exactly from OUT_DIR/last.pt (start with the same number of processes)",
+    "metric": "metric that selects best.pt",
+}
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -84,17 +97,20 @@ def add_config_arguments(
     for f in fields(TrainConfig):
         typ = hints[f.name]
         default = defaults.get(f.name, f.default)
+        shown = "see the description" if default is None and f.default is not None else (
+            default)
+        text = f"{_HELP[f.name]} (default: {shown})" if f.name in _HELP else f"(default: {shown})"
         if get_origin(typ) is Union:  # Optional[X]
             typ = next(a for a in get_args(typ) if a is not type(None))
         if typ is bool:
             group.add_argument(
                 _flag(f.name), dest=f.name, default=default,
-                action=argparse.BooleanOptionalAction, help=f"(default: {default})",
+                action=argparse.BooleanOptionalAction, help=text,
             )
         else:
             group.add_argument(
                 _flag(f.name), dest=f.name, type=typ, default=default,
-                metavar=typ.__name__.upper(), help=f"(default: {default})",
+                metavar=typ.__name__.upper(), help=text,
             )
 
 

@@ -15,17 +15,19 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "launched_as_main", "setup_distributed", "cleanup_distributed",
-           "all_gather_objects", "all_reduce_mean", "barrier"]
+           "all_gather_objects", "all_reduce_mean", "barrier", "broadcast_object"]
 
 
 @dataclass
 class DistInfo:
     """Where this process stands: ``rank`` of ``world_size`` processes, ``local_rank`` on its
-    node; ``is_main`` gates logging and saving."""
+    node; ``is_main`` gates logging and saving; ``owns_group``: the process group was created
+    by :func:`setup_distributed` (and is destroyed by :func:`cleanup_distributed`)."""
 
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -46,8 +48,8 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun (``RANK``/``WORLD_SIZE`` set).
 
     Uses NCCL when the run is on CUDA, gloo otherwise. A process group that is already
-    initialised (e.g. by a test harness) is reused. Returns ``DistInfo()`` (rank 0 of 1) when not
-    distributed.
+    initialised (by the caller's script or a test harness) is reused and left open by
+    :func:`cleanup_distributed`. Returns ``DistInfo()`` (rank 0 of 1) when not distributed.
     """
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", dist.get_rank())),
@@ -61,18 +63,28 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank, local_rank, world)
+    return DistInfo(rank, local_rank, world, owns_group=True)
 
 
 def cleanup_distributed(info: DistInfo) -> None:
-    """Leave the process group if :func:`setup_distributed` joined one."""
-    if info.distributed and dist.is_initialized():
+    """Destroy the process group if :func:`setup_distributed` created it (not one it reused)."""
+    if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for all ranks (nothing when not distributed)."""
     if info.distributed:
         dist.barrier()
+
+
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` (picklable) on every rank; ``obj`` itself when not distributed."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_gather_objects(obj: Any, info: DistInfo) -> List[Any]:

@@ -11,8 +11,8 @@ and every random number generator, and rebuilds the epoch's DataLoader from its 
 run interrupted after any epoch and resumed ends with the same weights as an uninterrupted run.
 
 Under ``torchrun`` the model is wrapped in ``DistributedDataParallel`` (gloo on CPU, NCCL on
-CUDA); each rank sees its share of every epoch through a ``DistributedSampler``, only rank 0
-logs, evaluates and saves.
+CUDA); each rank sees its share of every epoch through a ``DistributedSampler`` (the batch size
+is per process), only rank 0 logs, evaluates and saves, and every rank returns rank 0's metrics.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from .distributed import (
     all_gather_objects,
     all_reduce_mean,
     barrier,
+    broadcast_object,
     cleanup_distributed,
     setup_distributed,
 )
@@ -77,14 +78,16 @@ def fit(
         config: the :class:`TrainConfig`.
         collate_fn: the DataLoader's collate function (default: torch's).
         evaluate: ``evaluate(model, device) -> dict`` of floats, run at the end of each epoch on
-            the main process with the model in eval mode. ``config.metric`` picks best.pt.
+            the main process only (so on the whole validation set, not a shard) with the model
+            in eval mode. ``config.metric`` picks best.pt.
         after_step: called with the (unwrapped) model after every optimizer step.
         model_name, model_args: stored in the checkpoint so that
             :func:`~rnnpool.train.checkpoint.load_model_from_checkpoint` can rebuild the model.
         extra: any other picklable data to store in the checkpoint (class names, transforms).
 
     Returns:
-        ``{"best_metric", "last_metrics", "history"}`` (history: one dict per epoch).
+        ``{"best_metric", "last_metrics", "history"}`` (history: one dict per epoch), rank 0's
+        on every rank of a distributed run.
     """
     info = setup_distributed(config.device)
     try:
@@ -220,7 +223,6 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
             with torch.no_grad():
                 row.update({k: float(v) for k, v in evaluate(model, device).items()})
             model.train()
-        barrier(info)
 
         improved = False
         if info.is_main:
@@ -233,6 +235,9 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
                 print(f"warning: metric {config.metric!r} not among {sorted(row)}; best.pt is "
                       "not written", file=sys.stderr)
                 warned_metric = True
+        # Val metrics and the best.pt decision exist on rank 0 only: every rank takes rank 0's,
+        # so that fit() returns the same history and best metric everywhere (also a barrier).
+        row, improved, best = broadcast_object((row, improved, best), info)
         history.append(row)
         last_metrics = row
         rng_states = all_gather_objects(_get_rng_state(), info)
@@ -247,6 +252,7 @@ def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate
                 "scaler": scaler.state_dict() if use_amp else None,
                 "epoch": epoch + 1,
                 "step": step,
+                "world_size": info.world_size,
                 "best_metric": best if math.isfinite(best) else None,
                 "history": history,
                 "rng": rng_states,
@@ -290,6 +296,11 @@ def _check_resume(ckpt: dict, path: Path, config: TrainConfig, model_name: Optio
     saved = ckpt.get("config") or {}
     changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in asdict(config).items()
                if k not in _RESUME_FREE and k in saved and saved[k] != v]
+    # The number of processes sets the global batch, the steps per epoch (so the lr schedule)
+    # and the data order; checkpoints without "world_size" hold one RNG state per process.
+    saved_world = ckpt.get("world_size", len(ckpt.get("rng") or []) or None)
+    if saved_world is not None and saved_world != info.world_size:
+        changed.append(f"processes {saved_world} -> {info.world_size}")
     saved_extra = ckpt.get("extra")
     if isinstance(extra, dict) and isinstance(saved_extra, dict):
         for k, v in extra.items():
