@@ -39,7 +39,7 @@ def test_parse_device_accepts_the_devices_it_names(monkeypatch):
     from rnnpool.cli import parse_device
 
     _fake_gpus(monkeypatch, 2)
-    assert parse_device("cuda") == torch.device("cuda")
+    assert parse_device("cuda") == torch.device("cuda", 0)
     assert parse_device("cuda:1") == torch.device("cuda", 1)
     assert parse_device("auto") == torch.device("cuda", 0)
     assert parse_device("cpu") == torch.device("cpu")

@@ -30,34 +30,15 @@ class CLIError(Exception):
 
 
 def parse_device(name: str, option: str = "--device"):
-    """``torch.device`` of a ``--device`` value: ``"auto"`` (CUDA when available, else CPU),
-    ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Anything else, CUDA where there is none, or a GPU
-    index the machine does not have is a :class:`CLIError` naming ``option`` (not a traceback
-    from ``torch.device`` or ``.to()`` once the work has started)."""
-    import torch
-
+    """``torch.device`` of a ``--device`` value (see :func:`rnnpool.train.loop.resolve_device`);
+    a value that cannot run here is a :class:`CLIError` naming ``option`` (not a traceback from
+    ``torch.device`` or ``.to()`` once the work has started)."""
     from .train.loop import resolve_device
 
-    usage = f"{option} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}"
-    if name != "auto":
-        try:
-            dev = torch.device(name)
-        except RuntimeError:
-            raise CLIError(usage) from None
-        # 'mps', 'meta', 'xla', 'cpu:1' parse but nothing here runs on them.
-        if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index):
-            raise CLIError(usage)
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                why = ("this torch is built without CUDA" if torch.version.cuda is None
-                       else "no CUDA GPU is visible")
-                raise CLIError(f"{option} {name!r}: CUDA is not available ({why}); use "
-                               f"{option} cpu")
-            count = torch.cuda.device_count()
-            if dev.index is not None and dev.index >= count:
-                raise CLIError(f"{option} {name!r}: this machine has {count} CUDA device"
-                               f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})")
-    return resolve_device(name)
+    try:
+        return resolve_device(name, option=option)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -474,3 +474,33 @@ def test_ddp_detection_loss_is_normalised_by_the_positives_of_all_ranks(tmp_path
             for k in (0, 1):  # DDP leaves the averaged gradient on every rank
                 torch.testing.assert_close(r[k]["grads"][name], p.grad, rtol=1e-4, atol=1e-6,
                                            msg=name)
+
+
+def test_each_process_trains_on_the_gpu_of_its_local_rank(monkeypatch):
+    # "cuda" was torch.device("cuda") (DDP's device_ids=[None]); an explicit cuda:0 under
+    # torchrun put every process on GPU 0.
+    from rnnpool.train.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda", local_rank=1, world_size=2) == torch.device("cuda", 1)
+    assert resolve_device("auto", local_rank=1, world_size=2) == torch.device("cuda", 1)
+    assert resolve_device("cuda:1", local_rank=1, world_size=2) == torch.device("cuda", 1)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # one process: any GPU
+    with pytest.raises(ValueError, match="local rank"):
+        resolve_device("cuda:0", local_rank=1, world_size=2)
+    with pytest.raises(ValueError, match="has 2 CUDA devices"):
+        resolve_device("cuda", local_rank=2, world_size=3)
+
+
+def test_resume_restores_the_rng_of_the_gpus_still_visible(monkeypatch):
+    from rnnpool.train.loop import _get_rng_state, _set_rng_state
+
+    state = _get_rng_state()
+    state["cuda"] = [torch.zeros(8, dtype=torch.uint8), torch.ones(8, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    _set_rng_state(state)
+    assert len(restored) == 1 and torch.equal(restored[0], state["cuda"][0])

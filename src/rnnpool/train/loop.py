@@ -97,19 +97,48 @@ def fit(
         cleanup_distributed(info)
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
+def resolve_device(name: str, local_rank: int = 0, world_size: int = 1,
+                   option: str = "device") -> torch.device:
+    """The device of a ``--device`` value for the process of ``local_rank``: ``"auto"``
+    (``cuda:<local_rank>`` when CUDA is available, else ``cpu``), ``"cpu"``, ``"cuda"``
+    (``cuda:<local_rank>``) or ``"cuda:N"`` (with several processes, N must be the local rank:
+    under torchrun each process trains on the GPU of its local rank).
+
+    Raises:
+        ValueError: naming ``option``: another device type, CUDA where there is none, or a GPU
+            this machine does not have.
+    """
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    usage = f"{option} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(usage) from None
+    # 'mps', 'meta', 'xla', 'cpu:1' parse, but nothing here runs on them.
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index):
+        raise ValueError(usage)
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = ("this torch is built without CUDA" if torch.version.cuda is None
+               else "no CUDA GPU is visible")
+        raise ValueError(f"{option} {name!r}: CUDA is not available ({why}); use {option} cpu")
+    if dev.index is None:
+        dev = torch.device("cuda", local_rank)
+    elif world_size > 1 and dev.index != local_rank:
+        raise ValueError(f"{option} {name!r}: each of the {world_size} processes trains on the "
+                         f"GPU of its local rank; use {option} cuda or auto")
+    count = torch.cuda.device_count()
+    if dev.index >= count:
+        raise ValueError(f"{option} {name!r}: this machine has {count} CUDA device"
+                         f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})")
     return dev
 
 
 def _fit(model, train_set, loss_fn, config, info: DistInfo, collate_fn, evaluate, after_step,
          model_name, model_args, extra):
-    device = resolve_device(config.device, info.local_rank)
+    device = resolve_device(config.device, info.local_rank, info.world_size)
     out_dir = Path(config.out_dir)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -343,7 +372,10 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        # One state per GPU the run saw: restore those that are visible now (resuming with
+        # fewer visible GPUs failed here).
+        visible = state["cuda"][:torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all([s.cpu() for s in visible])
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
