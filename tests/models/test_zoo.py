@@ -146,3 +146,20 @@ def test_face_model_names_its_options_when_given_another():
     m = create_model("rnnpool_face_m4", gate="hard_sigmoid", update="hard_tanh")
     pools = [x for x in m.modules() if type(x).__name__ == "RNNPool2d"]
     assert pools and all(p.rnn1.gate == "hard_sigmoid" for p in pools)
+
+
+def test_last_layer_rnnpool_runs_on_its_backend():
+    # GlobalRNNPool2d ignored its backend (always "auto"): backend="native" must refuse what
+    # the kernel cannot run (here: tracing), as RNNPool2d does.
+    from rnnpool.models._pooling import GlobalRNNPool2d
+
+    torch.manual_seed(0)
+    pool = GlobalRNNPool2d(8, 4, 4)
+    x = torch.randn(2, 8, 5, 3)
+    pool.backend = "torch"
+    y_torch = pool(x)
+    pool.backend = "auto"
+    torch.testing.assert_close(pool(x), y_torch, rtol=1e-5, atol=1e-6)
+    pool.backend = "native"
+    with pytest.raises(RuntimeError, match="backend='native'"):
+        torch.jit.trace(pool, x)

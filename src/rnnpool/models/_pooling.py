@@ -150,7 +150,8 @@ class GlobalRNNPool2d(RNNPool2d):
                 f"GlobalRNNPool2d expects (N, {self.in_channels}, H, W), got {tuple(input.shape)}"
             )
         hw = (int(input.shape[-2]), int(input.shape[-1]))
-        return rnnpool2d(input, self.rnn1.params(), self.rnn2.params(), hw, hw, 0)
+        return rnnpool2d(input, self.rnn1.params(), self.rnn2.params(), hw, hw, 0,
+                         backend=self.backend)
 
     def extra_repr(self) -> str:
         return (
