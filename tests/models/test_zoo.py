@@ -163,3 +163,29 @@ def test_last_layer_rnnpool_runs_on_its_backend():
     pool.backend = "native"
     with pytest.raises(RuntimeError, match="backend='native'"):
         torch.jit.trace(pool, x)
+
+
+@pytest.mark.parametrize("name", ["vww_mobilenetv2_rnnpool", "mobilenetv2_rnnpool_lastpool",
+                                  "resnet18_rnnpool", "densenet121_rnnpool"])
+def test_classifiers_take_the_rnnpool_cells_activations(name):
+    # For int8 deployment the cells must be trained with the kernels' hard activations; the
+    # classifiers took no such option (only Python code building its own pool layer could).
+    from rnnpool.nn import FastGRNNCell
+
+    torch.manual_seed(0)
+    soft = create_model(name, num_classes=3)
+    torch.manual_seed(0)
+    hard = create_model(name, num_classes=3, gate="hard_sigmoid", update="hard_tanh")
+    cells = [m for m in hard.modules() if isinstance(m, FastGRNNCell)]
+    assert cells and all((c.gate, c.update) == ("hard_sigmoid", "hard_tanh") for c in cells)
+    assert all((c.gate, c.update) == ("sigmoid", "tanh")
+               for c in soft.modules() if isinstance(c, FastGRNNCell))
+    for (k, a), b in zip(soft.state_dict().items(), hard.state_dict().values()):
+        assert torch.equal(a, b), k  # the same weights: only the activations differ
+
+
+def test_cell_activations_on_a_model_without_rnnpool_are_an_error():
+    with pytest.raises(ValueError, match="has none"):
+        create_model("mobilenetv2", num_classes=3, gate="hard_sigmoid")
+    with pytest.raises(ValueError, match="gate must be one of"):
+        create_model("mobilenetv2_rnnpool", num_classes=3, gate="relu")

@@ -23,22 +23,6 @@ def parse_size(text: str) -> Tuple[int, int]:
     return int(m.group(2)), int(m.group(1))
 
 
-def _parse_model_args(items) -> dict:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--model-arg must be KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        for conv in (int, float):
-            try:
-                v = conv(v)
-                break
-            except ValueError:
-                pass
-        out[k] = v
-    return out
-
-
 def load_model(name: str, weights: Optional[str], random_init: bool = False,
                model_args: Optional[dict] = None, seed: int = 0):
     """A float model in eval mode: from a checkpoint, a state dict, or seeded random weights.
@@ -48,7 +32,9 @@ def load_model(name: str, weights: Optional[str], random_init: bool = False,
     """
     import torch
 
-    from ..models import create_model, list_models
+    from ..models import list_models
+    from ..models._pooling import use_cell_activations
+    from ..nn import FastGRNNCell
 
     if name not in list_models():
         raise ValueError(f"unknown model {name!r}; choose from: {', '.join(list_models())}")
@@ -57,16 +43,10 @@ def load_model(name: str, weights: Optional[str], random_init: bool = False,
             raise ValueError("give WEIGHTS or --random-init, not both")
         torch.manual_seed(seed)
         kwargs = dict(model_args or {})
-        hard = {"gate": "hard_sigmoid", "update": "hard_tanh"}
-        try:
-            model = create_model(name, **{**hard, **kwargs})
-        except TypeError:  # the model takes no cell options: set them on its cells
-            from ..nn import FastGRNNCell
-
-            model = _create(name, kwargs)
-            for cell in model.modules():
-                if isinstance(cell, FastGRNNCell):
-                    cell.gate, cell.update = hard["gate"], hard["update"]
+        model = _create(name, kwargs)
+        cells = any(isinstance(m, FastGRNNCell) for m in model.modules())
+        if cells and not {"gate", "update"} & kwargs.keys():
+            use_cell_activations(model, "hard_sigmoid", "hard_tanh")
         return model.eval()
     if not weights:
         raise ValueError("WEIGHTS is required (a checkpoint path), or pass --random-init")
@@ -254,11 +234,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args):
+    from ..train.commands import parse_model_args
+
     for opt in ("calib_count", "rnnpool_rows"):  # checked before the model is built
         if getattr(args, opt, 1) < 1:
             raise ValueError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(args, opt)}")
     model = load_model(args.model, args.weights, args.random_init,
-                       _parse_model_args(args.model_arg))
+                       parse_model_args(args.model_arg or []))
     return model, model_input_chw(model, args.input)
 
 

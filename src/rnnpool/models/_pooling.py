@@ -23,8 +23,8 @@ from typing import Callable, Optional, Sequence, Union
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn import ReNet2d, RNNPool2d
-from ..nn.functional import rnnpool2d, rnnpool2d_padding
+from ..nn import FastGRNNCell, ReNet2d, RNNPool2d
+from ..nn.functional import GATES, UPDATES, rnnpool2d, rnnpool2d_padding
 from ..nn.rnnpool import rnnpool2d_macs
 from ._blocks import ConvBNAct, LayerType
 
@@ -35,6 +35,7 @@ __all__ = [
     "SameConvBNAct",
     "GlobalRNNPool2d",
     "check_input_size",
+    "use_cell_activations",
     "create_head_pool",
     "init_weights",
     "ClassifierMixin",
@@ -250,6 +251,29 @@ def check_input_size(
             f"{model} takes inputs whose height and width are multiples of its total stride "
             f"{total_stride} (and at least {lo}); got {h}x{w}"
         )
+
+
+def use_cell_activations(model: nn.Module, gate: str = "sigmoid", update: str = "tanh") -> None:
+    """Give every FastGRNN cell of ``model`` (its RNNPool and ReNet layers) the non-linearities
+    ``gate`` / ``update``: ``"hard_sigmoid"`` / ``"hard_tanh"`` are the int8 kernels' (train with
+    them for deployment). The defaults change nothing; other values on a model without such
+    cells are an error, not ignored.
+
+    >>> m = nn.Sequential(RNNPool2d(4, 8, 8, 4, 2))
+    >>> use_cell_activations(m, "hard_sigmoid", "hard_tanh")
+    >>> m[0].rnn1.gate, m[0].rnn2.update
+    ('hard_sigmoid', 'hard_tanh')
+    """
+    if gate not in GATES:
+        raise ValueError(f"gate must be one of {sorted(GATES)}, got {gate!r}")
+    if update not in UPDATES:
+        raise ValueError(f"update must be one of {sorted(UPDATES)}, got {update!r}")
+    cells = [m for m in model.modules() if isinstance(m, FastGRNNCell)]
+    if not cells and (gate, update) != ("sigmoid", "tanh"):
+        raise ValueError(f"gate / update apply to RNNPool layers, and {type(model).__name__} "
+                         "has none")
+    for cell in cells:
+        cell.gate, cell.update = gate, update
 
 
 def create_head_pool(head_pool: str, channels: int) -> nn.Module:

@@ -23,6 +23,7 @@ from ._pooling import (
     check_input_size,
     create_pool_layer,
     init_weights,
+    use_cell_activations,
 )
 from ._registry import register_model
 
@@ -91,6 +92,9 @@ class DenseNet(ClassifierMixin, nn.Module):
         transition_rnnpool: replace the transitions' 2x2 average pools by RNNPool (patch 4,
             stride 2, ``h1 = h2 = k / 4`` for ``k`` channels): the paper's intermediate
             pool replacement.
+        gate, update: non-linearities of the FastGRNN cells of every RNNPool layer
+            (``"hard_sigmoid"``, ``"hard_tanh"``: the int8 kernels'; see
+            :func:`~rnnpool.models._pooling.use_cell_activations`).
 
     Example::
 
@@ -111,6 +115,8 @@ class DenseNet(ClassifierMixin, nn.Module):
         transition_rnnpool: bool = False,
         in_chans: int = 3,
         drop_rate: float = 0.0,
+        gate: str = "sigmoid",
+        update: str = "tanh",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -149,6 +155,7 @@ class DenseNet(ClassifierMixin, nn.Module):
         self.total_stride = red
         self.init_head(c, num_classes, head_pool, drop_rate)
         init_weights(self)
+        use_cell_activations(self, gate, update)
 
     def forward_features(self, x: Tensor) -> Tensor:
         check_input_size(x, self.total_stride, type(self).__name__)

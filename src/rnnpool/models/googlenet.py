@@ -19,6 +19,7 @@ from ._pooling import (
     check_input_size,
     create_pool_layer,
     init_weights,
+    use_cell_activations,
 )
 from ._registry import register_model
 
@@ -66,6 +67,9 @@ class GoogLeNet(ClassifierMixin, nn.Module):
             conv3 and max pool 2).
         pool_size, pool_stride, pool_channels: its patch, stride, outputs.
         head_pool: ``"avg"`` or ``"rnnpool"`` (``h1 = h2 = 1024 / 4``).
+        gate, update: non-linearities of the FastGRNN cells of every RNNPool layer
+            (``"hard_sigmoid"``, ``"hard_tanh"``: the int8 kernels'; see
+            :func:`~rnnpool.models._pooling.use_cell_activations`).
 
     Example::
 
@@ -83,6 +87,8 @@ class GoogLeNet(ClassifierMixin, nn.Module):
         head_pool: str = "avg",
         in_chans: int = 3,
         drop_rate: float = 0.4,
+        gate: str = "sigmoid",
+        update: str = "tanh",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -114,6 +120,7 @@ class GoogLeNet(ClassifierMixin, nn.Module):
         self.total_stride = red
         self.init_head(c, num_classes, head_pool, drop_rate)
         init_weights(self)
+        use_cell_activations(self, gate, update)
 
     def forward_features(self, x: Tensor) -> Tensor:
         check_input_size(x, self.total_stride, type(self).__name__)

@@ -17,6 +17,7 @@ from ._pooling import (
     check_input_size,
     create_pool_layer,
     init_weights,
+    use_cell_activations,
 )
 from ._registry import register_model
 
@@ -38,6 +39,9 @@ class MobileNetV1(ClassifierMixin, nn.Module):
         pool_size, pool_stride, pool_channels: its patch, stride and outputs.
         replace_layers: depthwise-separable layers the downsampler replaces.
         head_pool: ``"avg"`` or ``"rnnpool"``.
+        gate, update: non-linearities of the FastGRNN cells of every RNNPool layer
+            (``"hard_sigmoid"``, ``"hard_tanh"``: the int8 kernels'; see
+            :func:`~rnnpool.models._pooling.use_cell_activations`).
 
     Example::
 
@@ -58,6 +62,8 @@ class MobileNetV1(ClassifierMixin, nn.Module):
         head_pool: str = "avg",
         in_chans: int = 3,
         drop_rate: float = 0.0,
+        gate: str = "sigmoid",
+        update: str = "tanh",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -87,6 +93,7 @@ class MobileNetV1(ClassifierMixin, nn.Module):
         self.total_stride = red
         self.init_head(c, num_classes, head_pool, drop_rate)
         init_weights(self)
+        use_cell_activations(self, gate, update)
 
     def forward_features(self, x: Tensor) -> Tensor:
         check_input_size(x, self.total_stride, type(self).__name__)

@@ -18,6 +18,7 @@ from ._pooling import (
     check_input_size,
     create_pool_layer,
     init_weights,
+    use_cell_activations,
 )
 from ._registry import register_model
 
@@ -67,6 +68,9 @@ class MobileNetV2(ClassifierMixin, nn.Module):
         in_chans: input channels.
         drop_rate: dropout before the classifier.
         act_layer: activation of the convolutions.
+        gate, update: non-linearities of the FastGRNN cells of every RNNPool layer
+            (``"hard_sigmoid"``, ``"hard_tanh"``: the int8 kernels'; see
+            :func:`~rnnpool.models._pooling.use_cell_activations`).
 
     Shape:
         ``(N, in_chans, H, W) -> (N, num_classes)`` with ``H``, ``W`` multiples of the total
@@ -93,6 +97,8 @@ class MobileNetV2(ClassifierMixin, nn.Module):
         head_pool: str = "avg",
         in_chans: int = 3,
         drop_rate: float = 0.2,
+        gate: str = "sigmoid",
+        update: str = "tanh",
         act_layer: LayerType = "relu6",
     ) -> None:
         super().__init__()
@@ -135,6 +141,7 @@ class MobileNetV2(ClassifierMixin, nn.Module):
 
         self.init_head(last_channels, num_classes, head_pool, drop_rate)
         init_weights(self)
+        use_cell_activations(self, gate, update)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, C, H, W) -> (N, last_channels, H / 32, W / 32)``."""

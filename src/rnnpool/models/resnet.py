@@ -18,6 +18,7 @@ from ._pooling import (
     check_input_size,
     create_pool_layer,
     init_weights,
+    use_cell_activations,
 )
 from ._registry import register_model
 
@@ -61,6 +62,9 @@ class ResNet(ClassifierMixin, nn.Module):
         replace_stages: stages the downsampler replaces.
         head_pool: ``"avg"`` or ``"rnnpool"``.
         in_chans, drop_rate: input channels, dropout before the classifier.
+        gate, update: non-linearities of the FastGRNN cells of every RNNPool layer
+            (``"hard_sigmoid"``, ``"hard_tanh"``: the int8 kernels'; see
+            :func:`~rnnpool.models._pooling.use_cell_activations`).
 
     Example::
 
@@ -80,6 +84,8 @@ class ResNet(ClassifierMixin, nn.Module):
         head_pool: str = "avg",
         in_chans: int = 3,
         drop_rate: float = 0.0,
+        gate: str = "sigmoid",
+        update: str = "tanh",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -108,6 +114,7 @@ class ResNet(ClassifierMixin, nn.Module):
         self.total_stride = red
         self.init_head(c, num_classes, head_pool, drop_rate)
         init_weights(self)
+        use_cell_activations(self, gate, update)
 
     def forward_features(self, x: Tensor) -> Tensor:
         check_input_size(x, self.total_stride, type(self).__name__)
