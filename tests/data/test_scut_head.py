@@ -65,3 +65,15 @@ def test_malformed_xml_names_file(tmp_path):
 def test_missing_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="Annotations"):
         ScutHeadDetection(tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_non_finite_coordinate_names_file_and_object(tmp_path, bad):
+    # float("nan") parses: the NaN box passed the size and clipping tests (NaN compares false)
+    # and reached the training targets as a NaN box.
+    make_scut(tmp_path, n=2)
+    (tmp_path / "Annotations" / "PartB_00001.xml").write_text(
+        XML.format(id=1, objects=OBJ.format(6, 11, 15, 20) + OBJ.format(1, 2, bad, 4))
+    )
+    with pytest.raises(VocAnnotationError, match=r"PartB_00001\.xml: object 2 .*<xmax>"):
+        ScutHeadDetection(tmp_path, "all")

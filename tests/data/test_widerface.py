@@ -198,3 +198,14 @@ def test_list_split_images(tmp_path):
         list_split_images(tmp_path, "val")
     with pytest.raises(ValueError, match="split"):
         list_split_images(tmp_path, "dev")
+
+
+@pytest.mark.parametrize("col", [0, 1, 2, 3])
+def test_filter_rejects_non_finite_faces(col):
+    # A NaN coordinate compares false with every bound, so the face was kept as a NaN box.
+    rows = np.array([[10, 10, 20, 20, 0, 0, 0, 0, 0, 0], [5, 5, 5, 5, 0, 0, 0, 0, 0, 0]], float)
+    rows[1, col] = np.nan
+    with pytest.raises(ValueError, match=r"faces \[1\] have non-finite"):
+        filter_wider_faces(rows, 100, 100)
+    with pytest.raises(ValueError, match="non-finite"):
+        filter_wider_faces(rows[:, :4] * np.array([1, 1, np.inf, 1]), 100, 100)

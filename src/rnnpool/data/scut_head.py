@@ -47,8 +47,8 @@ def parse_voc_xml(path: PathLike) -> Tuple[np.ndarray, List[str]]:
         (``xmin - 1, ymin - 1, xmax, ymax``) and the ``<name>`` of each object.
 
     Raises:
-        VocAnnotationError: unparsable XML, or an object without a numeric ``bndbox``; the
-            message names the file (and the object's position).
+        VocAnnotationError: unparsable XML, or an object without a finite numeric ``bndbox``;
+            the message names the file (and the object's position).
 
     Example:
         >>> import tempfile, os
@@ -75,11 +75,15 @@ def parse_voc_xml(path: PathLike) -> Tuple[np.ndarray, List[str]]:
         for tag in ("xmin", "ymin", "xmax", "ymax"):
             node = bnd.find(tag)
             try:
-                vals.append(float(node.text))  # type: ignore[union-attr,arg-type]
+                value = float(node.text)  # type: ignore[union-attr,arg-type]
+                if not np.isfinite(value):  # "nan" / "inf" parse as floats
+                    raise ValueError
+                vals.append(value)
             except (AttributeError, TypeError, ValueError):
                 text = None if node is None else node.text
                 raise VocAnnotationError(
-                    f"{path}: object {k + 1} has a missing or non-numeric <{tag}> ({text!r})"
+                    f"{path}: object {k + 1} has a missing, non-numeric or non-finite "
+                    f"<{tag}> ({text!r})"
                 ) from None
         xmin, ymin, xmax, ymax = vals
         boxes.append([xmin - 1, ymin - 1, xmax, ymax])

@@ -238,6 +238,9 @@ def filter_wider_faces(
     Returns:
         ``(boxes, counts)``: ``float32 ndarray[K, 4]`` xyxy and the :class:`DropCounts`.
 
+    Raises:
+        ValueError: a face with a non-finite ``x``, ``y``, ``w`` or ``h`` (named by row).
+
     Example:
         >>> rows = np.array([[10, 10, 20, 20, 0, 0, 0, 0, 0, 0],   # kept
         ...                  [10, 10, 0, 20, 0, 0, 0, 0, 0, 0],    # zero width
@@ -252,6 +255,9 @@ def filter_wider_faces(
         faces = faces.reshape(0, 10)
     if faces.ndim != 2 or faces.shape[1] not in (4, 10):
         raise ValueError(f"faces must be ndarray[M, 10] or ndarray[M, 4], got shape {faces.shape}")
+    if not np.isfinite(faces[:, :4]).all():  # a NaN box would pass every test below
+        rows = np.nonzero(~np.isfinite(faces[:, :4]).all(axis=1))[0]
+        raise ValueError(f"faces {rows.tolist()} have non-finite x, y, w or h")
     counts = DropCounts()
     x, y, w, h = faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 3]
     keep = np.ones(len(faces), dtype=bool)
