@@ -102,6 +102,25 @@ def test_native_kernel_builds():
     assert native_available(), native_status()
 
 
+def test_loading_the_kernel_keeps_subnormal_numbers():
+    # Built with -ffast-math in one command, the library linked crtfastmath.o, whose
+    # constructor made the process flush subnormal numbers to zero from then on (numpy's,
+    # torch's, every library's). A fresh interpreter, as the kernel is loaded once a process.
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler: no kernel to load")
+    code = ("import numpy as np, torch; from rnnpool.nn._native import native_available; "
+            "assert native_available(); tiny = np.float32(1e-39); "
+            "print(float(tiny * np.float32(1.0)), (torch.tensor([1e-39]) * 1.0).item())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert [float(v) for v in out.stdout.split()] == pytest.approx([1e-39, 1e-39], rel=1e-6)
+
+
 def test_build_cache_keeps_the_most_recently_used_builds(tmp_path):
     import os
 

@@ -44,7 +44,10 @@ _SOURCES = [_CSRC / "scan.cpp", _CSRC / "project.cpp"]
 _HEADERS = [_CSRC / "simd.h"]
 # Fast math, but NaN and inf keep their meaning: a NaN input must reach the output, as in torch.
 _FLAGS = ["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp", "-fPIC",
-          "-shared", "-std=c++17"]
+          "-std=c++17"]
+# Linked apart, without -ffast-math: with it GCC links crtfastmath.o, whose constructor switches
+# the loading thread to flushing subnormal numbers to zero, for all the process's code after it.
+_LINK_FLAGS = ["-shared", "-fopenmp"]
 GATE_CODES = {"sigmoid": 0, "hard_sigmoid": 1}
 UPDATE_CODES = {"tanh": 0, "hard_tanh": 1}
 _CTYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
@@ -96,7 +99,8 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
     if cxx is None:
         return None, "no C++ compiler (g++) on PATH"
     src = b"".join(f.read_bytes() for f in [*_SOURCES, *_HEADERS])
-    key = hashlib.sha256("\0".join([cxx, *_FLAGS, _cpu_key()]).encode() + src).hexdigest()[:20]
+    key = hashlib.sha256("\0".join([cxx, *_FLAGS, *_LINK_FLAGS, _cpu_key()]).encode()
+                         + src).hexdigest()[:20]
     folder = cache_dir() / "native"
     lib = folder / f"kernels-{key}.so"
     if not lib.exists():
@@ -104,17 +108,18 @@ def _load() -> tuple[Optional[ctypes.CDLL], str]:
               "about a minute)", file=sys.stderr, flush=True)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-            os.close(fd)
-            try:
-                p = subprocess.run([cxx, *_FLAGS, *map(str, _SOURCES), "-o", tmp],
-                                   capture_output=True, text=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                objs = [str(Path(tmp) / (f.stem + ".o")) for f in _SOURCES]
+                for cmd in ([cxx, *_FLAGS, "-c", str(f), "-o", o] for f, o in zip(_SOURCES, objs)):
+                    p = subprocess.run(cmd, capture_output=True, text=True)
+                    if p.returncode != 0:
+                        return None, f"compiling {_CSRC} failed:\n{p.stderr.strip()}"
+                out = str(Path(tmp) / lib.name)
+                p = subprocess.run([cxx, *_LINK_FLAGS, *objs, "-o", out], capture_output=True,
+                                   text=True)
                 if p.returncode != 0:
-                    return None, f"compiling {_CSRC} failed:\n{p.stderr.strip()}"
-                os.replace(tmp, lib)  # atomic: concurrent builders each write their own file
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+                    return None, f"linking {_CSRC} failed:\n{p.stderr.strip()}"
+                os.replace(out, lib)  # atomic: concurrent builders each write their own file
         except OSError as e:
             return None, f"cannot build the kernel in {folder}: {e}"
         prune_builds(folder)
