@@ -1,17 +1,21 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from rnnpool.data.detection_transforms import (
     LUMA,
     EvalTransform,
+    TrainTransform,
     data_anchor_window,
     detection_collate,
     eval_transform,
     hflip,
     photometric_distort,
     pil_to_tensor,
+    ssd_crop_window,
     train_transform,
     warp_window,
     window_boxes,
@@ -176,3 +180,196 @@ def test_empty_boxes_and_collate():
 def test_pil_to_tensor_values():
     t = pil_to_tensor(Image.new("RGB", (2, 1), (255, 0, 51)))
     assert t[:, 0, 0].tolist() == pytest.approx([1.0, 0.0, 0.2])
+
+
+# --------------------------------------------------------------------------- properties
+# References below are literal per-box loops written from SPEC §5 / S3FD (centre rule, clip,
+# scale, drop boxes under ``min_size``), not calls into the code under test.
+
+_coord = st.floats(-50, 250, allow_nan=False, width=32)
+
+
+def literal_window_boxes(boxes, window, out_hw, min_size):
+    x0, y0, x1, y1 = window
+    sx, sy = out_hw[1] / (x1 - x0), out_hw[0] / (y1 - y0)
+    out = []
+    for bx1, by1, bx2, by2 in boxes:
+        cx, cy = (bx1 + bx2) / 2, (by1 + by2) / 2
+        if not (x0 <= cx < x1 and y0 <= cy < y1):
+            continue  # centre rule: the centre left the window
+        nx1 = (min(max(bx1, x0), x1) - x0) * sx
+        nx2 = (min(max(bx2, x0), x1) - x0) * sx
+        ny1 = (min(max(by1, y0), y1) - y0) * sy
+        ny2 = (min(max(by2, y0), y1) - y0) * sy
+        w, h = nx2 - nx1, ny2 - ny1
+        if w <= 0 or h <= 0 or w < min_size or h < min_size:
+            continue
+        out.append([nx1, ny1, nx2, ny2])
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    boxes=st.lists(st.tuples(_coord, _coord, st.floats(0, 120), st.floats(0, 120)), max_size=8),
+    window=st.tuples(st.floats(-40, 150), st.floats(-40, 150), st.floats(1, 200)),
+    out=st.integers(1, 300),
+    min_size=st.sampled_from([0.0, 1.0, 3.0]),
+)
+def test_window_boxes_matches_literal_reference(boxes, window, out, min_size):
+    xyxy = [[x, y, x + w, y + h] for x, y, w, h in boxes]
+    x0, y0, side = window
+    win = (x0, y0, x0 + side, y0 + side)
+    got = window_boxes(np.array(xyxy, np.float64).reshape(-1, 4), win, (out, out), min_size)
+    ref = literal_window_boxes(xyxy, win, (out, out), min_size)
+    assert got.dtype == np.float32 and got.shape[1] == 4
+    # Same boxes in the same order; only a reference box within 1e-3 px of the size limit may
+    # be missing (float32 rounding), none may be added.
+    k = 0
+    for b in ref:
+        if k < len(got) and np.allclose(got[k], b, rtol=1e-5, atol=1e-3):
+            k += 1
+        else:
+            assert min(b[2] - b[0], b[3] - b[1]) - min_size < 1e-3, (b, got)
+    assert k == len(got), (got, ref)
+    # Invariants of what reaches the matcher: inside the output, positive float32 sides.
+    assert (got >= 0).all() and (got[:, 0::2] <= out).all() and (got[:, 1::2] <= out).all()
+    assert (got[:, 2] > got[:, 0]).all() and (got[:, 3] > got[:, 1]).all()
+    assert (got[:, 2] - got[:, 0] >= min_size).all() and (got[:, 3] - got[:, 1] >= min_size).all()
+
+
+def test_window_boxes_no_zero_width_box_after_float32_cast():
+    # 1e-6 px wide in float64 (so it passed the size test), 0 px once returned as float32: a
+    # degenerate box reached the matcher.
+    boxes = np.array([[100.0, 100.0, 100.000001, 120.0]])
+    assert window_boxes(boxes, (0, 0, 1000, 1000), (640, 640)).shape == (0, 4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    hw=st.tuples(st.integers(1, 700), st.integers(1, 700)),
+    rel=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.floats(0, 1, exclude_max=True)),
+                 min_size=1, max_size=4),
+    seed=st.integers(0, 2**31),
+)
+@example(hw=(480, 640), rel=[(0.0, 0.0)], seed=0)  # one face in a corner
+@example(hw=(480, 640), rel=[(0.999, 0.999)], seed=1)
+def test_ssd_crop_always_holds_a_box_centre(hw, rel, seed):
+    # The crop must hold at least one face centre (S3FD); a face in a corner was lost on about
+    # 9 crops in 10 when the 50 random trials all missed it.
+    h, w = hw
+    boxes = np.array([[u * w - 2, v * h - 2, u * w + 2, v * h + 2] for u, v in rel])
+    centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in boxes.tolist()]
+    assume(any(0 <= cx < w and 0 <= cy < h for cx, cy in centres))  # float rounding at w, h
+    x0, y0, x1, y1 = ssd_crop_window(boxes, (h, w), np.random.default_rng(seed))
+    assert x1 - x0 == pytest.approx(y1 - y0) and 0.3 * min(h, w) - 1e-9 <= x1 - x0 <= min(h, w)
+    assert -1e-9 <= x0 and x1 <= w + 1e-9 and -1e-9 <= y0 and y1 <= h + 1e-9
+    assert any(x0 <= cx < x1 and y0 <= cy < y1 for cx, cy in centres)
+
+
+def test_data_anchor_sampling_keeps_the_sampled_face_centre():
+    # A long face scaled beyond the window: the window lies inside the face and must keep its
+    # centre, or the centre rule drops the very face the crop was built around.
+    anchors = (16, 32, 64, 128, 256, 512)
+    face = np.array([[0.0, 200.0, 640.0, 220.0]])  # 640 x 20: sqrt(wh) = 113 -> anchor 128
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        win = data_anchor_window(face, (480, 640), 640, anchors, rng)
+        assert len(window_boxes(face, win, (640, 640), min_size=1)) == 1
+
+
+def test_data_anchor_sampling_ignores_degenerate_boxes():
+    # A zero-area box used to be a candidate: s_face = 0.001 px, a 10^4-fold zoom, and the real
+    # face left the crop.
+    boxes = np.array([[50.0, 50.0, 50.0, 50.0], [100.0, 100.0, 140.0, 140.0]])
+    rng = np.random.default_rng(0)
+    t = TrainTransform(size=160, p_anchor_sampling=1.0, photometric=False)
+    for _ in range(40):
+        _img, out = t(Image.new("RGB", (200, 200)), boxes, rng=rng)
+        assert len(out) == 1
+    with pytest.raises(ValueError, match="positive width"):
+        data_anchor_window(boxes[:1], (200, 200), 160, (4, 8), rng)
+    # only degenerate boxes: the SSD crop is used (no error)
+    img, out = t(Image.new("RGB", (200, 200)), boxes[:1], rng=rng)
+    assert img.shape == (3, 160, 160) and out.shape == (0, 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    w=st.integers(1, 50),
+    boxes=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
+                   max_size=5),
+)
+def test_hflip_maps_x_to_w_minus_x(w, boxes):
+    arr = np.random.default_rng(w).random((3, w, 2)).astype(np.float32)
+    b = np.array([[min(a, c) * w, y1, max(a, c) * w, y1 + y2] for a, y1, c, y2 in boxes],
+                 np.float32).reshape(-1, 4)
+    out, fb = hflip(arr, b)
+    assert fb.shape == b.shape
+    for (x1, y1, x2, y2), (f1, g1, f2, g2) in zip(b.tolist(), fb.tolist()):
+        assert (f1, f2, g1, g2) == (np.float32(w - x2), np.float32(w - x1), y1, y2)
+    for j in range(w):
+        assert np.array_equal(out[:, j], arr[:, w - 1 - j])
+    back, bb = hflip(out, fb)
+    assert np.array_equal(back, arr) and np.allclose(bb, b, atol=1e-5)
+
+
+_face = st.tuples(
+    st.floats(0, 1), st.floats(0, 1), st.floats(8, 60), st.floats(0.5, 2.0)
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hw=st.tuples(st.integers(20, 400), st.integers(20, 400)),
+    faces=st.lists(_face, max_size=5),
+    seed=st.integers(0, 2**31),
+    grayscale=st.booleans(),
+)
+@example(hw=(400, 400), faces=[(0.0, 0.0, 8.0, 1.0)], seed=3, grayscale=False)
+def test_train_transform_invariants(hw, faces, seed, grayscale):
+    # Output boxes lie in the crop with sides >= min_face_size; never more boxes than given;
+    # an image with a face (>= 8 px, aspect 1/2..2, inside the image) keeps at least one.
+    h, w = hw
+    boxes = []
+    for u, v, s, ar in faces:
+        bw, bh = min(s * ar ** 0.5, w), min(s / ar ** 0.5, h)
+        x, y = u * (w - bw), v * (h - bh)
+        boxes.append([x, y, x + bw, y + bh])
+    boxes = np.array(boxes, np.float32).reshape(-1, 4)
+    size = 160
+    t = train_transform(size, grayscale=grayscale)
+    img, out = t(Image.new("RGB", (w, h), (90, 120, 30)), boxes, rng=np.random.default_rng(seed))
+    assert img.shape == (1 if grayscale else 3, size, size) and img.dtype == torch.float32
+    assert 0 <= float(img.min()) and float(img.max()) <= 1
+    assert out.dtype == torch.float32 and out.shape[1] == 4 and len(out) <= len(boxes)
+    assert (out >= 0).all() and (out <= size).all()
+    assert ((out[:, 2] - out[:, 0]) >= 1).all() and ((out[:, 3] - out[:, 1]) >= 1).all()
+    if len(boxes):
+        assert len(out) >= 1
+
+
+def test_grayscale_boxes_stay_on_their_pixels():
+    # One face: a second one whose centre left the crop would show unlabelled (centre rule).
+    boxes = np.array([[40, 30, 100, 90]])
+    image = painted(200, 300, boxes, value=(1.0, 1.0, 1.0))  # white: luma 1
+    t = train_transform(size=96, grayscale=True, photometric=False)
+    rng = np.random.default_rng(2)
+    kept = 0
+    for _ in range(30):
+        img, out = t(image, boxes.astype(np.float32), rng=rng)
+        assert img.shape == (1, 96, 96)
+        check_boxes_on_paint(img, out)
+        kept += len(out)
+    assert kept > 15
+
+
+def test_mono_input_image_gives_the_promised_channels():
+    # A mode-"L" image with grayscale=False gave a 1-channel tensor, so it could not be
+    # batched with RGB images (the documented output is 3 channels unless grayscale).
+    mono = Image.new("L", (40, 30), 200)
+    img, _ = train_transform(32)(mono, np.zeros((0, 4)), rng=np.random.default_rng(0))
+    assert img.shape == (3, 32, 32)
+    img, _ = eval_transform()(mono, np.zeros((0, 4)))
+    assert img.shape == (3, 30, 40) and torch.allclose(img[0], img[2])
+    img, _ = eval_transform(grayscale=True)(mono, np.zeros((0, 4)))
+    assert img.shape == (1, 30, 40) and img[0, 0, 0].item() == pytest.approx(200 / 255)

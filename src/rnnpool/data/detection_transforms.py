@@ -99,6 +99,13 @@ def pil_to_tensor(image: ImageLike) -> Tensor:
     return _to_tensor(_to_float_array(image))
 
 
+def _channels(arr: np.ndarray, grayscale: bool) -> np.ndarray:
+    """One luma channel if ``grayscale``, else three (a one-channel image is repeated)."""
+    if grayscale:
+        return to_luma(arr)
+    return np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr
+
+
 def to_luma(arr: np.ndarray) -> np.ndarray:
     """``ndarray[H, W, 3]`` RGB -> ``ndarray[H, W, 1]`` BT.601 luma
     (``0.299 R + 0.587 G + 0.114 B``)."""
@@ -115,28 +122,38 @@ def photometric_distort(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray
     ``+ U(-18, 18)`` degrees in HSV. The result is clipped to [0, 1]. A one-channel image gets
     only brightness and contrast.
     """
+    # Every step works in place on one copy (plus the HSV image): a new full-size array per
+    # step cost more in page faults than the arithmetic itself. Same values as out-of-place.
     out = arr.astype(np.float32, copy=True)
     if rng.random() < 0.5:
         out += rng.uniform(-32, 32) / 255.0
     contrast_first = rng.random() < 0.5
 
-    def contrast(x: np.ndarray) -> np.ndarray:
-        return x * rng.uniform(0.5, 1.5) if rng.random() < 0.5 else x
+    def contrast(x: np.ndarray) -> None:
+        if rng.random() < 0.5:
+            x *= rng.uniform(0.5, 1.5)
 
     if contrast_first:
-        out = contrast(out)
+        contrast(out)
     if out.shape[2] == 3:
         do_sat, do_hue = rng.random() < 0.5, rng.random() < 0.5
         if do_sat or do_hue:
-            hsv = cv2.cvtColor(np.clip(out, 0, 1), cv2.COLOR_RGB2HSV)  # H in [0, 360)
+            hsv = cv2.cvtColor(np.clip(out, 0, 1, out=out), cv2.COLOR_RGB2HSV)  # H in [0, 360)
             if do_sat:
-                hsv[:, :, 1] = np.clip(hsv[:, :, 1] * rng.uniform(0.5, 1.5), 0, 1)
+                sat = hsv[:, :, 1]
+                sat *= rng.uniform(0.5, 1.5)
+                np.clip(sat, 0, 1, out=sat)
             if do_hue:
-                hsv[:, :, 0] = np.mod(hsv[:, :, 0] + rng.uniform(-18, 18), 360.0)
-            out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+                # hue in [-18, 378): one wrap gives np.mod(hue, 360.0) bit for bit (x - 360 is
+                # exact there) at a tenth of its cost
+                hue = hsv[:, :, 0]
+                hue += rng.uniform(-18, 18)
+                np.subtract(hue, 360.0, out=hue, where=hue >= 360.0)
+                np.add(hue, 360.0, out=hue, where=hue < 0)
+            cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=out)
     if not contrast_first:
-        out = contrast(out)
-    return np.clip(out, 0.0, 1.0)
+        contrast(out)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def warp_window(
@@ -207,17 +224,21 @@ def window_boxes(
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     x0, y0, x1, y1 = (float(v) for v in window)
-    sx, sy = out_hw[1] / (x1 - x0), out_hw[0] / (y1 - y0)
+    out_h, out_w = float(out_hw[0]), float(out_hw[1])
+    sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
     keep = np.ones(len(boxes), dtype=bool)
     if centre_rule:
         cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
         keep &= (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
     b = boxes.copy()
-    b[:, 0::2] = (np.clip(b[:, 0::2], x0, x1) - x0) * sx
-    b[:, 1::2] = (np.clip(b[:, 1::2], y0, y1) - y0) * sy
+    # Clip again after scaling (rounding must not leave [0, out]); test the sizes of the
+    # float32 boxes actually returned, so no zero-width box survives the cast.
+    b[:, 0::2] = np.clip((np.clip(b[:, 0::2], x0, x1) - x0) * sx, 0.0, out_w)
+    b[:, 1::2] = np.clip((np.clip(b[:, 1::2], y0, y1) - y0) * sy, 0.0, out_h)
+    b = b.astype(np.float32)
     bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
     keep &= (bw > 0) & (bh > 0) & (bw >= min_size) & (bh >= min_size)
-    return b[keep].astype(np.float32).reshape(-1, 4)
+    return b[keep].reshape(-1, 4)
 
 
 def hflip(arr: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -225,7 +246,18 @@ def hflip(arr: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     w = arr.shape[1]
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
     b[:, [0, 2]] = w - b[:, [2, 0]]
+    if arr.ndim == 3 and arr.size and arr.shape[2] <= 4:  # cv2.flip: ~15x numpy's reversed copy
+        return cv2.flip(np.ascontiguousarray(arr), 1).reshape(arr.shape), b
     return np.ascontiguousarray(arr[:, ::-1]), b
+
+
+def _above(c: float, side: float) -> float:
+    """The smallest float ``t`` with ``t + side > c`` (as computed), so ``[t, t + side)`` holds
+    ``c``."""
+    t = float(np.nextafter(c - side, np.inf))
+    while t + side <= c:
+        t = float(np.nextafter(t, np.inf))
+    return t
 
 
 def data_anchor_window(
@@ -237,11 +269,20 @@ def data_anchor_window(
 ) -> Tuple[float, float, float, float]:
     """Data-anchor-sampling (PyramidBox): the window (original pixels) of a ``size x size``
     crop after rescaling the image so that a random face matches a random smaller-or-similar
-    anchor (see the module docstring). ``boxes`` must be non-empty."""
+    anchor (see the module docstring). The face is drawn among the boxes of positive width
+    and height; a face larger than the window keeps its centre inside it.
+
+    Raises:
+        ValueError: no box has positive width and height.
+    """
     h, w = image_hw
     anchors = np.asarray(anchors, dtype=np.float64)
-    face = boxes[rng.integers(len(boxes))].astype(np.float64)
-    s_face = float(np.sqrt(max((face[2] - face[0]) * (face[3] - face[1]), 1e-6)))
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    faces = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+    if len(faces) == 0:
+        raise ValueError("data-anchor-sampling needs a box of positive width and height")
+    face = faces[rng.integers(len(faces))]
+    s_face = float(np.sqrt((face[2] - face[0]) * (face[3] - face[1])))
     i_anchor = int(np.argmin(np.abs(anchors - s_face)))
     i_target = int(rng.integers(0, min(i_anchor + 1, len(anchors) - 1) + 1))
     s_target = rng.uniform(anchors[i_target] / 2, anchors[i_target] * 2)
@@ -251,10 +292,15 @@ def data_anchor_window(
     def pick(lo_face: float, hi_face: float, extent: float) -> float:
         # window start t: contains the face (t <= lo_face, t + side >= hi_face) and stays in
         # the image when it fits (0 <= t <= extent - side), or covers it when it does not.
+        # A face longer than the window: the window lies inside it and keeps its centre c
+        # (t <= c < t + side), else the centre rule would drop the sampled face.
         img_lo, img_hi = (0.0, extent - side) if extent >= side else (extent - side, 0.0)
         lo, hi = max(hi_face - side, img_lo), min(lo_face, img_hi)
         if lo > hi:  # cannot satisfy both: keep the face
             lo, hi = min(hi_face - side, lo_face), max(hi_face - side, lo_face)
+            if hi_face - lo_face > side:
+                c = (lo_face + hi_face) / 2
+                lo, hi = max(lo, _above(c, side)), min(hi, c)
         return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
 
     x0 = pick(face[0], face[2], w)
@@ -271,18 +317,32 @@ def ssd_crop_window(
 ) -> Tuple[float, float, float, float]:
     """S3FD-style crop: a square of side ``U(min_scale, 1) * min(H, W)`` at a random place in
     the image, redrawn (up to ``max_trials`` times) until it holds the centre of at least one
-    box when there are boxes."""
+    box when there are boxes. If no trial does, the last square is moved (uniformly among the
+    placements inside the image) to hold the centre of a random box whose centre is in the
+    image, so a face is never lost to an unlucky draw (S3FD's loader redraws instead)."""
     h, w = image_hw
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     window = (0.0, 0.0, float(w), float(h))
+    side = float(min(h, w))
     for _ in range(max_trials):
         side = rng.uniform(min_scale, 1.0) * min(h, w)
         x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
         window = (x0, y0, x0 + side, y0 + side)
         if len(boxes) == 0 or np.any((cx >= x0) & (cx < x0 + side) & (cy >= y0) & (cy < y0 + side)):
             return window
-    return window
+    inside = np.nonzero((cx >= 0) & (cx < w) & (cy >= 0) & (cy < h))[0]
+    if len(inside) == 0:
+        return window
+    k = inside[rng.integers(len(inside))]
+
+    def place(c: float, extent: float) -> float:
+        # t in (c - side, c] and [0, extent - side]: the window holds c and stays in the image.
+        lo, hi = max(0.0, _above(c, side)), min(c, extent - side)
+        return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+
+    x0, y0 = place(cx[k], w), place(cy[k], h)
+    return x0, y0, x0 + side, y0 + side
 
 
 def _rng_from_torch() -> np.random.Generator:
@@ -339,7 +399,8 @@ class TrainTransform:
         if self.photometric:
             arr = photometric_distort(arr, rng)
         hw = arr.shape[:2]
-        if len(boxes) and rng.random() < self.p_anchor_sampling:
+        has_face = bool(np.any((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])))
+        if has_face and rng.random() < self.p_anchor_sampling:
             window = data_anchor_window(boxes, hw, self.size, self.anchors, rng)
         else:
             window = ssd_crop_window(boxes, hw, rng)
@@ -348,9 +409,7 @@ class TrainTransform:
         boxes = window_boxes(boxes, window, out_hw, min_size=self.min_face_size)
         if rng.random() < self.p_flip:
             arr, boxes = hflip(arr, boxes)
-        if self.grayscale:
-            arr = to_luma(arr)
-        return _to_tensor(arr), torch.from_numpy(boxes)
+        return _to_tensor(_channels(arr, self.grayscale)), torch.from_numpy(boxes)
 
 
 @dataclass
@@ -389,9 +448,7 @@ class EvalTransform:
                     arr = arr[:, :, None]
                 boxes[:, 0::2] *= out_w / w
                 boxes[:, 1::2] *= out_h / h
-        if self.grayscale:
-            arr = to_luma(arr)
-        return _to_tensor(arr), torch.from_numpy(boxes)
+        return _to_tensor(_channels(arr, self.grayscale)), torch.from_numpy(boxes)
 
 
 def train_transform(size: int = 640, grayscale: bool = False, **kwargs) -> TrainTransform:

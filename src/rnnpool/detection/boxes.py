@@ -5,6 +5,7 @@ unless a function says otherwise; ``xywh`` is ``(left, top, width, height)`` as 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,10 +50,13 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     >>> box_iou(torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[1., 0., 3., 2.]]))
     tensor([[0.3333]])
     """
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
+    # Coordinate by coordinate: contiguous [N, M] operands (about 2x faster than [N, M, 2]
+    # strided ones), the same operations per element, so the same bits.
+    ax1, ay1, ax2, ay2 = a[:, None, :].unbind(-1)
+    bx1, by1, bx2, by2 = b.unbind(-1)
+    w = (torch.min(ax2, bx2) - torch.max(ax1, bx1)).clamp(min=0)
+    h = (torch.min(ay2, by2) - torch.max(ay1, by1)).clamp(min=0)
+    inter = w * h
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(a.dtype).tiny), 0.0)
 
@@ -64,7 +68,9 @@ def clip_boxes(boxes: Tensor, height: float, width: float) -> Tensor:
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
 
 
-def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+def nms(
+    boxes: Tensor, scores: Tensor, iou_threshold: float, max_keep: int | None = None
+) -> Tensor:
     """Greedy non-maximum suppression.
 
     Keeps the highest-scoring box, drops every remaining box whose IoU with it exceeds
@@ -74,27 +80,49 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         boxes: ``Tensor[N, 4]`` xyxy.
         scores: ``Tensor[N]``.
         iou_threshold: boxes with IoU ``> iou_threshold`` to a kept box are suppressed.
+        max_keep: stop after this many kept boxes (the first ``max_keep`` of the full result).
 
     Returns:
         ``Tensor[K]`` int64 indices of the kept boxes, by decreasing score.
     """
-    if boxes.numel() == 0:
+    if boxes.numel() == 0 or (max_keep is not None and max_keep <= 0):
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
     b = boxes[order]
-    iou = box_iou(b, b)
     n = b.shape[0]
-    suppressed = torch.zeros(n, dtype=torch.bool, device=boxes.device)
-    # The IoU matrix is computed once (vectorised); the greedy pass over it is a cheap scan.
-    over = (iou > iou_threshold).cpu()
-    keep = []
-    sup = suppressed.cpu()
-    for i in range(n):
-        if sup[i]:
+    limit = n if max_keep is None else int(max_keep)
+    # Blocks of _NMS_BLOCK boxes in score order: greedy inside a block on its small IoU matrix,
+    # then the block's kept boxes suppress the later live boxes. Only IoUs against kept boxes
+    # are computed (not the N x N matrix), the same values box_iou(b, b) would hold.
+    alive = torch.ones(n, dtype=torch.bool)
+    keep: list[int] = []
+    for start in range(0, n, _NMS_BLOCK):
+        stop = min(start + _NMS_BLOCK, n)
+        idx = alive[start:stop].nonzero().squeeze(1) + start
+        if idx.numel() == 0:
             continue
-        keep.append(i)
-        sup |= over[i]
+        over = (box_iou(b[idx], b[idx]) > iou_threshold).cpu().numpy()
+        sup = np.zeros(len(idx), dtype=bool)
+        kept = []
+        for i in range(len(idx)):
+            if sup[i]:
+                continue
+            kept.append(i)
+            if len(keep) + len(kept) == limit:
+                break
+            sup |= over[i]
+        keep.extend(idx[kept].tolist())
+        if len(keep) >= limit or stop == n:
+            break
+        rest = alive[stop:].nonzero().squeeze(1) + stop
+        if rest.numel():
+            hit = (box_iou(b[idx[kept]], b[rest]) > iou_threshold).any(0).cpu()
+            alive[rest[hit]] = False
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
+
+
+#: Boxes per block of :func:`nms` (a few hundred: small greedy matrices, few large calls).
+_NMS_BLOCK = 256
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:

@@ -32,6 +32,17 @@ def hard_negative_mask(bg_loss: Tensor, positive: Tensor, neg_pos_ratio: float =
         (num_pos.to(torch.float64) * neg_pos_ratio).floor().long(), positive.shape[1] - num_pos
     )
     loss = bg_loss.detach().masked_fill(positive, float("-inf"))
+    k_max = int(num_neg.max()) if num_neg.numel() else 0
+    if k_max <= 0:
+        return torch.zeros_like(positive, dtype=torch.bool)
+    if not bool(loss.isnan().any()):  # (a stable sort puts NaN first: left to the sort below)
+        # Without a full sort (several times faster): the num_neg-th largest loss is the cut;
+        # all larger losses are taken, and of the equal ones the lowest anchor indices first,
+        # which is exactly the first num_neg of the stable descending sort.
+        cut = loss.topk(k_max, dim=1).values.gather(1, (num_neg - 1).clamp(min=0))
+        above, tie = loss > cut, loss == cut
+        ties_taken = num_neg - above.sum(1, keepdim=True)
+        return (above | (tie & (tie.cumsum(1) <= ties_taken))) & (num_neg > 0)
     order = torch.sort(loss, dim=1, descending=True, stable=True).indices
     rank = torch.empty_like(order).scatter_(
         1, order, torch.arange(order.shape[1], device=order.device).expand_as(order)

@@ -70,6 +70,7 @@ def postprocess_detections(
         boxes = coder.decode(deltas[keep], anchors[keep].to(deltas))
         if image_hw is not None:
             boxes = clip_boxes(boxes, image_hw[0], image_hw[1])
-        k = nms(boxes, s, nms_thresh)[:max_detections]
+        limit = max_detections if max_detections >= 0 else None  # lets NMS stop early
+        k = nms(boxes, s, nms_thresh, max_keep=limit)[:max_detections]
         out.append((boxes[k], s[k]))
     return out
