@@ -99,3 +99,77 @@ def test_hidden_files_are_not_images(tmp_path):
     _img(tmp_path / "cat" / ".hidden" / "b.png", 2)
     ds = ImageFolder(tmp_path)
     assert [p.rsplit("/", 1)[-1] for p, _ in ds.samples] == ["a.png"]
+
+
+def test_val_images_of_a_class_outside_the_training_classes_are_an_error(tmp_path):
+    # They used to leave the evaluation set silently (accuracy over a subset).
+    for split in ("train", "val"):
+        for k, c in enumerate(("cat", "dog")):
+            _img(tmp_path / split / c / "a.png", 10 * k)
+    _img(tmp_path / "val" / "eel" / "a.png", 99)
+    (tmp_path / "val" / "empty_backup").mkdir()  # no images: nothing lost, no error
+    with pytest.raises(ValueError, match=r"val: class folder\(s\) eel hold images but are not "
+                                         r"among the 2 classes of train/"):
+        build_datasets(DataSpec("imagefolder", str(tmp_path), image_size=16))
+    with pytest.raises(ValueError, match="eel .*of the checkpoint"):
+        build_datasets(DataSpec("imagefolder", str(tmp_path), image_size=16,
+                                classes=["cat", "dog"]), splits=("val",))
+    (tmp_path / "val" / "eel" / "a.png").unlink()
+    data = build_datasets(DataSpec("imagefolder", str(tmp_path), image_size=16))
+    assert [y for _, y in data["val"].samples] == [0, 1]
+
+
+def test_imagenet10_ignores_the_other_imagenet_classes(tmp_path):
+    _imagenet(tmp_path, list(IMAGENET10_WNIDS) + ["n00000001"], per_class=1)
+    data = build_datasets(DataSpec("imagefolder", str(tmp_path), imagenet10=True, image_size=16))
+    assert len(data["val"]) == 10 and data["val"].unused_classes == ["n00000001"]
+
+
+def test_image_modes_load_as_8_bit_rgb(tmp_path):
+    from rnnpool.data.imagefolder import load_rgb
+
+    v = np.array([[0, 77, 255]], np.uint8)
+    cases = {  # file -> expected R, G, B planes (by hand)
+        "l.png": (Image.fromarray(v, "L"), (v, v, v)),
+        "la.png": (Image.fromarray(np.dstack([v, 255 - v]), "LA"), (v, v, v)),
+        "rgba.png": (Image.fromarray(np.dstack([v, v // 2, 255 - v, v]), "RGBA"),
+                     (v, v // 2, 255 - v)),  # alpha dropped, colours kept (as PIL / torchvision)
+        "one.png": (Image.fromarray(v > 100), (255 * (v > 100),) * 3),
+        # CMYK (0,0,0,0) is white and K = 255 black
+        "cmyk.tif": (Image.fromarray(np.dstack([0 * v, 0 * v, 0 * v, np.array([[0, 255, 0]],
+                                                                                np.uint8)]),
+                                     "CMYK"), (np.array([[255, 0, 255]]),) * 3),
+    }
+    p = Image.new("P", (3, 1))
+    p.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    p.putpixel((1, 0), 1)
+    cases["p.png"] = (p, (np.array([[0, 10, 0]]), np.array([[0, 20, 0]]), np.array([[0, 30, 0]])))
+    for name, (im, planes) in cases.items():
+        im.save(tmp_path / name)
+        rgb = load_rgb(tmp_path / name)
+        assert rgb.mode == "RGB" and rgb.size == (3, 1), name
+        assert np.array_equal(np.asarray(rgb), np.dstack(planes).astype(np.uint8)), name
+
+
+def test_truncated_images_are_named(tmp_path):
+    from rnnpool.data.imagefolder import load_rgb
+
+    a = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    for name in ("t.jpg", "t.png"):
+        Image.fromarray(a).save(tmp_path / name)
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) // 2])
+        with pytest.raises(ValueError, match=rf"cannot read image .*{name}.*truncated"):
+            load_rgb(tmp_path / name)
+
+
+def test_exif_orientation_is_not_applied(tmp_path):
+    # Decision (docs/experiments.md): pixels as stored, as torchvision's / timm's loaders
+    # (Image.open(path).convert("RGB")) that the paper's numbers come from.
+    from rnnpool.data.imagefolder import load_rgb
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(tmp_path / "r.jpg", exif=exif)
+    assert Image.open(tmp_path / "r.jpg").getexif()[0x0112] == 6
+    assert load_rgb(tmp_path / "r.jpg").size == (40, 20)

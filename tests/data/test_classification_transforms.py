@@ -100,3 +100,27 @@ def test_paper_eval_pipeline():
                                / torch.tensor([0.229, 0.224, 0.225]))
     assert train(img).shape == (3, 224, 224)
     assert repr(val).startswith("Compose(ToTensor(), Resize(256), CenterCrop((224, 224))")
+
+
+def test_resize_long_side_is_truncated_as_torchvision():
+    # torchvision's Resize(int) (the paper's eval pipeline): long = int(size * long / short).
+    # 256 * 640 / 427 = 383.7 -> 383 (rounding gave 384 and shifted the centre crop).
+    for h, w in ((427, 640), (640, 427), (300, 400), (333, 500), (100, 100)):
+        short, long = min(h, w), max(h, w)
+        new_long = int(256 * long / short)
+        expect = (256, new_long) if h <= w else (new_long, 256)
+        assert resize(torch.rand(1, h, w), 256).shape[-2:] == expect
+    assert resize(torch.rand(1, 427, 640), 256).shape[-2:] == (256, 383)
+
+
+def test_default_eval_resize_is_timms_crop_pct():
+    # timm: scale_size = floor(img_size / crop_pct), crop_pct = 0.875 (224 -> 256).
+    import math
+
+    from rnnpool.data.classification import DataSpec
+
+    for size in (28, 96, 128, 160, 192, 224, 225, 256):
+        assert DataSpec("imagefolder", "x", image_size=size).resize_size == \
+            math.floor(size / 0.875)
+    assert DataSpec("vww", "x", image_size=96).resize_size == 109
+    assert DataSpec("vww", "x", image_size=96, resize_size=96).resize_size == 96

@@ -177,3 +177,69 @@ def test_coco_file_that_is_not_an_object_is_named(tmp_path, capsys):
     ann.write_text("5")  # was "TypeError: argument of type 'int' is not iterable"
     assert main(["make-vww", "--coco", str(coco), "--out", str(tmp_path / "v")]) == 2
     assert f"{ann}: not a COCO instances file" in capsys.readouterr().err
+
+
+def test_a_repeated_image_id_in_one_file_is_named(tmp_path):
+    # The second entry's size used to replace the first one's silently (a 10x10 image made a
+    # 50 px person count), and make-vww then blamed "another split".
+    coco = _coco([1, 2], [_ann(1, PERSON, 50, [0, 0, 5, 10])])
+    coco["images"].append({"id": 1, "width": 10, "height": 10, "file_name": "x.jpg"})
+    with pytest.raises(ValueError, match=r"x\.json: image #2 repeats the id 1 of image #0"):
+        vww_labels(coco, source="x.json")
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_train2014.json").write_text(json.dumps(TRAIN))
+    (tmp_path / "annotations" / "instances_val2014.json").write_text(json.dumps(_coco([3], [])))
+    with pytest.raises(ValueError, match=r"instances_val2014\.json: image id 3 \(image #0\) "
+                                         r"also appears in instances_train2014\.json"):
+        make_vww(tmp_path, tmp_path / "out")
+
+
+def _builder_labels(coco):
+    """A literal transcription of the rule of TensorFlow's build_visualwakewords_data_lib.py
+    (``_filter_annotations_list``): the category id of 'person' found by name, annotations
+    indexed by image, an object is "small" when area / (width * height) < threshold, label 1
+    when the image has a person annotation that is not small."""
+    person = 1
+    for c in coco["categories"]:
+        if c["name"] == "person":
+            person = c["id"]
+    index = {img["id"]: [] for img in coco["images"]}
+    for a in coco["annotations"]:
+        index[a["image_id"]].append(a)
+    out = {}
+    for img in coco["images"]:
+        small = [a["area"] / (img["height"] * img["width"]) < 0.005
+                 for a in index[img["id"]] if int(a["category_id"]) == person]
+        out[img["id"]] = int(False in small)
+    return out
+
+
+def test_labels_equal_the_reference_builder_except_exact_ties():
+    # Random images and annotations; 'person' has id 7 and id 1 is another category (the
+    # builder and we look the id up by name). Crowds count in both. The one difference, by
+    # choice (SPEC §4, "more than"): an area of exactly 0.5 % of the image.
+    rng = np.random.default_rng(0)
+    images, anns, ties = [], [], set()
+    for iid in range(1, 301):
+        w, h = 10 * int(rng.integers(5, 70)), 20 * int(rng.integers(3, 35))  # 200 | w*h
+        images.append({"id": iid, "width": w, "height": h, "file_name": f"{iid}.jpg"})
+        for _ in range(int(rng.integers(0, 4))):  # some images have no annotation
+            cat = int(rng.choice([1, 7, 7, 9]))
+            if rng.random() < 0.15:
+                area, tie = w * h // 200, True  # exactly 0.5 %
+            else:
+                area, tie = float(rng.uniform(0, 0.012) * w * h), False
+            anns.append({"id": len(anns), "image_id": iid, "category_id": cat, "area": area,
+                         "bbox": [0, 0, 1, 1], "iscrowd": int(rng.random() < 0.2)})
+            if tie and cat == 7:
+                ties.add(iid)
+    coco = {"images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "bicycle"}, {"id": 7, "name": "person"},
+                           {"id": 9, "name": "dog"}]}
+    ours, ref = vww_labels(coco), _builder_labels(coco)
+    assert 20 < sum(ref.values()) < 280 and len(ties) >= 3  # both labels and ties occur
+    differ = {i for i in ref if ours[i] != ref[i]}
+    assert differ <= ties and all(ref[i] == 1 and ours[i] == 0 for i in differ)
+    assert differ  # some tie decides its image's label
+    assert {i: v for i, v in ours.items() if i not in ties} == \
+        {i: v for i, v in ref.items() if i not in ties}

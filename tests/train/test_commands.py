@@ -227,3 +227,58 @@ def test_train_summary_is_printed_by_rank_0_only(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     assert main(args) == 0
     assert "best val_acc: 0.6500" in capsys.readouterr().out
+
+
+def _three_class_folder(root, per_class=(5, 4, 4)):
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        for c, n in zip(("a", "b", "c"), per_class):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (18, 22, 3), dtype=np.uint8)).save(
+                    d / f"{i}.png")
+
+
+def test_evaluate_counts_every_image_once_with_a_ragged_last_batch(tmp_path, capsys):
+    # 13 val images in batches of 4 (4 + 4 + 4 + 1): the independent count is a loop over the
+    # image files, one forward pass each, with the label taken from the folder name.
+    from rnnpool.data.transforms import CenterCrop, Compose, Normalize, Resize, ToTensor
+
+    _three_class_folder(tmp_path / "d")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "d"),
+                 "--image-size", "16", "--model-arg", "in_chans=3", "--epochs", "2",
+                 "--batch-size", "4", "--no-progress", "--out-dir", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "best.pt"), "--batch-size", "4", "--confusion"]) == 0
+    text = capsys.readouterr().out
+    model = load_model_from_checkpoint(out / "best.pt").eval()
+    tf = Compose([ToTensor(), Resize(16 * 256 // 224), CenterCrop(16),
+                  Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    files = sorted((tmp_path / "d" / "val").glob("*/*.png"))
+    correct = 0
+    with torch.no_grad():
+        for f in files:
+            pred = int(model(tf(Image.open(f).convert("RGB"))[None]).argmax(1))
+            correct += pred == "abc".index(f.parent.name)
+    assert len(files) == 13
+    assert f"(13 images): top-1 {100 * correct / 13:.2f} %" in text
+    rows = [r for r in (line.split() for line in text.splitlines())
+            if r[:1] in (["a"], ["b"], ["c"])]
+    assert [int(r[2]) for r in rows] == [5, 4, 4]  # each class's images counted once
+    assert sum(int(r[3 + k]) for k, r in enumerate(rows)) == correct
+
+
+def test_evaluate_confusion_with_more_outputs_than_classes(tmp_path, capsys):
+    # --model-arg num_classes=5 on 3 classes: --confusion used to fail with an IndexError.
+    _three_class_folder(tmp_path / "d", (2, 2, 2))
+    out = tmp_path / "run"
+    assert main(["train", "--model", "fmnist_probe_avg", "--data", str(tmp_path / "d"),
+                 "--image-size", "16", "--model-arg", "in_chans=3", "--model-arg",
+                 "num_classes=5", "--epochs", "1", "--batch-size", "4", "--no-progress",
+                 "--out-dir", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "best.pt"), "--confusion"]) == 0
+    text = capsys.readouterr().out
+    assert "(6 images)" in text and "output 3" in text and "output 4" in text

@@ -41,7 +41,9 @@ class DataSpec:
             ``train/`` and ``val/``; vww: the output folder of ``rnnpool make-vww``).
         imagenet10: keep only the 10 ImageNet-10 WordNet-id classes (imagefolder).
         image_size: training crop / evaluation centre crop (ignored for Fashion-MNIST).
-        resize_size: evaluation resize of the shorter side (default ``image_size * 256 / 224``).
+        resize_size: evaluation resize of the shorter side (default
+            ``floor(image_size * 256 / 224)``, timm's ``floor(image_size / crop_pct)`` with
+            ``crop_pct = 0.875``: 256 for 224, 109 for 96).
         scale: random-resized-crop area range (default 0.08-1; 0.2-1 for vww).
         train_limit, val_limit: keep only the first N samples (imagefolder: per class).
         augment: use the training augmentation (random crop / flip) on the training split.
@@ -67,8 +69,8 @@ class DataSpec:
         for name in ("train_limit", "val_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.resize_size is None:
-            self.resize_size = int(round(self.image_size * 256 / 224))
+        if self.resize_size is None:  # timm's floor(image_size / crop_pct), crop_pct 0.875
+            self.resize_size = self.image_size * 256 // 224
         if self.resize_size < self.image_size:  # the evaluation crop is taken from the resize
             raise ValueError(f"resize_size must be >= image_size ({self.image_size}), got "
                              f"{self.resize_size}")
@@ -140,6 +142,12 @@ def build_datasets(spec: DataSpec, splits: Tuple[str, ...] = ("train", "val")
             out[s] = ImageFolder(
                 folder, train_tf if s == "train" else val_tf, classes=classes,
                 limit_per_class=spec.train_limit if s == "train" else spec.val_limit)
+            if out[s].unused_classes and not spec.imagenet10:
+                # images of a class the model does not know would silently leave the set
+                raise ValueError(
+                    f"{folder}: class folder(s) {', '.join(out[s].unused_classes)} hold images "
+                    f"but are not among the {len(out[s].classes)} classes "
+                    f"{'of the checkpoint' if spec.classes else 'of train/'}")
             classes = out[s].classes  # val must use the train classes, in the same order
         spec.classes = list(classes or [])
         return out

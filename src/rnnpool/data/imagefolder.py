@@ -58,6 +58,8 @@ class ImageFolder(Dataset):
     Attributes:
         samples: list of ``(path, label)``.
         classes: class folder names in label order.
+        unused_classes: class folders of ``root`` not in ``classes`` that hold images (their
+            images are not samples).
     """
 
     def __init__(self, root: Union[str, os.PathLike], transform: Optional[Callable] = None,
@@ -78,12 +80,7 @@ class ImageFolder(Dataset):
         self.samples: List[Tuple[str, int]] = []
         empty = []
         for label, c in enumerate(self.classes):
-            folder = self.root / c
-            # hidden files and folders (e.g. macOS's "._x.jpg") are not images
-            files = sorted(str(p) for p in folder.rglob("*")
-                           if p.suffix.lower() in exts and p.is_file()
-                           and not any(part.startswith(".")
-                                       for part in p.relative_to(folder).parts))
+            files = _image_files(self.root / c, exts)
             if not files:
                 empty.append(c)
             if limit_per_class is not None:
@@ -94,6 +91,8 @@ class ImageFolder(Dataset):
                                     f"images ({', '.join(exts)})")
         if not self.samples:
             raise ValueError(f"{self.root}: no images ({', '.join(exts)}) in the class folders")
+        self.unused_classes = [c for c in present
+                               if c not in self.classes and _image_files(self.root / c, exts)]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -103,6 +102,14 @@ class ImageFolder(Dataset):
         path, label = self.samples[i]
         img = load_rgb(path)
         return (self.transform(img) if self.transform is not None else img), label
+
+
+def _image_files(folder: Path, exts: Tuple[str, ...]) -> List[str]:
+    """Sorted paths of the files under ``folder`` whose suffix is in ``exts`` (hidden files and
+    folders, e.g. macOS's ``._x.jpg``, are not images)."""
+    return sorted(str(p) for p in folder.rglob("*")
+                  if p.suffix.lower() in exts and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def _read_image(path: Union[str, os.PathLike], read: Callable[[Image.Image], Any]) -> Any:

@@ -50,16 +50,17 @@ def resize(x: Tensor, size: Size) -> Tensor:
 
     Args:
         x: the image.
-        size: an int resizes the *shorter* side to ``size`` keeping the aspect ratio (the longer
-            side is rounded); a pair ``(h, w)`` resizes to exactly that.
+        size: an int resizes the *shorter* side to ``size`` keeping the aspect ratio, the longer
+            side ``int(size * long / short)`` (truncated, as torchvision's ``Resize`` that the
+            paper's pipeline used); a pair ``(h, w)`` resizes to exactly that.
     """
     _check(x)
     h, w = x.shape[-2:]
     if isinstance(size, int):
         if h <= w:
-            oh, ow = size, max(1, int(round(w * size / h)))
+            oh, ow = size, max(1, int(size * w / h))
         else:
-            oh, ow = max(1, int(round(h * size / w))), size
+            oh, ow = max(1, int(size * h / w)), size
     else:
         oh, ow = _pair(size)
     if (oh, ow) == (h, w):

@@ -5,9 +5,12 @@ Label rule (Chowdhery et al. 2019, SPEC §4): an image is labelled 1 ("person") 
 ``width * height``, else 0. What "covers" means differs between the paper's prose ("bounding
 box area") and TensorFlow's reference builder (``build_visualwakewords_data_lib.py``), which
 divides the annotation's COCO ``area`` field (the segmentation mask area) by the image area.
-``area="segmentation"`` (default) follows the reference builder, so the labels match the
-published data set; ``area="bbox"`` uses the box ``w * h``. Crowd annotations count, as in the
-reference builder.
+``area="segmentation"`` (default) follows the reference builder; ``area="bbox"`` uses the box
+``w * h``. Crowd annotations count, as in the reference builder. The ``person`` category id is
+looked up by name. One difference from the builder remains, by choice (SPEC §4 says "more
+than"): an area of *exactly* 0.5 % gives 0 here, while the builder (``ratio < threshold`` is
+"small") gives 1; only such exact ties can label differently from the published data set.
+Images without annotations are labelled 0; a repeated image id is an error.
 
 Splits: training uses COCO train + val minus the ~8k "minival" images; evaluation uses minival.
 The minival id list (``mscoco_minival_ids.txt`` of the TensorFlow object-detection repository,
@@ -119,8 +122,12 @@ def vww_labels(coco: dict, threshold: float = VWW_THRESHOLD, area: str = "segmen
     if not cat_ids:
         raise ValueError(f"{source}: no category named {category!r}")
     sizes: Dict[int, float] = {}
+    first: Dict[int, int] = {}  # image id -> index of its entry in "images"
     for k, img in enumerate(coco["images"]):
         iid = _int(source, "image", k, _entry(source, "image", k, img, ("id",)), "id")
+        if iid in first:  # else the later entry's size silently replaced the earlier one's
+            raise ValueError(f"{source}: image #{k} repeats the id {iid} of image #{first[iid]}")
+        first[iid] = k
         w, h = img.get("width"), img.get("height")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
                    for v in (w, h)):
@@ -137,7 +144,7 @@ def vww_labels(coco: dict, threshold: float = VWW_THRESHOLD, area: str = "segmen
                              f"image id {iid}")
         if area == "bbox":
             bbox = ann.get("bbox")
-            if not bbox or len(bbox) != 4:
+            if not isinstance(bbox, list) or len(bbox) != 4:
                 raise ValueError(f"{source}: annotation #{k} (id {ann.get('id')}) has no bbox")
             a = _size(source, k, ann, "bbox", bbox[2]) * _size(source, k, ann, "bbox", bbox[3])
         else:
@@ -195,8 +202,9 @@ def make_vww(coco_dir: PathLike, out_dir: PathLike, minival_ids: Optional[PathLi
         for k, img in enumerate(data["images"]):
             _entry(str(ann), "image", k, img, ("file_name",))
             iid = int(img["id"])
-            if iid in entries:
-                raise ValueError(f"{ann}: image id {iid} also appears in another split")
+            if iid in entries:  # (a repeat inside one file is refused by vww_labels)
+                raise ValueError(f"{ann}: image id {iid} (image #{k}) also appears in "
+                                 f"instances_{entries[iid][2]}{year}.json")
             entries[iid] = (f"{split}{year}/{img['file_name']}", labels[iid], split)
     if minival_ids is not None:
         mini = read_id_list(minival_ids)

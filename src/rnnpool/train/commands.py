@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "checkpoint's)")
     e.add_argument("--data-format", default="auto",
                    choices=["auto", "fashion-mnist", "imagefolder", "vww"])
-    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N images "
+                   "(image folders: the first N of each class)")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--device", default="auto")
@@ -89,7 +90,7 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep only the 10 ImageNet-10 WordNet-id class folders")
     p.add_argument("--image-size", type=int, default=224, help="training/eval crop (default 224)")
     p.add_argument("--resize-size", type=int, default=None,
-                   help="eval resize of the shorter side (default image_size*256/224)")
+                   help="eval resize of the shorter side (default floor(image_size*256/224))")
     p.add_argument("--scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="random-resized-crop area range (default 0.08 1; VWW 0.2 1)")
     p.add_argument("--train-limit", type=int, default=None,
@@ -218,7 +219,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"{path}: {ckpt.get('model_name')} on {spec.format} ({r['n']} images): "
           f"top-1 {100 * r['acc']:.2f} %, loss {r['loss']:.4f}")
     if args.confusion:
-        print(format_confusion(r["confusion"], spec.classes))
+        # a model may have more outputs than the data has classes (--model-arg num_classes):
+        # name the extra rows / columns instead of failing on them
+        k = len(r["confusion"])
+        names = list(spec.classes) + [f"output {i}" for i in range(len(spec.classes), k)]
+        print(format_confusion(r["confusion"], names))
     return 0
 
 
