@@ -94,3 +94,42 @@ def test_rnnpool_fixed_point_close_to_float(padding, mode):
     err = np.abs(y * out_scale - yf)
     assert err.max() < 4 * out_scale, err.max()
     assert err.mean() < 0.6 * out_scale
+
+
+def test_conv2d_rejects_int32_accumulator_overflow():
+    # C accumulates in int32: 36 * 127 * 255 + bias > 2**31 - 1 would overflow there
+    w = np.full((1, 3, 3, 4), 127, np.int8)
+    m, s = quantize_multipliers(np.array([1e-9]))
+    op = ir.Conv2dS8("c", "x", "y", w, np.array([2**31 - 1000], np.int32), (1, 1),
+                     (0, 0, 0, 0), 1, m, s, 128, 0)
+    with pytest.raises(OverflowError, match="int32"):
+        R.conv2d(op, np.full((3, 3, 4), 127, np.int8))
+    op.bias[:] = 2**31 - 1 - 36 * 127 * 255  # the largest bias that still fits
+    assert R.conv2d(op, np.full((3, 3, 4), 127, np.int8)).shape == (1, 1, 1)
+
+
+def _cell(f: int, bz: int, bh: int) -> ir.FastGRNNQ:
+    return ir.FastGRNNQ(np.zeros((1, 1), np.int16), np.zeros((1, 1), np.int16),
+                        np.array([bz], np.int32), np.array([bh], np.int32), f)
+
+
+def test_fastgrnn_scan_rejects_what_overflows_int32_in_c():
+    # C computes z = (a + b_z + 2**f) >> (f + 1) in int32. |a| stays within the old 3 * 2**29
+    # check, but a + b_z + 2**f is INT32_MAX (fits) or one more (overflows).
+    f = 11
+    a = 2**31 - 1 - 2**29 - 2**f
+    assert abs(a) <= 3 * 2**29
+    assert R.fastgrnn_scan(np.array([[[a]]]), _cell(f, 2**29, 0)).tolist() == [[0]]
+    with pytest.raises(OverflowError, match="int32"):
+        R.fastgrnn_scan(np.array([[[a + 1]]]), _cell(f, 2**29, 0))
+    # and below: a + b_h = INT32_MIN - 1
+    with pytest.raises(OverflowError, match="int32"):
+        R.fastgrnn_scan(np.array([[[-3 * 2**29]]]), _cell(f, 0, -(2**29) - 1))
+
+
+def test_conv2d_rejects_depthwise_multiplier():
+    w = np.ones((4, 3, 3, 1), np.int8)  # groups 2, C_out 4: channel multiplier 2
+    m, s = quantize_multipliers(np.full(4, 0.01))
+    op = ir.Conv2dS8("c", "x", "y", w, np.zeros(4, np.int32), (1, 1), (1, 1, 1, 1), 2, m, s, 0, 0)
+    with pytest.raises(ValueError, match="depthwise"):
+        R.conv2d(op, np.zeros((3, 3, 2), np.int8))

@@ -9,7 +9,8 @@ rounding of each helper, and saturation where the C code saturates.
   give a negative multiplier).
 * :func:`requantize` (C ``rnnpool_requantize``): ``acc * m`` rounded, in three steps:
   ``x = sat32(acc << max(shift, 0))``; ``y = (x * multiplier + 2**30) >> 31`` (int64
-  product); ``rounding_divide_by_pot(y, max(-shift, 0))`` (round half away from zero).
+  product, :func:`doubling_high_mul`); ``rounding_divide_by_pot(y, max(-shift, 0))`` (round
+  half away from zero).
 * :func:`rshift_round` (C ``rnnpool_rshift_round``): ``(v + 2**(n-1)) >> n`` (round half up),
   used inside the RNN cell.
 
@@ -45,7 +46,9 @@ ArrayLike = Union[int, np.ndarray]
 def quantize_multiplier(real: float) -> tuple[int, int]:
     """``real`` as ``(multiplier, shift)``: ``real ~= multiplier * 2**(shift - 31)``.
 
-    ``|multiplier|`` is in ``[2**30, 2**31)``; ``real == 0`` (or ``|real| < 2**-32``) gives
+    ``multiplier = round(q * 2**31)`` (half away from zero, as TFLite) for ``real = q * 2**shift``,
+    ``|q|`` in ``[0.5, 1)``; ``|multiplier|`` is in ``[2**30, 2**31)``; ``real == 0`` (or
+    ``|real| < 2**-32``) gives
     ``(0, 0)``. Raises ``ValueError`` for factors of ``2**30`` or more (no headroom left).
 
     >>> quantize_multiplier(0.5)
@@ -59,7 +62,10 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if real == 0.0:
         return 0, 0
     q, shift = math.frexp(real)
-    q_fixed = int(round(q * (1 << 31)))
+    # q * 2**31 is exact; round half away from zero like TFLite (Python's round() is half-even)
+    scaled = abs(q) * (1 << 31)
+    q_fixed = math.floor(scaled) + (scaled - math.floor(scaled) >= 0.5)
+    q_fixed = q_fixed if q > 0 else -q_fixed
     if abs(q_fixed) == (1 << 31):
         q_fixed //= 2
         shift += 1
@@ -85,10 +91,11 @@ def sat(v: ArrayLike, bits: int) -> np.ndarray:
 
 
 def doubling_high_mul(a: ArrayLike, b: ArrayLike) -> np.ndarray:
-    """C ``rnnpool_doubling_high_mul``: ``(int32)(((int64)a * b + 2**30) >> 31)``."""
+    """C ``rnnpool_doubling_high_mul`` (gemmlowp ``SaturatingRoundingDoublingHighMul``):
+    ``((int64)a * b + 2**30) >> 31``, except ``INT32_MIN * INT32_MIN`` gives ``INT32_MAX``."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
-    return (a * b + (1 << 30)) >> 31
+    return np.minimum((a * b + (1 << 30)) >> 31, INT32_MAX)
 
 
 def rounding_divide_by_pot(x: ArrayLike, exponent: ArrayLike) -> np.ndarray:

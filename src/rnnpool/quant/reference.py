@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ir
-from .fixedpoint import isqrt64, requantize, rshift_round, sat
+from .fixedpoint import INT32_MAX, INT32_MIN, isqrt64, requantize, rshift_round, sat
 
 __all__ = [
     "add",
@@ -87,6 +87,7 @@ def _windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
 
 def conv2d(op: ir.Conv2dS8, x: np.ndarray) -> np.ndarray:
     """Integer convolution (see :class:`~rnnpool.quant.ir.Conv2dS8`); ``x`` int8 HWC."""
+    op.kind  # raises ValueError for groupings other than 1 and depthwise (C has no others)
     top, bottom, left, right = op.padding
     xo = np.asarray(x, dtype=np.int64) + op.input_offset
     xo = np.pad(xo, ((top, bottom), (left, right), (0, 0)))  # padded pixels are real zeros
@@ -98,6 +99,8 @@ def conv2d(op: ir.Conv2dS8, x: np.ndarray) -> np.ndarray:
     else:
         acc = np.einsum("yxcij,cij->yxc", win, w[..., 0], optimize=True)
     acc = acc + np.asarray(op.bias, dtype=np.int64)
+    if acc.size and (acc.min() < INT32_MIN or acc.max() > INT32_MAX):
+        raise OverflowError(f"{op.name}: accumulator exceeds int32 (C would overflow)")
     return _out8(acc, op.multiplier, op.shift, op.output_offset, op.act_min, op.act_max)
 
 
@@ -130,10 +133,14 @@ def fastgrnn_scan(proj: np.ndarray, cell: ir.FastGRNNQ) -> np.ndarray:
     h = np.zeros(proj.shape[1:], dtype=np.int64)
     for t in range(proj.shape[0]):
         a = proj[t] + h @ u.T
-        if np.abs(a).max(initial=0) > 3 * _LIM:
+        az, ah = a + bz, a + bh
+        # a and the C sums a + b + 2**f (gate), a + b + 2**(f-1) (update) must fit int32
+        if (min(a.min(initial=0), az.min(initial=0), ah.min(initial=0)) < INT32_MIN
+                or a.max(initial=0) > INT32_MAX or az.max(initial=0) > INT32_MAX - (1 << f)
+                or ah.max(initial=0) > INT32_MAX - ((1 << f) >> 1)):
             raise OverflowError("FastGRNN pre-activation exceeds the int32 headroom")
-        z = np.clip(rshift_round(a + bz, f + 1), 0, _ONE)
-        c = np.clip(rshift_round(a + bh, f), -_ONE, _ONE)
+        z = np.clip(rshift_round(az, f + 1), 0, _ONE)
+        c = np.clip(rshift_round(ah, f), -_ONE, _ONE)
         co = rshift_round(cell.zeta_q * (_ONE - z), ir.STATE_FRAC_BITS) + cell.nu_q
         h = sat(rshift_round(z * h + co * c, ir.STATE_FRAC_BITS), 16)
     return h

@@ -72,9 +72,13 @@ static inline int16_t rnnpool_sat16(int32_t v)
     return (int16_t)(v < -32768 ? -32768 : (v > 32767 ? 32767 : v));
 }
 
-/** (int32)(((int64)a * b + 2^30) >> 31): the rounded high half of the doubled product. */
+/** ((int64)a * b + 2^30) >> 31: the rounded high half of the doubled product (gemmlowp
+ * SaturatingRoundingDoublingHighMul); INT32_MIN * INT32_MIN, its one overflow, gives INT32_MAX. */
 static inline int32_t rnnpool_doubling_high_mul(int32_t a, int32_t b)
 {
+    if (a == INT32_MIN && b == INT32_MIN) {
+        return INT32_MAX;
+    }
     return (int32_t)(((int64_t)a * b + ((int64_t)1 << 30)) >> 31);
 }
 
@@ -100,11 +104,14 @@ static inline int32_t rnnpool_requantize(int32_t acc, int32_t multiplier, int32_
         int64_t v = (int64_t)acc * ((int64_t)1 << shift);
         x = v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : (int32_t)v);
     }
-    return rnnpool_rounding_divide_by_pot(rnnpool_doubling_high_mul(x, multiplier),
-                                          shift < 0 ? -shift : 0);
+    /* = rnnpool_doubling_high_mul(x, multiplier) without its INT32_MIN check: |multiplier| <
+     * 2^31, so the rounded product always fits int32 */
+    return rnnpool_rounding_divide_by_pot(
+        (int32_t)(((int64_t)x * multiplier + ((int64_t)1 << 30)) >> 31), shift < 0 ? -shift : 0);
 }
 
-/** (v + 2^(n-1)) >> n, round half up (n >= 1); v for n == 0. Python: fixedpoint.rshift_round. */
+/** (v + 2^(n-1)) >> n, round half up (n >= 1; v + 2^(n-1) must fit int32); v for n == 0.
+ * Python: fixedpoint.rshift_round. */
 static inline int32_t rnnpool_rshift_round(int32_t v, int32_t n)
 {
     return n > 0 ? (v + (1 << (n - 1))) >> n : v;
