@@ -442,3 +442,15 @@ def test_random_init_gives_every_rnnpool_cell_the_integer_kernels_gates(name):
     cells = [m for m in load_model(name, None, random_init=True).modules()
              if isinstance(m, FastGRNNCell)]
     assert cells and all((c.gate, c.update) == ("hard_sigmoid", "hard_tanh") for c in cells)
+
+
+def test_weights_of_another_model_name_the_keys_that_do_not_fit(tmp_path):
+    # The message kept only torch's first line, "Error(s) in loading state_dict for SmallCNN:".
+    from rnnpool import create_model
+    from rnnpool.deploy.commands import load_model
+
+    path = tmp_path / "other.pt"
+    torch.save(create_model("fmnist_cnn_maxpool").state_dict(), path)
+    with pytest.raises(ValueError, match=r"weights do not fit fmnist_cnn_rnnpool: .*pool\.") as e:
+        load_model("fmnist_cnn_rnnpool", str(path))
+    assert "\n" not in str(e.value)

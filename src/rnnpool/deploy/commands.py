@@ -53,7 +53,7 @@ def load_model(name: str, weights: Optional[str], random_init: bool = False,
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: {path}")
-    from ..train.checkpoint import load_checkpoint
+    from ..train.checkpoint import load_checkpoint, load_weights
 
     obj = load_checkpoint(path)  # a corrupt or empty file: one line naming it
     if "model_name" in obj:
@@ -69,11 +69,7 @@ def load_model(name: str, weights: Optional[str], random_init: bool = False,
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a checkpoint or a state dict")
     model = _create(name, model_args or {})
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit {name}: "
-                         f"{str(e).strip().splitlines()[0]}") from None
+    load_weights(model, state, f"{path}: weights do not fit {name}")
     return model.eval()
 
 
@@ -245,12 +241,23 @@ def _load(args):
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
+    import os
+
     from .onnx_export import export_onnx, supported_opsets
 
     lo, hi = supported_opsets()
-    if not lo <= args.opset <= hi:  # else torch's traceback, after it prints the whole graph
-        raise ValueError(f"--opset must be {lo} to {hi} (this PyTorch's ONNX exporter), "
-                         f"got {args.opset}")
+    if not lo <= args.opset <= hi:  # else torch's graph dump on stdout, or an invalid graph
+        raise ValueError(f"--opset must be {lo} to {hi} (RNNPool2d needs {lo}; the highest this "
+                         f"PyTorch's ONNX exporter writes), got {args.opset}")
+    # Checked before the export, which takes seconds to minutes for the larger models.
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; expected a .onnx file path")
+    folder = next(p for p in out.absolute().parents if p.exists())
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: folder {folder} is not writable")
     model, chw = _load(args)
     r = export_onnx(model, chw, args.out, opset=args.opset)
     print(f"wrote {r.path} ({r.nbytes / 1024:.1f} KiB), input (N, {chw[0]}, {chw[1]}, {chw[2]}), "

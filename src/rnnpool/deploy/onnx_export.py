@@ -1,7 +1,9 @@
 """ONNX export of rnnpool models (including RNNPool2d), checked with onnxruntime.
 
-RNNPool2d exports with the TorchScript-based exporter (``dynamo=False``, opset 17): its window
-gather and the unrolled FastGRNN sweeps become plain Gather/MatMul/Sigmoid/Tanh nodes.
+RNNPool2d exports with the TorchScript-based exporter (``dynamo=False``, opset 12 or later;
+default 17): its window gather and the unrolled FastGRNN sweeps become plain
+Gather/MatMul/Sigmoid/Tanh nodes, and the sweep indices are computed in the graph from the
+batch size, so the batch axis is dynamic. The spatial size is fixed by the trace.
 
 Example:
     >>> import io
@@ -58,14 +60,22 @@ def _flatten(out) -> List[torch.Tensor]:
     raise TypeError(f"cannot export a model output of type {type(out).__name__}")
 
 
+# RNNPool2d's traced sweep indices need ArgSort (TopK, opset 11) and Clip of int64 (opset 12):
+# at opset 11 torch wrote a graph that onnxruntime rejects as invalid.
+_MIN_OPSET = 12
+
+
 def supported_opsets() -> Tuple[int, int]:
-    """``(lowest, highest)`` ONNX opset this PyTorch's exporter accepts."""
+    """``(lowest, highest)`` ONNX opset :func:`export_onnx` accepts: 12 (what RNNPool2d needs)
+    to the highest this PyTorch's TorchScript-based exporter supports (20 in torch 2.13; its
+    ``ONNX_MAX_OPSET``, 23, is the dynamo exporter's)."""
     try:
         from torch.onnx import _constants as c
 
-        return int(c.ONNX_MIN_OPSET), int(c.ONNX_MAX_OPSET)
+        hi = getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or c.ONNX_MAX_OPSET
+        return max(int(c.ONNX_MIN_OPSET), _MIN_OPSET), int(hi)
     except (ImportError, AttributeError):  # a private module: fall back to a safe range
-        return 9, 17
+        return _MIN_OPSET, 17
 
 
 def export_onnx(model: torch.nn.Module, input_chw: Sequence[int], f, *, opset: int = 17,
@@ -76,14 +86,20 @@ def export_onnx(model: torch.nn.Module, input_chw: Sequence[int], f, *, opset: i
         model: the model (put in eval mode here).
         input_chw: input shape without the batch axis (the batch axis is dynamic in the file).
         f: output path, or a writable binary file object. Paths are written atomically.
-        opset: ONNX opset.
+        opset: ONNX opset, in :func:`supported_opsets`.
         verify: run the exported model with onnxruntime on a random input and record the
             largest absolute difference from PyTorch.
         seed: seed of the check input.
 
     Returns:
         OnnxExportResult.
+
+    Raises:
+        ValueError: a bad ``input_chw`` or an ``opset`` outside :func:`supported_opsets`.
     """
+    lo, hi = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lo <= opset <= hi:
+        raise ValueError(f"opset must be {lo} to {hi}, got {opset!r}")
     if len(input_chw) != 3 or any(int(v) <= 0 for v in input_chw):
         raise ValueError(f"input shape must be (C, H, W) with positive sizes, "
                          f"got {tuple(input_chw)}")

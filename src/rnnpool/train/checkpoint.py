@@ -18,7 +18,8 @@ from torch import nn
 
 from .._io import atomic_output
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model_from_checkpoint", "export_weights"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model_from_checkpoint", "load_weights",
+           "export_weights"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -79,12 +80,19 @@ def load_model_from_checkpoint(
     if "model" not in ckpt:
         raise ValueError(f"{path}: checkpoint has no 'model' state dict")
     model = create_model(name, **(ckpt.get("model_args") or {}))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise ValueError(f"{path}: weights do not fit {name}: {' '.join(first[:3])}") from None
+    load_weights(model, ckpt["model"], f"{path}: weights do not fit {name}")
     return model.eval()
+
+
+def load_weights(model: torch.nn.Module, state: dict, what: str) -> None:
+    """``model.load_state_dict(state)``; a mismatch is a ``ValueError`` starting with ``what``
+    and naming the first missing, unexpected or mis-shaped keys (not torch's multi-line
+    ``RuntimeError``)."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).strip().splitlines()]
+        raise ValueError(f"{what}: {' '.join(lines[:3])}") from None
 
 
 _TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng")
