@@ -178,3 +178,15 @@ def test_cli_bad_out_path_fails_before_the_export(tmp_path, capsys, monkeypatch)
                      "--out", str(out)]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and "--out" in lines[0] and message in lines[0], lines
+
+
+def test_a_model_whose_first_layer_is_linear_exports_from_the_cli(tmp_path):
+    # fmnist_probe_avg (global pool, then Linear(1, 10)) declares its channels only through
+    # in_features: "cannot tell the model's input channels", even with --input.
+    out = tmp_path / "probe.onnx"
+    assert main(["export-onnx", "fmnist_probe_avg", "--random-init", "--input", "28x28",
+                 "--out", str(out)]) == 0
+    import onnx
+
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][1:] == [1, 28, 28]

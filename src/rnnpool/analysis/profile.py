@@ -15,7 +15,7 @@ from .memory import chain_from_trace, prop1_bound, standard_memory
 
 __all__ = [
     "LayerStat", "Profile", "profile_model", "compare", "format_bytes", "plot_memory",
-    "parse_input_size",
+    "parse_input_size", "first_layer_channels",
 ]
 
 SizeLike = Union[int, Sequence[int], str]
@@ -157,13 +157,16 @@ def parse_input_size(size: SizeLike) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-def _in_chans(model: nn.Module) -> int:
+def first_layer_channels(model: nn.Module) -> Optional[int]:
+    """The input channels of ``model``'s first registered layer that declares them (a conv's or
+    RNNPool's ``in_channels``, a linear layer's ``in_features``), or None: a guess, as the
+    first registered layer need not be the first one run."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) or hasattr(m, "in_channels"):
             c = getattr(m, "in_channels", None) or getattr(m, "in_features", None)
             if isinstance(c, int):
                 return c
-    return 3
+    return None
 
 
 def _zeros_like_model_input(model: nn.Module, c: int, h: int, w: int) -> torch.Tensor:
@@ -216,7 +219,7 @@ def profile_model(
     else:
         label = name or type(model).__name__
     h, w = parse_input_size(input_size)
-    c = in_chans or _in_chans(model)
+    c = in_chans or first_layer_channels(model) or 3
     try:
         trace = trace_model(model, _zeros_like_model_input(model, c, h, w))
     except _ChannelMismatch as e:

@@ -85,11 +85,11 @@ def _create(name: str, kwargs: dict):
 def model_input_chw(model, size: Optional[str]) -> Tuple[int, int, int]:
     """``(C, H, W)`` from ``--input WxH`` or the model's ``config`` (``in_chans``,
     ``input_size``)."""
+    from ..analysis.profile import first_layer_channels
+
     cfg = getattr(model, "config", None)
-    c = getattr(cfg, "in_chans", None) or getattr(model, "in_chans", None)
-    if c is None:
-        first = next((m for m in model.modules() if hasattr(m, "in_channels")), None)
-        c = getattr(first, "in_channels", None)
+    c = (getattr(cfg, "in_chans", None) or getattr(model, "in_chans", None)
+         or first_layer_channels(model))
     if c is None:
         raise ValueError("cannot tell the model's input channels")
     if size:
