@@ -379,23 +379,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_widerface_predict)
 
 
-def _model_args(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--model-arg must be KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        for conv in (int, float):
-            try:
-                out[k] = conv(v)
-                break
-            except ValueError:
-                continue
-        else:
-            out[k] = {"true": True, "false": False}.get(v.lower(), v)
-    return out
-
-
 def _train(args: argparse.Namespace) -> int:
     from ..cli import parse_device
     from ..data.detection_transforms import detection_collate
@@ -403,6 +386,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..train import config as train_config
     from ..train import fit
     from ..train.checkpoint import load_checkpoint
+    from ..train.commands import parse_model_args
     from ..train.distributed import launched_as_main
 
     if not is_model(args.model) or not args.model.startswith("rnnpool_face"):
@@ -413,7 +397,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.eval_images < 0:
         raise ValueError(f"--eval-images must be >= 0, got {args.eval_images}")
     parse_device(args.device)  # else a traceback from torch.device once training starts
-    model_args = _model_args(args.model_arg)
+    model_args = parse_model_args(args.model_arg)
     torch.manual_seed(args.seed)  # fit() seeds after the model exists: seed its initial weights
     try:
         model = create_model(args.model, **model_args)

@@ -100,11 +100,11 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_model_args(items: List[str]) -> Dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as Python literals if they can
-    be).
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``: values parsed as Python literals if they can
+    be, ``true`` / ``false`` in any case as booleans, else kept as strings.
 
-    >>> parse_model_args(["in_chans=1", "pool_layer=maxpool", "scale=(0.5, 1)"])
-    {'in_chans': 1, 'pool_layer': 'maxpool', 'scale': (0.5, 1)}
+    >>> parse_model_args(["in_chans=1", "pool_layer=maxpool", "scale=(0.5, 1)", "x=false"])
+    {'in_chans': 1, 'pool_layer': 'maxpool', 'scale': (0.5, 1), 'x': False}
     """
     out: Dict[str, Any] = {}
     for item in items:
@@ -114,7 +114,7 @@ def parse_model_args(items: List[str]) -> Dict[str, Any]:
         try:
             out[k.strip()] = ast.literal_eval(v)
         except (ValueError, SyntaxError):
-            out[k.strip()] = v
+            out[k.strip()] = {"true": True, "false": False}.get(v.strip().lower(), v)
     return out
 
 
