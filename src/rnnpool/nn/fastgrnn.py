@@ -17,9 +17,8 @@ def _product(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` in the factors' dtype, also under autocast: autocast would round a low-rank
     matrix to float16 / bfloat16 while the cell's other parameters keep theirs (RNNPool2d then
     refused the mixed dtypes)."""
-    device = a.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-        with torch.autocast(device, enabled=False):
+    if RF._autocast_on(a.device.type):
+        with torch.autocast(a.device.type, enabled=False):
             return a @ b
     return a @ b
 

@@ -837,6 +837,12 @@ def rnnpool2d(
     return _rnnpool2d(*args)
 
 
+def _autocast_on(device_type: str) -> bool:
+    """Whether autocast is enabled for ``device_type`` (``"cpu"``, ``"cuda"``, ...)."""
+    return (torch.amp.is_autocast_available(device_type)
+            and torch.is_autocast_enabled(device_type))
+
+
 def _in_float32(p: FastGRNNParams) -> FastGRNNParams:
     return p._replace(**{f: getattr(p, f).float() for f in p._fields[:6]
                          if isinstance(getattr(p, f), Tensor)})
@@ -845,8 +851,7 @@ def _in_float32(p: FastGRNNParams) -> FastGRNNParams:
 def _rnnpool2d(input: Tensor, rnn1: FastGRNNParams, rnn2: FastGRNNParams, kernel_size: IntPair,
                stride: IntPair | None, padding: Padding, padding_mode: str, backend: str
                ) -> Tensor:
-    if (torch.amp.is_autocast_available(input.device.type)
-            and torch.is_autocast_enabled(input.device.type)):
+    if _autocast_on(input.device.type):
         # Autocast would cast some products of the sweeps and not others: run the layer in
         # its parameters' dtype (the call below makes every check once).
         with torch.autocast(input.device.type, enabled=False):
