@@ -35,6 +35,7 @@ def load_model(name: str, weights: Optional[str], random_init: bool = False,
     from ..models import list_models
     from ..models._pooling import use_cell_activations
     from ..nn import FastGRNNCell
+    from ..train.commands import create_model_from_args
 
     if name not in list_models():
         raise ValueError(f"unknown model {name!r}; choose from: {', '.join(list_models())}")
@@ -43,7 +44,7 @@ def load_model(name: str, weights: Optional[str], random_init: bool = False,
             raise ValueError("give WEIGHTS or --random-init, not both")
         torch.manual_seed(seed)
         kwargs = dict(model_args or {})
-        model = _create(name, kwargs)
+        model = create_model_from_args(name, kwargs)
         cells = any(isinstance(m, FastGRNNCell) for m in model.modules())
         if cells and not {"gate", "update"} & kwargs.keys():
             use_cell_activations(model, "hard_sigmoid", "hard_tanh")
@@ -68,18 +69,9 @@ def load_model(name: str, weights: Optional[str], random_init: bool = False,
     state = obj.get("model", obj)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a checkpoint or a state dict")
-    model = _create(name, model_args or {})
+    model = create_model_from_args(name, model_args or {})
     load_weights(model, state, f"{path}: weights do not fit {name}")
     return model.eval()
-
-
-def _create(name: str, kwargs: dict):
-    from ..models import create_model
-
-    try:
-        return create_model(name, **kwargs)
-    except TypeError as e:  # an unknown --model-arg
-        raise ValueError(f"model {name}: {e}") from None
 
 
 def model_input_chw(model, size: Optional[str]) -> Tuple[int, int, int]:

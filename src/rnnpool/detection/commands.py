@@ -382,11 +382,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from ..cli import parse_device
     from ..data.detection_transforms import detection_collate
-    from ..models import create_model, is_model
+    from ..models import is_model
     from ..train import config as train_config
     from ..train import fit
     from ..train.checkpoint import load_checkpoint
-    from ..train.commands import parse_model_args
+    from ..train.commands import create_model_from_args, parse_model_args
     from ..train.distributed import launched_as_main
 
     if not is_model(args.model) or not args.model.startswith("rnnpool_face"):
@@ -399,10 +399,7 @@ def _train(args: argparse.Namespace) -> int:
     parse_device(args.device)  # else a traceback from torch.device once training starts
     model_args = parse_model_args(args.model_arg)
     torch.manual_seed(args.seed)  # fit() seeds after the model exists: seed its initial weights
-    try:
-        model = create_model(args.model, **model_args)
-    except TypeError as e:  # an unknown --model-arg
-        raise ValueError(f"model {args.model}: {e}") from None
+    model = create_model_from_args(args.model, model_args)
     if args.init and not args.resume:  # a resumed run's weights come from its checkpoint
         state = load_checkpoint(args.init)
         state = state.get("model", state)

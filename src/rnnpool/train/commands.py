@@ -15,7 +15,8 @@ import argparse
 import ast
 from typing import Any, Dict, List
 
-__all__ = ["register", "run_train", "run_evaluate", "run_make_vww", "parse_model_args"]
+__all__ = ["register", "run_train", "run_evaluate", "run_make_vww", "parse_model_args",
+           "create_model_from_args"]
 
 # Per-format recipe defaults (SPEC §3 / §4); every value can be overridden by its flag.
 _RECIPES: Dict[str, Dict[str, Any]] = {
@@ -118,6 +119,17 @@ def parse_model_args(items: List[str]) -> Dict[str, Any]:
     return out
 
 
+def create_model_from_args(name: str, model_args: Dict[str, Any]):
+    """``create_model(name, **model_args)``, with an argument the model does not take (an
+    unknown ``--model-arg``) as a one-line ``ValueError`` instead of ``TypeError``."""
+    from ..models import create_model
+
+    try:
+        return create_model(name, **model_args)
+    except TypeError as e:
+        raise ValueError(f"model {name}: {e}") from None
+
+
 def _spec_from_args(args: argparse.Namespace):
     from ..data.classification import DataSpec, detect_format
 
@@ -163,10 +175,7 @@ def run_train(args: argparse.Namespace) -> int:
     # fit() seeds only after the model exists: seed its initial weights here so that --seed
     # makes the whole run reproducible (same on every rank; DDP broadcasts rank 0's anyway).
     torch.manual_seed(config.seed)
-    try:
-        model = create_model(args.model, **model_args)
-    except TypeError as e:
-        raise ValueError(f"model {args.model}: {e}") from None
+    model = create_model_from_args(args.model, model_args)
     if launched_as_main():  # under torchrun only rank 0 talks
         print(f"train {args.model} on {spec.format} ({len(data['train'])} train / "
               f"{len(data['val'])} val images, {len(spec.classes)} classes) -> {config.out_dir}")
